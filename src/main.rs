@@ -1,1 +1,68 @@
-fn main() {}
+//! goblog-lab: a real multi-node Docker Swarm on this machine, for the Go
+//! microservices blog series. The CLI parses, runs one command, and turns
+//! any error into one line on stderr and a non-zero exit.
+
+mod cli;
+mod commands;
+mod docker;
+mod driver;
+mod error;
+mod http;
+mod lab;
+mod pki;
+mod steps;
+mod ui;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return clap_error(err),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts");
+    match runtime.block_on(commands::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("goblog-lab: error: {err}");
+            ExitCode::from(err.exit_code() as u8)
+        }
+    }
+}
+
+/// Help and version print as clap renders them; a usage error becomes one
+/// line (clap's message and its tip), like every other error.
+fn clap_error(err: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        err.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = err.print();
+        return if err.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
+    let text = err.render().to_string();
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let message = lines
+        .next()
+        .unwrap_or("invalid arguments")
+        .trim_start_matches("error: ");
+    let tip = lines
+        .find(|l| l.starts_with("tip:"))
+        .map(|t| format!(" ({t})"))
+        .unwrap_or_default();
+    eprintln!("goblog-lab: error: {message}{tip}; see 'goblog-lab --help'");
+    ExitCode::from(2)
+}

@@ -1,0 +1,161 @@
+//! The command line: what each command takes, and its `--help`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::lab::name::DEFAULT as DEFAULT_LAB;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "goblog-lab",
+    version,
+    about = "A real multi-node Docker Swarm on this machine, for the Go microservices blog series",
+    long_about = "A real multi-node Docker Swarm on this machine, for the Go microservices blog series.\n\n\
+        `create` starts Swarm nodes as Docker-in-Docker containers, forms the Swarm, makes the\n\
+        overlay network `my_network` and a local registry, and deploys the accountservice on\n\
+        $ManagerIP:6767. `eval \"$(goblog-lab env)\"` then points your own `docker` and `curl`\n\
+        at the lab, the way `docker-machine env` did.",
+    after_help = "Quick start:\n  goblog-lab create --workers 2\n  eval \"$(goblog-lab env)\"\n  docker node ls\n  curl $ManagerIP:6767/accounts/10000\n  goblog-lab destroy"
+)]
+pub struct Cli {
+    /// Print no progress lines (errors and data still print).
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a lab: nodes, Swarm, my_network, registry, and the deployed services.
+    Create(CreateArgs),
+    /// Print the shell commands that point `docker` and `$ManagerIP` at a lab.
+    Env(EnvArgs),
+    /// Show a lab's nodes, services and where each task runs.
+    Status(StatusArgs),
+    /// List the labs on this machine.
+    #[command(visible_alias = "list")]
+    Ls(LsArgs),
+    /// Remove a lab: containers, volumes, networks, registry and saved state.
+    Destroy(DestroyArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Human-readable text.
+    Table,
+    /// One JSON document on stdout, for scripts.
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RoutingChoice {
+    /// The routing mesh where the kernel has IPVS, else the edge proxy.
+    Auto,
+    /// Swarm's ingress routing mesh (needs IPVS).
+    Mesh,
+    /// dnsrr services behind HAProxy on the first manager.
+    Edge,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Name of the lab: 1-24 lowercase letters, digits or '-'.
+    #[arg(long, default_value = DEFAULT_LAB)]
+    pub name: String,
+
+    /// Number of worker nodes, 0 to 20 [default: from the lab file, 2].
+    #[arg(long)]
+    pub workers: Option<u32>,
+
+    /// Number of manager nodes, 1 to 7 [default: from the lab file, 1].
+    #[arg(long)]
+    pub managers: Option<u32>,
+
+    /// Lab definition (TOML) [default: the built-in lab/goblog.toml].
+    #[arg(long, value_name = "SPEC.toml")]
+    pub file: Option<PathBuf>,
+
+    /// Stop after the Swarm, network and registry: build and deploy nothing.
+    #[arg(long)]
+    pub no_deploy: bool,
+
+    /// On failure or Ctrl-C, keep what was made (to inspect it) instead of rolling back.
+    #[arg(long)]
+    pub retain: bool,
+
+    /// Port on 127.0.0.1 for the lab registry [default: from the lab file; 0 = any free port].
+    #[arg(long, value_name = "PORT")]
+    pub registry_port: Option<u16>,
+
+    /// How $ManagerIP:PORT reaches the replicas.
+    #[arg(long, value_enum, default_value_t = RoutingChoice::Auto)]
+    pub routing: RoutingChoice,
+
+    /// Format of the summary on stdout.
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+    Powershell,
+}
+
+#[derive(Debug, Args)]
+pub struct EnvArgs {
+    /// Name of the lab.
+    #[arg(long, default_value = DEFAULT_LAB)]
+    pub name: String,
+
+    /// Syntax of the printed commands [default: from $SHELL, else bash].
+    #[arg(long, value_enum)]
+    pub shell: Option<Shell>,
+
+    /// Print commands that unset the variables instead.
+    #[arg(short, long)]
+    pub unset: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Name of the lab [default: $GOBLOG_LAB_NAME, else goblog].
+    #[arg(long, env = "GOBLOG_LAB_NAME", default_value = DEFAULT_LAB)]
+    pub name: String,
+
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+#[derive(Debug, Args)]
+pub struct DestroyArgs {
+    /// Name of the lab to remove.
+    #[arg(long, default_value = DEFAULT_LAB, conflicts_with = "all")]
+    pub name: String,
+
+    /// Remove every lab on this machine.
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

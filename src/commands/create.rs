@@ -1,0 +1,549 @@
+//! `goblog-lab create`: from nothing to the accountservice answering on
+//! `$ManagerIP:6767`.
+//!
+//! The order of the steps follows what each needs: images before nodes,
+//! engines before the Swarm, the registry (started while the engines boot)
+//! before the deploy, and the deploy before the probe. If any step fails or
+//! the user presses Ctrl-C, everything labelled with the lab is removed
+//! again, unless `--retain` asks to keep it for inspection.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use futures_util::future::try_join_all;
+use serde::Serialize;
+
+use crate::cli::{CreateArgs, Output, RoutingChoice};
+use crate::docker::{self, lab_filter};
+use crate::driver::dind::{remove_labelled, DindDriver};
+use crate::driver::{Driver, LabNetwork, NodeFile, NodePlan};
+use crate::error::{Context, Error, Result};
+use crate::lab::name;
+use crate::lab::spec::{self, LoadedSpec};
+use crate::lab::state::{LabDir, LabState, NodeState, Role, Routing, ServiceState};
+use crate::pki::Authority;
+use crate::steps::{deploy, edge, images, node_image, registry, swarm, wait};
+use crate::ui::{seconds, Ui};
+
+/// What `create` prints when it is done (as text or JSON).
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub name: String,
+    pub manager_ip: String,
+    pub managers: u32,
+    pub workers: u32,
+    pub registry: String,
+    pub routing: Routing,
+    pub services: Vec<ServiceSummary>,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ServiceSummary {
+    pub name: String,
+    pub replicas: u64,
+    pub url: Option<String>,
+    pub served_by: Vec<String>,
+}
+
+pub async fn run(args: CreateArgs, ui: &Ui) -> Result<()> {
+    name::validate(&args.name)?;
+    let mut loaded = spec::load(args.file.as_deref())?;
+    if let Some(workers) = args.workers {
+        loaded.spec.workers = workers;
+    }
+    if let Some(managers) = args.managers {
+        loaded.spec.managers = managers;
+    }
+    if let Some(port) = args.registry_port {
+        loaded.spec.registry.port = port;
+    }
+    spec::check_counts(loaded.spec.managers, loaded.spec.workers)?;
+    registry::check_port_free(loaded.spec.registry.port)?;
+
+    let host = docker::connect_host().await?;
+    let dir = LabDir::new(&args.name);
+    if dir.exists() || has_objects(&host, &args.name).await? {
+        return Err(Error::LabExists(args.name.clone()));
+    }
+
+    let started = Instant::now();
+    let outcome = tokio::select! {
+        outcome = build_lab(&host, &dir, &loaded, &args, ui) => outcome,
+        () = interrupted() => Err(Error::Interrupted),
+    };
+    match outcome {
+        Ok(mut summary) => {
+            summary.seconds = started.elapsed().as_secs_f64();
+            print_summary(&summary, args.output);
+            Ok(())
+        }
+        Err(err) => {
+            if args.retain {
+                ui.warn(format!(
+                    "--retain: keeping the partial lab; `goblog-lab destroy --name {}` removes it",
+                    args.name
+                ));
+            } else {
+                roll_back(&host, &dir, ui).await;
+            }
+            Err(err)
+        }
+    }
+}
+
+async fn build_lab(
+    host: &Docker,
+    dir: &LabDir,
+    loaded: &LoadedSpec,
+    args: &CreateArgs,
+    ui: &Ui,
+) -> Result<Summary> {
+    let spec = &loaded.spec;
+    let lab = args.name.as_str();
+
+    // 1. Images: the node image (debootstrap, once), the edge proxy and the
+    //    services, built side by side.
+    let step = ui.step("Preparing images 🖼");
+    let node_and_edge = async {
+        let (node, outcome) = node_image::ensure(host).await?;
+        let edge = images::edge(host, &node).await?;
+        Ok::<_, Error>((node, outcome, edge))
+    };
+    let services = async {
+        if args.no_deploy {
+            return Ok(BTreeMap::new());
+        }
+        let built = try_join_all(spec.services.iter().filter_map(|service| {
+            let build = service.build.as_ref()?;
+            Some(async move {
+                let image =
+                    images::service(host, &loaded.project_root, &service.name, build).await?;
+                Ok::<_, Error>((service.name.clone(), image))
+            })
+        }))
+        .await?;
+        Ok(built.into_iter().collect::<BTreeMap<_, _>>())
+    };
+    let ((node_image, outcome, edge_image), built) = tokio::try_join!(node_and_edge, services)?;
+    step.done_with(match outcome {
+        node_image::Outcome::Cached => "(cached)",
+        node_image::Outcome::Built => "(node image built with debootstrap)",
+    });
+
+    // 2. The network and the nodes, each with its certificate and daemon.json.
+    let step = ui.step(format!(
+        "Starting nodes 📦 ({} manager{}, {} worker{})",
+        spec.managers,
+        plural(spec.managers),
+        spec.workers,
+        plural(spec.workers)
+    ));
+    let driver = DindDriver::new(host.clone(), lab, &node_image, ui.clone());
+    let network = driver.create_network().await?;
+    let authority = Authority::create(lab)?;
+    authority.save(dir)?;
+    let plans = node_plans(
+        spec.managers,
+        spec.workers,
+        &network,
+        &authority,
+        &registry::container_name(lab),
+    )?;
+    let nodes = driver.create_nodes(&network, &plans).await?;
+    let placeholder = crate::lab::state::RegistryState {
+        container: registry::container_name(lab),
+        push_address: String::new(),
+        pull_address: String::new(),
+    };
+    let mut state = LabState::new(
+        lab,
+        driver.name(),
+        network.state.clone(),
+        &spec.network,
+        placeholder,
+    );
+    state.nodes = nodes.clone();
+    dir.save(&state)?;
+    step.done();
+
+    // 3. The engines boot while the registry starts and takes the images.
+    let step = ui.step("Waiting for the node engines and the lab registry 🐳");
+    let certs = dir.client_certs();
+    let engines = try_join_all(
+        nodes
+            .iter()
+            .map(|node| wait_for_engine(&driver, node, &certs)),
+    );
+    let registry_ready = async {
+        let registry =
+            registry::start(host, lab, &network, &node_image, spec.registry.port).await?;
+        let mut to_push = built.clone();
+        to_push.insert(edge::SERVICE_NAME.to_string(), edge_image.clone());
+        let pushed = try_join_all(to_push.iter().map(|(service, image)| {
+            let registry = &registry;
+            async move {
+                Ok::<_, Error>((
+                    service.clone(),
+                    registry::push(host, registry, image).await?,
+                ))
+            }
+        }))
+        .await?;
+        Ok::<_, Error>((registry, pushed.into_iter().collect::<BTreeMap<_, _>>()))
+    };
+    let (engines, (registry_state, pulled)) = tokio::try_join!(engines, registry_ready)?;
+    state.registry = registry_state;
+    dir.save(&state)?;
+    step.done();
+
+    // 4. The Swarm.
+    let step = ui.step(format!(
+        "Forming the Swarm 🐝 (init, {} join{}, {})",
+        nodes.len() - 1,
+        plural(nodes.len() as u32 - 1),
+        spec.network
+    ));
+    let leader = &nodes[0];
+    let manager = &engines[0];
+    let tokens = swarm::init(manager, leader, dir).await?;
+    try_join_all(
+        nodes
+            .iter()
+            .zip(&engines)
+            .skip(1)
+            .map(|(node, engine)| async {
+                swarm::join(engine, node, leader, &tokens).await?;
+                driver.ensure_running(node).await
+            }),
+    )
+    .await?;
+    swarm::create_overlay(manager, &spec.network, lab).await?;
+    step.done();
+
+    let routing = match args.routing {
+        RoutingChoice::Mesh => Routing::Mesh,
+        RoutingChoice::Edge => Routing::Edge,
+        RoutingChoice::Auto if driver.has_ipvs(leader).await? => Routing::Mesh,
+        RoutingChoice::Auto => Routing::Edge,
+    };
+    state.routing = routing;
+
+    let mut summary = Summary {
+        name: lab.to_string(),
+        manager_ip: leader.address.to_string(),
+        managers: spec.managers,
+        workers: spec.workers,
+        registry: state.registry.push_address.clone(),
+        routing,
+        services: Vec::new(),
+        seconds: 0.0,
+    };
+    if args.no_deploy {
+        dir.save(&state)?;
+        return Ok(summary);
+    }
+
+    // 5. The services, from the lab registry.
+    let step = ui.step(format!(
+        "Deploying {} 🚀",
+        spec.services
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    for service in &spec.services {
+        let image = match (&service.image, pulled.get(&service.name)) {
+            (Some(image), _) => image.clone(),
+            (None, Some(pulled)) => pulled.clone(),
+            (None, None) => unreachable!("every built service was pushed"),
+        };
+        let deployment = deploy::Deployment {
+            name: service.name.clone(),
+            image,
+            replicas: service.replicas.map_or(nodes.len() as u64, u64::from),
+            ports: service.ports.clone(),
+            env: service
+                .env
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect(),
+            network: spec.network.clone(),
+        };
+        deploy::create(manager, lab, &deployment, routing).await?;
+        state.services.push(ServiceState {
+            name: deployment.name,
+            image: deployment.image,
+            replicas: deployment.replicas,
+            ports: deployment.ports,
+        });
+    }
+    dir.save(&state)?;
+    step.done();
+
+    let routes: Vec<edge::Route> = spec
+        .services
+        .iter()
+        .flat_map(|s| {
+            s.ports.iter().map(move |&port| edge::Route {
+                service: s.name.clone(),
+                port,
+                health_path: s.health_path.clone(),
+            })
+        })
+        .collect();
+    if routing == Routing::Edge && !routes.is_empty() {
+        let step = ui.step(format!(
+            "Routing $ManagerIP to the replicas through HAProxy on {} 🔀 (no IPVS in this kernel)",
+            leader.hostname
+        ));
+        let edge_image = &pulled[edge::SERVICE_NAME];
+        edge::deploy(
+            manager,
+            lab,
+            edge_image,
+            &spec.network,
+            &leader.hostname,
+            &routes,
+        )
+        .await?;
+        step.done();
+    }
+
+    // 6. Up means answering through $ManagerIP, as the tutorial will call it.
+    for service in &spec.services {
+        let replicas = state
+            .services
+            .iter()
+            .find(|s| s.name == service.name)
+            .map_or(1, |s| s.replicas);
+        let (Some(&port), Some(probe)) = (service.ports.first(), service.probe.as_ref()) else {
+            summary.services.push(ServiceSummary {
+                name: service.name.clone(),
+                replicas,
+                url: None,
+                served_by: Vec::new(),
+            });
+            continue;
+        };
+        let url = format!("http://{}:{port}{probe}", leader.address);
+        let step = ui.step(format!(
+            "Waiting for {} to answer on {url} ⏳",
+            service.name
+        ));
+        let answer = wait::until_answers(&url, replicas, Duration::from_secs(120)).await?;
+        step.done();
+        summary.services.push(ServiceSummary {
+            name: service.name.clone(),
+            replicas,
+            url: Some(url),
+            served_by: answer.served_by.into_iter().collect(),
+        });
+    }
+    Ok(summary)
+}
+
+/// Nodes are named as in the blog: swarm-manager-0, swarm-worker-0, ...
+fn node_plans(
+    managers: u32,
+    workers: u32,
+    network: &LabNetwork,
+    authority: &Authority,
+    registry: &str,
+) -> Result<Vec<NodePlan>> {
+    let roles = (0..managers)
+        .map(|i| (Role::Manager, i))
+        .chain((0..workers).map(|i| (Role::Worker, i)));
+    roles
+        .map(|(role, index)| {
+            let hostname = format!("swarm-{}-{index}", role.as_str());
+            let address = network.node_address(role, index);
+            let server = authority.server(&[hostname.as_str(), "localhost"], &[IpAddr::V4(address), IpAddr::from([127, 0, 0, 1])])?;
+            let daemon = serde_json::json!({
+                "hosts": ["unix:///var/run/docker.sock", format!("tcp://{address}:{}", crate::driver::DOCKER_TLS_PORT)],
+                "tls": true,
+                "tlsverify": true,
+                "tlscacert": "/etc/docker/tls/ca.pem",
+                "tlscert": "/etc/docker/tls/cert.pem",
+                "tlskey": "/etc/docker/tls/key.pem",
+                "insecure-registries": [format!("{registry}:5000")],
+                "log-driver": "json-file",
+                "log-opts": {"max-size": "10m", "max-file": "2"},
+            });
+            let file = |path: &str, contents: Vec<u8>, mode: u32| NodeFile {
+                path: path.to_string(),
+                contents,
+                mode,
+            };
+            Ok(NodePlan {
+                hostname,
+                role,
+                address,
+                files: vec![
+                    file("/etc/docker/daemon.json", serde_json::to_vec_pretty(&daemon).expect("json"), 0o644),
+                    file("/etc/docker/tls/ca.pem", authority.cert_pem().as_bytes().to_vec(), 0o644),
+                    file("/etc/docker/tls/cert.pem", server.cert_pem.into_bytes(), 0o644),
+                    file("/etc/docker/tls/key.pem", server.key_pem.into_bytes(), 0o600),
+                ],
+            })
+        })
+        .collect()
+}
+
+/// Polls the node's engine over TLS; fails fast if the node itself died.
+async fn wait_for_engine(
+    driver: &DindDriver,
+    node: &NodeState,
+    certs: &std::path::Path,
+) -> Result<Docker> {
+    let client = docker::node_client(&node.docker_host(), certs)?;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), client.ping()).await {
+            return docker::connect_node(&node.docker_host(), certs).await;
+        }
+        driver.ensure_running(node).await?;
+        if Instant::now() > deadline {
+            return Err(Error::failed(format!(
+                "the Docker engine of {} did not answer on {} within 90s",
+                node.hostname,
+                node.docker_host()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn has_objects(host: &Docker, lab: &str) -> Result<bool> {
+    use bollard::query_parameters::{ListContainersOptionsBuilder, ListNetworksOptionsBuilder};
+    let filters = lab_filter(lab);
+    let containers = host
+        .list_containers(Some(
+            ListContainersOptionsBuilder::default()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .context("listing containers")?;
+    let networks = host
+        .list_networks(Some(
+            ListNetworksOptionsBuilder::default()
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .context("listing networks")?;
+    Ok(!containers.is_empty() || !networks.is_empty())
+}
+
+/// Removes what the failed create made. A request that was in flight when
+/// the create was abandoned can still land a moment later, so it sweeps
+/// until a pass finds nothing.
+async fn roll_back(host: &Docker, dir: &LabDir, ui: &Ui) {
+    let step = ui.step(format!("Rolling back lab '{}'", dir.name));
+    let mut failures = Vec::new();
+    for pass in 0..6 {
+        match remove_labelled(host, &dir.name).await {
+            Ok(removed) if removed.is_empty() && pass > 0 => break,
+            Ok(_) => {}
+            Err(err) => failures.push(err.to_string()),
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    if let Err(err) = dir.remove() {
+        failures.push(err.to_string());
+    }
+    if failures.is_empty() {
+        step.done();
+    } else {
+        drop(step);
+        ui.warn(format!(
+            "rollback incomplete ({}); `goblog-lab destroy --name {}` retries it",
+            failures.join("; "),
+            dir.name
+        ));
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn interrupted() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("signal handlers install");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn print_summary(summary: &Summary, output: Output) {
+    if output == Output::Json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(summary).expect("summary serialises")
+        );
+        return;
+    }
+    let routing = match summary.routing {
+        Routing::Mesh => "Swarm routing mesh",
+        Routing::Edge => "edge proxy on swarm-manager-0 (this kernel has no IPVS)",
+    };
+    let flag = if summary.name == name::DEFAULT {
+        String::new()
+    } else {
+        format!(" --name {}", summary.name)
+    };
+    println!();
+    println!(
+        "Lab '{}' is ready in {}: {} manager{}, {} worker{}.",
+        summary.name,
+        seconds(Duration::from_secs_f64(summary.seconds)),
+        summary.managers,
+        plural(summary.managers),
+        summary.workers,
+        plural(summary.workers)
+    );
+    println!();
+    println!("  ManagerIP  {}", summary.manager_ip);
+    println!("  registry   {} (push from this machine)", summary.registry);
+    println!("  routing    {routing}");
+    for service in &summary.services {
+        let seen = if service.served_by.is_empty() {
+            String::new()
+        } else {
+            format!(", answered from {}", service.served_by.join(", "))
+        };
+        println!(
+            "  service    {} ({} replica{}{seen})",
+            service.name,
+            service.replicas,
+            plural(service.replicas as u32)
+        );
+    }
+    println!();
+    println!("Point your shell at it:");
+    println!("  eval \"$(goblog-lab env{flag})\"");
+    println!("  docker node ls");
+    if let Some(url) = summary.services.iter().find_map(|s| s.url.as_ref()) {
+        let path = url.splitn(4, '/').nth(3).unwrap_or("");
+        let port = url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.split('/').next())
+            .unwrap_or("6767");
+        println!("  curl $ManagerIP:{port}/{path}");
+    }
+    println!("When done:");
+    println!("  goblog-lab destroy{flag}");
+}
+
+fn plural(n: u32) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}

@@ -1,0 +1,171 @@
+//! Connections to Docker engines: the host engine that runs the lab, and the
+//! engines inside the nodes, reached over TLS with the lab's client
+//! certificate.
+//!
+//! Both negotiate the API version down to what the engine speaks (Debian's
+//! docker.io 20.10 answers 1.41; bollard would otherwise ask for a far newer
+//! one) and refuse engines older than goblog-lab needs, in one line.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+
+use crate::error::{docker_message, Error, Result};
+
+/// Labels that find every object of a lab without the state file.
+pub const LABEL_LAB: &str = "io.goblog-lab.lab";
+pub const LABEL_ROLE: &str = "io.goblog-lab.role";
+
+/// Swarm configs with `Data`, dnsrr with host-mode ports, placement
+/// preferences: all present by API 1.40 (Docker 19.03).
+const MIN_API: (u32, u32) = (1, 40);
+
+/// The engine the lab's containers run on.
+pub async fn connect_host() -> Result<Docker> {
+    let host = host_address();
+    let docker = Docker::connect_with_host(&host).map_err(|err| Error::NoDaemon {
+        host: host.clone(),
+        reason: docker_message(&err),
+    })?;
+    check_engine(docker, &host).await
+}
+
+/// `DOCKER_HOST`, unless it points into a lab: after `eval "$(goblog-lab env)"`
+/// it names a lab's manager, and goblog-lab must still drive the host engine.
+/// `GOBLOG_LAB_DOCKER_HOST` overrides both.
+pub fn host_address() -> String {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    if let Some(host) = var("GOBLOG_LAB_DOCKER_HOST") {
+        return host;
+    }
+    match var("DOCKER_HOST") {
+        Some(host) if var("GOBLOG_LAB_NAME").is_none() => host,
+        _ => "unix:///var/run/docker.sock".to_string(),
+    }
+}
+
+/// The Docker engine inside a node, by its lab address.
+pub async fn connect_node(docker_host: &str, certs: &Path) -> Result<Docker> {
+    let docker = node_client(docker_host, certs)?;
+    check_engine(docker, docker_host).await
+}
+
+/// A client for a node's engine without talking to it yet (used while the
+/// node is still starting).
+pub fn node_client(docker_host: &str, certs: &Path) -> Result<Docker> {
+    Docker::connect_with_ssl(
+        docker_host,
+        &certs.join("key.pem"),
+        &certs.join("cert.pem"),
+        &certs.join("ca.pem"),
+        120,
+        bollard::API_DEFAULT_VERSION,
+    )
+    .map_err(|err| Error::NoDaemon {
+        host: docker_host.to_string(),
+        reason: docker_message(&err),
+    })
+}
+
+async fn check_engine(docker: Docker, host: &str) -> Result<Docker> {
+    let no_daemon = |reason: String| Error::NoDaemon {
+        host: host.to_string(),
+        reason,
+    };
+    match tokio::time::timeout(Duration::from_secs(10), docker.ping()).await {
+        Err(_) => return Err(no_daemon("no answer in 10 s".into())),
+        Ok(Err(err)) => return Err(no_daemon(docker_message(&err))),
+        Ok(Ok(_)) => {}
+    }
+    let version = docker
+        .version()
+        .await
+        .map_err(|err| no_daemon(docker_message(&err)))?;
+    let api = version.api_version.unwrap_or_default();
+    match parse_api(&api) {
+        Some(found) if found >= MIN_API => {}
+        _ => {
+            return Err(Error::DaemonTooOld {
+                host: host.to_string(),
+                found: if api.is_empty() {
+                    "an unknown version".into()
+                } else {
+                    api
+                },
+                needed: format!("{}.{}", MIN_API.0, MIN_API.1),
+            })
+        }
+    }
+    docker
+        .negotiate_version()
+        .await
+        .map_err(|err| no_daemon(docker_message(&err)))
+}
+
+fn parse_api(api: &str) -> Option<(u32, u32)> {
+    let (major, minor) = api.split_once('.')?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
+}
+
+/// Polls `/_ping` until the engine answers: a node's dockerd takes a second
+/// or two after its container starts, and a fixed sleep would be either too
+/// long or too short.
+pub async fn wait_for_ping(docker: &Docker, what: &str, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = match tokio::time::timeout(Duration::from_secs(2), docker.ping()).await {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(err)) => docker_message(&err),
+            Err(_) => "ping timed out".to_string(),
+        };
+        if Instant::now() >= deadline {
+            return Err(Error::failed(format!(
+                "{what} did not answer within {}s: {last}",
+                timeout.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Filters for "everything labelled as part of lab NAME".
+pub fn lab_filter(lab: &str) -> std::collections::HashMap<String, Vec<String>> {
+    std::iter::once(("label".to_string(), vec![format!("{LABEL_LAB}={lab}")])).collect()
+}
+
+/// Drains a Docker progress stream (pull, push, build, import), failing on
+/// the first error the engine reports inside it.
+pub async fn drain<S, T>(stream: S, action: &str) -> Result<Vec<T>>
+where
+    S: futures_util::Stream<Item = std::result::Result<T, bollard::errors::Error>>,
+{
+    use futures_util::StreamExt;
+    let mut items = Vec::new();
+    futures_util::pin_mut!(stream);
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(item) => items.push(item),
+            Err(err) => {
+                return Err(Error::Docker {
+                    action: action.to_string(),
+                    message: docker_message(&err),
+                })
+            }
+        }
+    }
+    Ok(items)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_versions_compare_numerically() {
+        assert_eq!(parse_api("1.41"), Some((1, 41)));
+        assert!(parse_api("1.9").unwrap() < MIN_API);
+        assert!(parse_api("1.100").unwrap() > MIN_API);
+        assert_eq!(parse_api("junk"), None);
+    }
+}

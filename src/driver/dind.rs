@@ -1,0 +1,569 @@
+//! Nodes as Docker-in-Docker containers on the host engine.
+//!
+//! Each node is a container of the lab's node image running its own
+//! dockerd, on a user-defined bridge network with a fixed address. The
+//! inner engine keeps `/var/lib/docker` on a named volume (overlay2 cannot
+//! sit on the container's own overlayfs) and listens for TLS clients on its
+//! lab address only.
+//!
+//! Docker-in-Docker normally wants `--privileged`. Some engines refuse it
+//! (this machine's bounding set lacks CAP_SYS_RESOURCE, so runc cannot grant
+//! "all" capabilities); then the nodes get every capability but that one,
+//! which is what dockerd actually needs, and we say so once.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_trait::async_trait;
+use bollard::models::{
+    ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HostConfig, Ipam, IpamConfig, Mount,
+    MountType, NetworkCreateRequest, NetworkingConfig, VolumeCreateRequest,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
+    ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
+    UploadToContainerOptionsBuilder,
+};
+use bollard::Docker;
+use futures_util::future::try_join_all;
+
+use super::{Driver, LabNetwork, NodeFile, NodePlan, Removed, DOCKER_TLS_PORT};
+use crate::docker::{lab_filter, LABEL_LAB, LABEL_ROLE};
+use crate::error::{docker_message, Context, Error, Result};
+use crate::lab::state::{NetworkState, NodeState};
+use crate::ui::Ui;
+
+pub struct DindDriver {
+    docker: Docker,
+    lab: String,
+    node_image: String,
+    ui: Ui,
+    /// Set once the engine has refused `--privileged` in this run.
+    unprivileged: AtomicBool,
+}
+
+impl DindDriver {
+    pub fn new(docker: Docker, lab: &str, node_image: &str, ui: Ui) -> Self {
+        DindDriver {
+            docker,
+            lab: lab.to_string(),
+            node_image: node_image.to_string(),
+            ui,
+            unprivileged: AtomicBool::new(false),
+        }
+    }
+
+    pub fn network_name(lab: &str) -> String {
+        format!("goblog-lab-{lab}")
+    }
+
+    pub fn container_name(lab: &str, hostname: &str) -> String {
+        format!("{lab}-{hostname}")
+    }
+
+    fn labels(&self, role: &str) -> HashMap<String, String> {
+        HashMap::from([
+            (LABEL_LAB.to_string(), self.lab.clone()),
+            (LABEL_ROLE.to_string(), role.to_string()),
+        ])
+    }
+
+    async fn create_node(&self, network: &LabNetwork, plan: &NodePlan) -> Result<NodeState> {
+        let name = Self::container_name(&self.lab, &plan.hostname);
+        let volume = format!("{name}-docker");
+        let mut labels = self.labels(plan.role.as_str());
+        labels.insert("io.goblog-lab.hostname".into(), plan.hostname.clone());
+        self.docker
+            .create_volume(VolumeCreateRequest {
+                name: Some(volume.clone()),
+                labels: Some(labels.clone()),
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("creating volume {volume}"))?;
+
+        let privileged = !self.unprivileged.load(Ordering::SeqCst);
+        self.create_container(&name, &volume, network, plan, labels.clone(), privileged)
+            .await?;
+        match self.docker.start_container(&name, None).await {
+            Ok(()) => {}
+            Err(err) if privileged && refuses_privileged(&docker_message(&err)) => {
+                if !self.unprivileged.swap(true, Ordering::SeqCst) {
+                    self.ui.warn(
+                        "this engine refuses --privileged (its capability bounding set is short); nodes run with all capabilities but CAP_SYS_RESOURCE instead",
+                    );
+                }
+                self.remove_container(&name).await?;
+                self.create_container(&name, &volume, network, plan, labels, false)
+                    .await?;
+                self.docker
+                    .start_container(&name, None)
+                    .await
+                    .with_context(|| format!("starting node {}", plan.hostname))?;
+            }
+            Err(err) => {
+                return Err(err).with_context(|| format!("starting node {}", plan.hostname));
+            }
+        }
+        Ok(NodeState {
+            id: name,
+            hostname: plan.hostname.clone(),
+            role: plan.role,
+            address: plan.address,
+            docker_port: DOCKER_TLS_PORT,
+        })
+    }
+
+    async fn create_container(
+        &self,
+        name: &str,
+        volume: &str,
+        network: &LabNetwork,
+        plan: &NodePlan,
+        labels: HashMap<String, String>,
+        privileged: bool,
+    ) -> Result<()> {
+        let mut host = HostConfig {
+            init: Some(true),
+            network_mode: Some(network.state.name.clone()),
+            mounts: Some(vec![Mount {
+                target: Some("/var/lib/docker".into()),
+                source: Some(volume.to_string()),
+                typ: Some(MountType::VOLUME),
+                ..Default::default()
+            }]),
+            tmpfs: Some(HashMap::from([
+                ("/run".to_string(), String::new()),
+                ("/tmp".to_string(), String::new()),
+            ])),
+            ..Default::default()
+        };
+        if privileged {
+            host.privileged = Some(true);
+        } else {
+            host.cap_add = Some(vec!["ALL".into()]);
+            host.cap_drop = Some(vec!["SYS_RESOURCE".into()]);
+            host.security_opt = Some(vec![
+                "seccomp=unconfined".into(),
+                "apparmor=unconfined".into(),
+            ]);
+            // The CLI's `--security-opt systempaths=unconfined`: dockerd
+            // inside must write /proc/sys (ip_forward, bridge-nf).
+            host.masked_paths = Some(Vec::new());
+            host.readonly_paths = Some(Vec::new());
+            host.binds = Some(vec!["/sys/fs/cgroup:/sys/fs/cgroup:rw".into()]);
+        }
+        let endpoint = EndpointSettings {
+            ipam_config: Some(EndpointIpamConfig {
+                ipv4_address: Some(plan.address.to_string()),
+                ..Default::default()
+            }),
+            aliases: Some(vec![plan.hostname.clone()]),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(self.node_image.clone()),
+            hostname: Some(plan.hostname.clone()),
+            cmd: Some(vec!["dockerd".into()]),
+            env: Some(vec![
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+            ]),
+            labels: Some(labels),
+            host_config: Some(host),
+            networking_config: Some(NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(network.state.name.clone(), endpoint)])),
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::default().name(name).build();
+        self.docker
+            .create_container(Some(options), body)
+            .await
+            .with_context(|| format!("creating node {}", plan.hostname))?;
+        self.docker
+            .upload_to_container(
+                name,
+                Some(UploadToContainerOptionsBuilder::default().path("/").build()),
+                bollard::body_full(tar_of(&plan.files)?.into()),
+            )
+            .await
+            .with_context(|| format!("copying TLS files into node {}", plan.hostname))
+    }
+
+    async fn remove_container(&self, name: &str) -> Result<()> {
+        let options = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        match self.docker.remove_container(name, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(err) if is_not_found(&err) => Ok(()),
+            Err(err) => Err(err).with_context(|| format!("removing container {name}")),
+        }
+    }
+
+    async fn used_subnets(&self) -> Result<Vec<(Ipv4Addr, u8)>> {
+        let networks = self
+            .docker
+            .list_networks(Some(ListNetworksOptionsBuilder::default().build()))
+            .await
+            .context("listing Docker networks")?;
+        let mut used: Vec<(Ipv4Addr, u8)> = networks
+            .iter()
+            .flat_map(|n| n.ipam.iter().flat_map(|i| i.config.iter().flatten()))
+            .filter_map(|c| c.subnet.as_deref().and_then(parse_cidr))
+            .collect();
+        used.extend(host_routes());
+        Ok(used)
+    }
+}
+
+#[async_trait]
+impl Driver for DindDriver {
+    fn name(&self) -> &'static str {
+        "dind"
+    }
+
+    async fn create_network(&self) -> Result<LabNetwork> {
+        let name = Self::network_name(&self.lab);
+        // Two labs created at the same moment may pick the same free subnet;
+        // the engine refuses the second, which then takes the next one.
+        for _attempt in 0..8 {
+            let used = self.used_subnets().await?;
+            let base = first_free_subnet(&used).ok_or_else(|| {
+                Error::failed("no free /24 left in 172.28.0.0/14 for the lab network")
+            })?;
+            let subnet = format!("{base}/24");
+            let request = NetworkCreateRequest {
+                name: name.clone(),
+                driver: Some("bridge".into()),
+                ipam: Some(Ipam {
+                    config: Some(vec![IpamConfig {
+                        subnet: Some(subnet.clone()),
+                        gateway: Some(with_last_octet(base, 1).to_string()),
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }),
+                labels: Some(self.labels("network")),
+                ..Default::default()
+            };
+            match self.docker.create_network(request).await {
+                Ok(_) => {
+                    return Ok(LabNetwork {
+                        state: NetworkState { name, subnet },
+                        base,
+                    })
+                }
+                Err(err) if docker_message(&err).contains("overlaps") => continue,
+                Err(err) => return Err(err).with_context(|| format!("creating network {name}")),
+            }
+        }
+        Err(Error::failed(
+            "could not find a free subnet for the lab network",
+        ))
+    }
+
+    async fn create_nodes(
+        &self,
+        network: &LabNetwork,
+        plans: &[NodePlan],
+    ) -> Result<Vec<NodeState>> {
+        let Some((first, rest)) = plans.split_first() else {
+            return Ok(Vec::new());
+        };
+        // The first node finds out whether --privileged works, so the others
+        // don't all fail and retry at once.
+        let first = self.create_node(network, first).await?;
+        let mut nodes = vec![first];
+        nodes.extend(try_join_all(rest.iter().map(|plan| self.create_node(network, plan))).await?);
+        Ok(nodes)
+    }
+
+    async fn ensure_running(&self, node: &NodeState) -> Result<()> {
+        let inspect = self
+            .docker
+            .inspect_container(&node.id, None)
+            .await
+            .with_context(|| format!("inspecting node {}", node.hostname))?;
+        let state = inspect.state.unwrap_or_default();
+        if state.running == Some(true) {
+            return Ok(());
+        }
+        Err(Error::failed(format!(
+            "node {} stopped (exit code {}{})",
+            node.hostname,
+            state.exit_code.unwrap_or(-1),
+            state
+                .error
+                .filter(|e| !e.is_empty())
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
+        )))
+    }
+
+    async fn has_ipvs(&self, node: &NodeState) -> Result<bool> {
+        // The nodes share the host's kernel; dockerd inside can only use IPVS
+        // when the module is there already (it cannot load modules from here).
+        let (code, _) = self
+            .exec(
+                node,
+                &[
+                    "sh",
+                    "-c",
+                    "test -e /proc/net/ip_vs || test -d /sys/module/ip_vs",
+                ],
+            )
+            .await?;
+        Ok(code == 0)
+    }
+
+    async fn exec(&self, node: &NodeState, command: &[&str]) -> Result<(i64, String)> {
+        exec_in(&self.docker, &node.id, command).await
+    }
+
+    async fn destroy(&self) -> Result<Removed> {
+        remove_labelled(&self.docker, &self.lab).await
+    }
+}
+
+/// Runs `command` in a container of the host engine.
+pub async fn exec_in(docker: &Docker, container: &str, command: &[&str]) -> Result<(i64, String)> {
+    use bollard::exec::{CreateExecOptions, StartExecResults};
+    use futures_util::StreamExt;
+    let exec = docker
+        .create_exec(
+            container,
+            CreateExecOptions {
+                cmd: Some(command.iter().map(|s| s.to_string()).collect()),
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                ..Default::default()
+            },
+        )
+        .await
+        .with_context(|| format!("running {:?} in {container}", command.join(" ")))?;
+    let mut output = String::new();
+    if let StartExecResults::Attached {
+        output: mut stream, ..
+    } = docker
+        .start_exec(&exec.id, None)
+        .await
+        .with_context(|| format!("running {:?} in {container}", command.join(" ")))?
+    {
+        while let Some(Ok(chunk)) = stream.next().await {
+            output.push_str(&chunk.to_string());
+        }
+    }
+    let inspect = docker
+        .inspect_exec(&exec.id)
+        .await
+        .context("reading an exec's exit code")?;
+    Ok((inspect.exit_code.unwrap_or(-1), output))
+}
+
+/// Removes every container, volume and network labelled as part of `lab`.
+pub async fn remove_labelled(docker: &Docker, lab: &str) -> Result<Removed> {
+    let filters = lab_filter(lab);
+    let containers = docker
+        .list_containers(Some(
+            ListContainersOptionsBuilder::default()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .context("listing the lab's containers")?;
+    try_join_all(
+        containers
+            .iter()
+            .filter_map(|c| c.id.as_deref())
+            .map(|id| async move {
+                let options = RemoveContainerOptionsBuilder::default()
+                    .force(true)
+                    .v(true)
+                    .build();
+                match docker.remove_container(id, Some(options)).await {
+                    Err(err) if !is_not_found(&err) => Err(err)
+                        .with_context(|| format!("removing container {}", &id[..12.min(id.len())])),
+                    _ => Ok(()),
+                }
+            }),
+    )
+    .await?;
+
+    let volumes = docker
+        .list_volumes(Some(
+            ListVolumesOptionsBuilder::default()
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .context("listing the lab's volumes")?
+        .volumes
+        .unwrap_or_default();
+    try_join_all(volumes.iter().map(|v| async move {
+        let options = RemoveVolumeOptionsBuilder::default().force(true).build();
+        match docker.remove_volume(&v.name, Some(options)).await {
+            Err(err) if !is_not_found(&err) => {
+                Err(err).with_context(|| format!("removing volume {}", v.name))
+            }
+            _ => Ok(()),
+        }
+    }))
+    .await?;
+
+    let networks = docker
+        .list_networks(Some(
+            ListNetworksOptionsBuilder::default()
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .context("listing the lab's networks")?;
+    try_join_all(
+        networks
+            .iter()
+            .filter_map(|n| n.id.as_deref())
+            .map(|id| async move {
+                match docker.remove_network(id).await {
+                    Err(err) if !is_not_found(&err) => Err(err).context("removing the lab network"),
+                    _ => Ok(()),
+                }
+            }),
+    )
+    .await?;
+
+    Ok(Removed {
+        containers: containers.len(),
+        volumes: volumes.len(),
+        networks: networks.len(),
+    })
+}
+
+pub fn is_not_found(err: &bollard::errors::Error) -> bool {
+    matches!(
+        err,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+fn refuses_privileged(message: &str) -> bool {
+    message.contains("unable to apply caps") || message.contains("operation not permitted")
+}
+
+fn tar_of(files: &[NodeFile]) -> Result<Vec<u8>> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for file in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(file.contents.len() as u64);
+        header.set_mode(file.mode);
+        header.set_mtime(0);
+        header.set_cksum();
+        builder
+            .append_data(
+                &mut header,
+                file.path.trim_start_matches('/'),
+                file.contents.as_slice(),
+            )
+            .context("packing node files")?;
+    }
+    builder.into_inner().context("packing node files")
+}
+
+fn parse_cidr(text: &str) -> Option<(Ipv4Addr, u8)> {
+    let (addr, prefix) = text.split_once('/')?;
+    Some((addr.parse().ok()?, prefix.parse().ok()?))
+}
+
+/// Routes of this host (`/proc/net/route`), so the lab never shadows a LAN.
+fn host_routes() -> Vec<(Ipv4Addr, u8)> {
+    let Ok(text) = std::fs::read_to_string("/proc/net/route") else {
+        return Vec::new();
+    };
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let dest = u32::from_str_radix(fields.get(1)?, 16).ok()?;
+            let mask = u32::from_str_radix(fields.get(7)?, 16).ok()?;
+            // The default route (0.0.0.0/0) overlaps everything; skip it.
+            (mask != 0).then(|| {
+                (
+                    Ipv4Addr::from(u32::from_be(dest)),
+                    u32::from_be(mask).count_ones() as u8,
+                )
+            })
+        })
+        .collect()
+}
+
+fn with_last_octet(addr: Ipv4Addr, last: u8) -> Ipv4Addr {
+    let [a, b, c, _] = addr.octets();
+    Ipv4Addr::new(a, b, c, last)
+}
+
+/// The first 172.28-31.x.0/24 that overlaps none of `used`.
+fn first_free_subnet(used: &[(Ipv4Addr, u8)]) -> Option<Ipv4Addr> {
+    let overlaps = |candidate: u32, (net, prefix): (Ipv4Addr, u8)| {
+        let prefix = prefix.min(24) as u32;
+        let mask = if prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - prefix)
+        };
+        candidate & mask == u32::from(net) & mask
+    };
+    let start = u32::from(Ipv4Addr::new(172, 28, 0, 0));
+    (0..1024u32)
+        .map(|i| start + (i << 8))
+        .find(|&candidate| used.iter().all(|&u| !overlaps(candidate, u)))
+        .map(Ipv4Addr::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picks_the_first_subnet_nobody_uses() {
+        assert_eq!(first_free_subnet(&[]), Some(Ipv4Addr::new(172, 28, 0, 0)));
+        let used = [
+            parse_cidr("172.28.0.0/24").unwrap(),
+            parse_cidr("172.28.1.0/24").unwrap(),
+        ];
+        assert_eq!(first_free_subnet(&used), Some(Ipv4Addr::new(172, 28, 2, 0)));
+        // A /16 in the way pushes past all of it.
+        let used = [parse_cidr("172.28.0.0/16").unwrap()];
+        assert_eq!(first_free_subnet(&used), Some(Ipv4Addr::new(172, 29, 0, 0)));
+    }
+
+    #[test]
+    fn refusal_of_privileged_is_recognised() {
+        assert!(refuses_privileged(
+            "OCI runtime create failed: runc create failed: unable to apply caps: operation not permitted: unknown"
+        ));
+        assert!(!refuses_privileged("No such image: goblog-lab/node:abc"));
+    }
+
+    #[test]
+    fn node_files_pack_into_a_tar() {
+        let files = [NodeFile {
+            path: "/etc/docker/daemon.json".into(),
+            contents: b"{}".to_vec(),
+            mode: 0o644,
+        }];
+        let tar = tar_of(&files).unwrap();
+        let mut archive = tar::Archive::new(tar.as_slice());
+        let names: Vec<String> = archive
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        assert_eq!(names, vec!["etc/docker/daemon.json"]);
+    }
+}

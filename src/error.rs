@@ -1,0 +1,134 @@
+//! One error type for the whole CLI.
+//!
+//! Every failure a user can meet ends as a single line on stderr and a
+//! non-zero exit, so each variant carries enough context (what we were doing,
+//! which lab, which file and line) to be read without a backtrace.
+
+use std::fmt;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Input the user can fix by changing the command line.
+    #[error("{0}")]
+    Usage(String),
+
+    #[error("cannot reach the Docker daemon at {host}: {reason} (is dockerd running? `scripts/setup.sh` installs and starts one)")]
+    NoDaemon { host: String, reason: String },
+
+    #[error("the Docker daemon at {host} speaks API {found}, but goblog-lab needs {needed} or newer (Docker 19.03+): upgrade Docker")]
+    DaemonTooOld {
+        host: String,
+        found: String,
+        needed: String,
+    },
+
+    #[error(
+        "lab '{0}' already exists: use it, or remove it first with `goblog-lab destroy --name {0}`"
+    )]
+    LabExists(String),
+
+    #[error("no lab named '{0}': create one with `goblog-lab create --name {0}` (`goblog-lab ls` lists labs)")]
+    LabNotFound(String),
+
+    #[error("port {port} on 127.0.0.1 is already in use ({purpose}): free it or choose another with {flag}")]
+    PortInUse {
+        port: u16,
+        purpose: &'static str,
+        flag: &'static str,
+    },
+
+    #[error("{path}:{line}:{column}: {message}")]
+    Spec {
+        path: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+
+    #[error("{action}: {message}")]
+    Docker { action: String, message: String },
+
+    #[error("{action}: {source}")]
+    Io {
+        action: String,
+        source: std::io::Error,
+    },
+
+    /// A step that failed for a reason of its own (a timeout, a dead node).
+    #[error("{0}")]
+    Failed(String),
+
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl Error {
+    pub fn failed(message: impl fmt::Display) -> Self {
+        Error::Failed(message.to_string())
+    }
+
+    pub fn usage(message: impl fmt::Display) -> Self {
+        Error::Usage(message.to_string())
+    }
+
+    /// Exit status: 2 for what the user typed, 130 for Ctrl-C, 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Usage(_) | Error::Spec { .. } => 2,
+            Error::Interrupted => 130,
+            _ => 1,
+        }
+    }
+}
+
+/// Turns the Docker engine's verbose errors into the part a person needs.
+pub fn docker_message(err: &bollard::errors::Error) -> String {
+    use bollard::errors::Error as B;
+    let text = match err {
+        B::DockerResponseServerError { message, .. } => message.clone(),
+        B::DockerStreamError { error } => error.clone(),
+        B::DockerContainerWaitError { error, .. } => error.clone(),
+        other => other.to_string(),
+    };
+    // One line, always: engine messages sometimes carry a trailing newline
+    // or a multi-line runc report.
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Adds "what we were doing" to errors from Docker and the file system.
+pub trait Context<T> {
+    fn context(self, action: impl fmt::Display) -> Result<T>;
+    fn with_context<F: FnOnce() -> String>(self, action: F) -> Result<T>;
+}
+
+impl<T> Context<T> for std::result::Result<T, bollard::errors::Error> {
+    fn context(self, action: impl fmt::Display) -> Result<T> {
+        self.map_err(|err| Error::Docker {
+            action: action.to_string(),
+            message: docker_message(&err),
+        })
+    }
+    fn with_context<F: FnOnce() -> String>(self, action: F) -> Result<T> {
+        self.map_err(|err| Error::Docker {
+            action: action(),
+            message: docker_message(&err),
+        })
+    }
+}
+
+impl<T> Context<T> for std::result::Result<T, std::io::Error> {
+    fn context(self, action: impl fmt::Display) -> Result<T> {
+        self.map_err(|source| Error::Io {
+            action: action.to_string(),
+            source,
+        })
+    }
+    fn with_context<F: FnOnce() -> String>(self, action: F) -> Result<T> {
+        self.map_err(|source| Error::Io {
+            action: action(),
+            source,
+        })
+    }
+}

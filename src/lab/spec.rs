@@ -1,0 +1,288 @@
+//! The lab definition: plain data read from TOML.
+//!
+//! `lab/goblog.toml` is compiled in as the default, so the installed binary
+//! needs no files; `--file` swaps in another. Parse errors name the file,
+//! line and column, because a workshop leader editing a spec by hand should
+//! not have to guess which field was wrong.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+pub const DEFAULT_SPEC: &str = include_str!("../../lab/goblog.toml");
+pub const MAX_WORKERS: u32 = 20;
+pub const MAX_MANAGERS: u32 = 7;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabSpec {
+    #[serde(default = "one")]
+    pub managers: u32,
+    #[serde(default = "two")]
+    pub workers: u32,
+    #[serde(default = "default_network")]
+    pub network: String,
+    #[serde(default)]
+    pub registry: RegistrySpec,
+    #[serde(default)]
+    pub services: Vec<ServiceSpec>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrySpec {
+    /// Host port on 127.0.0.1; 0 picks a free one.
+    #[serde(default)]
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    pub name: String,
+    /// A prebuilt image reference the nodes can pull.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// Or: build it from this repository.
+    #[serde(default)]
+    pub build: Option<BuildSpec>,
+    /// Default: one replica per node.
+    #[serde(default)]
+    pub replicas: Option<u32>,
+    #[serde(default)]
+    pub ports: Vec<u16>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// HTTP path the edge proxy health-checks; without it, a TCP check.
+    #[serde(default)]
+    pub health_path: Option<String>,
+    /// HTTP path `create` calls through `$ManagerIP` to know the lab is up.
+    #[serde(default)]
+    pub probe: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildSpec {
+    /// The cargo package whose binary goes into the image.
+    pub package: String,
+    /// The image build context, relative to the project root.
+    pub context: PathBuf,
+}
+
+fn one() -> u32 {
+    1
+}
+fn two() -> u32 {
+    2
+}
+fn default_network() -> String {
+    "my_network".into()
+}
+
+/// Where a spec came from, which decides what relative build paths mean.
+#[derive(Debug, Clone)]
+pub struct LoadedSpec {
+    pub spec: LabSpec,
+    /// The directory that `build.context` and cargo packages are relative to.
+    pub project_root: PathBuf,
+}
+
+impl LabSpec {
+    /// Parses `text`, naming `origin` in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<LabSpec> {
+        let spec: LabSpec = toml::from_str(text).map_err(|err| {
+            let (line, column) = err
+                .span()
+                .map(|span| line_and_column(text, span.start))
+                .unwrap_or((1, 1));
+            Error::Spec {
+                path: origin.to_string(),
+                line,
+                column,
+                message: err.message().trim().replace('\n', " "),
+            }
+        })?;
+        spec.check(origin)?;
+        Ok(spec)
+    }
+
+    /// Rules serde cannot express; reported against the file as a whole.
+    fn check(&self, origin: &str) -> Result<()> {
+        let fail = |message: String| Error::Spec {
+            path: origin.to_string(),
+            line: 1,
+            column: 1,
+            message,
+        };
+        check_counts(self.managers, self.workers).map_err(|e| fail(e.to_string()))?;
+        if !is_docker_name(&self.network) {
+            return Err(fail(format!(
+                "network: {:?} is not a valid Docker network name",
+                self.network
+            )));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for service in &self.services {
+            if !is_docker_name(&service.name) || service.name.contains('.') {
+                return Err(fail(format!(
+                    "services: {:?} is not a valid service name",
+                    service.name
+                )));
+            }
+            if !seen.insert(&service.name) {
+                return Err(fail(format!(
+                    "services: {:?} is listed twice",
+                    service.name
+                )));
+            }
+            match (&service.image, &service.build) {
+                (Some(_), None) | (None, Some(_)) => {}
+                _ => {
+                    return Err(fail(format!(
+                        "services.{}: give exactly one of `image` or `build`",
+                        service.name
+                    )))
+                }
+            }
+            if service.ports.iter().any(|&p| p == 0) {
+                return Err(fail(format!(
+                    "services.{}.ports: 0 is not a port",
+                    service.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn node_count(&self) -> u32 {
+        self.managers + self.workers
+    }
+}
+
+/// The limits `--workers` and `--managers` are held to, and why.
+pub fn check_counts(managers: u32, workers: u32) -> Result<()> {
+    if workers > MAX_WORKERS {
+        return Err(Error::usage(format!(
+            "--workers {workers} is out of range 0..={MAX_WORKERS}: each node is a full Docker engine (~70 MiB, a share of the CPU), and more than {MAX_WORKERS} on one machine stops being a lab"
+        )));
+    }
+    if managers == 0 || managers > MAX_MANAGERS {
+        return Err(Error::usage(format!(
+            "--managers {managers} is out of range 1..={MAX_MANAGERS}: a Swarm needs one manager, and Raft gains nothing past {MAX_MANAGERS}"
+        )));
+    }
+    Ok(())
+}
+
+/// Loads `--file PATH`, or the compiled-in default.
+pub fn load(file: Option<&Path>) -> Result<LoadedSpec> {
+    match file {
+        None => Ok(LoadedSpec {
+            spec: LabSpec::parse(DEFAULT_SPEC, "lab/goblog.toml (built in)")?,
+            project_root: PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+        }),
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|err| {
+                Error::usage(format!("cannot read lab file {}: {err}", path.display()))
+            })?;
+            let spec = LabSpec::parse(&text, &path.display().to_string())?;
+            // A spec in `<project>/lab/` builds from `<project>`, as the default does.
+            let dir = path
+                .canonicalize()
+                .ok()
+                .and_then(|p| p.parent().map(Path::to_path_buf))
+                .unwrap_or_else(|| PathBuf::from("."));
+            let project_root = if dir.file_name().is_some_and(|n| n == "lab") {
+                dir.parent().map(Path::to_path_buf).unwrap_or(dir)
+            } else {
+                dir
+            };
+            Ok(LoadedSpec { spec, project_root })
+        }
+    }
+}
+
+fn is_docker_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_spec_is_the_blogs_lab() {
+        let loaded = load(None).unwrap();
+        let spec = loaded.spec;
+        assert_eq!((spec.managers, spec.workers), (1, 2));
+        assert_eq!(spec.network, "my_network");
+        assert_eq!(spec.services[0].name, "accountservice");
+        assert_eq!(spec.services[0].ports, vec![6767]);
+        assert!(loaded.project_root.join("accountservice").is_dir());
+    }
+
+    #[test]
+    fn a_typo_names_line_and_field() {
+        let text = "managers = 1\nwrokers = 2\n";
+        let err = LabSpec::parse(text, "lab/x.toml").unwrap_err().to_string();
+        assert!(err.starts_with("lab/x.toml:2:1: "), "{err}");
+        assert!(err.contains("wrokers"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+    }
+
+    #[test]
+    fn a_wrong_type_names_its_line() {
+        let text =
+            "managers = 1\n\n[[services]]\nname = \"a\"\nimage = \"x\"\nports = [\"http\"]\n";
+        let err = LabSpec::parse(text, "s.toml").unwrap_err().to_string();
+        assert!(err.starts_with("s.toml:6:"), "{err}");
+    }
+
+    #[test]
+    fn nested_unknown_field_is_caught() {
+        let text = "[registry]\nprot = 5000\n";
+        let err = LabSpec::parse(text, "s.toml").unwrap_err().to_string();
+        assert!(
+            err.starts_with("s.toml:2:1: ") && err.contains("prot"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn service_needs_image_or_build() {
+        let text = "[[services]]\nname = \"a\"\n";
+        let err = LabSpec::parse(text, "s.toml").unwrap_err().to_string();
+        assert!(err.contains("exactly one of `image` or `build`"), "{err}");
+    }
+
+    #[test]
+    fn counts_are_capped_with_a_reason() {
+        assert!(check_counts(1, 20).is_ok());
+        let err = check_counts(1, 21).unwrap_err().to_string();
+        assert!(err.contains("0..=20") && err.contains("70 MiB"), "{err}");
+        assert!(check_counts(0, 2).is_err());
+        assert!(check_counts(8, 2).is_err());
+    }
+
+    #[test]
+    fn workers_over_the_cap_in_a_file_are_refused() {
+        let err = LabSpec::parse("workers = 99\n", "s.toml").unwrap_err();
+        assert!(err.to_string().contains("0..=20"), "{err}");
+    }
+}

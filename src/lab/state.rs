@@ -1,0 +1,359 @@
+//! What a running lab is made of, saved so that `env`, `status` and
+//! `destroy` can find it again.
+//!
+//! The state is a convenience, never the source of truth for cleaning up:
+//! every Docker object also carries the lab's label, so `destroy` works when
+//! this file is gone. Writes are atomic (temp file + rename) so a crash
+//! cannot leave half a file behind.
+
+use std::fs;
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Context, Error, Result};
+
+const STATE_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Manager,
+    Worker,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Manager => "manager",
+            Role::Worker => "worker",
+        }
+    }
+}
+
+/// How `$ManagerIP:6767` reaches the replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Routing {
+    /// Swarm's ingress routing mesh (needs IPVS in the kernel).
+    Mesh,
+    /// dnsrr services behind an HAProxy published in host mode on the manager.
+    Edge,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeState {
+    /// The driver's handle for the node (a container name for dind).
+    pub id: String,
+    /// What `docker node ls` shows: swarm-manager-0, swarm-worker-1, ...
+    pub hostname: String,
+    pub role: Role,
+    pub address: Ipv4Addr,
+    /// The node's Docker API, TLS with client certificates.
+    pub docker_port: u16,
+}
+
+impl NodeState {
+    pub fn docker_host(&self) -> String {
+        format!("tcp://{}:{}", self.address, self.docker_port)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NetworkState {
+    pub name: String,
+    pub subnet: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegistryState {
+    pub container: String,
+    /// `127.0.0.1:PORT`: where this machine pushes.
+    pub push_address: String,
+    /// `NAME:5000`: where the nodes pull, by the registry's name on the lab network.
+    pub pull_address: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceState {
+    pub name: String,
+    pub image: String,
+    pub replicas: u64,
+    pub ports: Vec<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabState {
+    pub version: u32,
+    pub name: String,
+    pub driver: String,
+    pub created_unix: u64,
+    pub network: NetworkState,
+    pub overlay_network: String,
+    pub nodes: Vec<NodeState>,
+    pub registry: RegistryState,
+    pub routing: Routing,
+    pub services: Vec<ServiceState>,
+}
+
+impl LabState {
+    pub fn new(
+        name: &str,
+        driver: &str,
+        network: NetworkState,
+        overlay: &str,
+        registry: RegistryState,
+    ) -> Self {
+        LabState {
+            version: STATE_VERSION,
+            name: name.to_string(),
+            driver: driver.to_string(),
+            created_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            network,
+            overlay_network: overlay.to_string(),
+            nodes: Vec::new(),
+            registry,
+            routing: Routing::Edge,
+            services: Vec::new(),
+        }
+    }
+
+    /// The node whose address the tutorial calls `$ManagerIP`.
+    pub fn leader(&self) -> Result<&NodeState> {
+        self.nodes
+            .iter()
+            .find(|n| n.role == Role::Manager)
+            .ok_or_else(|| {
+                Error::failed(format!("lab '{}' has no manager in its state", self.name))
+            })
+    }
+}
+
+/// The files of one lab, under `$GOBLOG_LAB_HOME/labs/NAME`.
+#[derive(Debug, Clone)]
+pub struct LabDir {
+    pub name: String,
+    pub root: PathBuf,
+}
+
+/// Where goblog-lab keeps its files: `$GOBLOG_LAB_HOME`, else the user's
+/// local data directory (`~/.local/share/goblog-lab` on Linux).
+pub fn home() -> PathBuf {
+    if let Some(dir) = std::env::var_os("GOBLOG_LAB_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    dirs::data_local_dir()
+        .or_else(dirs::home_dir)
+        .unwrap_or_else(std::env::temp_dir)
+        .join("goblog-lab")
+}
+
+impl LabDir {
+    pub fn new(name: &str) -> Self {
+        LabDir {
+            name: name.to_string(),
+            root: home().join("labs").join(name),
+        }
+    }
+
+    pub fn state_file(&self) -> PathBuf {
+        self.root.join("state.json")
+    }
+    /// What DOCKER_CERT_PATH names: ca.pem, cert.pem, key.pem, as docker-machine laid them out.
+    pub fn client_certs(&self) -> PathBuf {
+        self.root.join("certs")
+    }
+    pub fn ca_key(&self) -> PathBuf {
+        self.root.join("ca-key.pem")
+    }
+    pub fn join_token(&self, role: Role) -> PathBuf {
+        self.root.join(format!("swarm-{}.token", role.as_str()))
+    }
+
+    pub fn exists(&self) -> bool {
+        self.state_file().exists()
+    }
+
+    pub fn load(&self) -> Result<LabState> {
+        let text = match fs::read_to_string(self.state_file()) {
+            Ok(text) => text,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::LabNotFound(self.name.clone()))
+            }
+            Err(err) => {
+                return Err(err).context(format!("reading {}", self.state_file().display()))
+            }
+        };
+        serde_json::from_str(&text).map_err(|err| {
+            Error::failed(format!(
+                "{} is damaged ({err}): `goblog-lab destroy --name {}` still removes the lab",
+                self.state_file().display(),
+                self.name
+            ))
+        })
+    }
+
+    pub fn save(&self, state: &LabState) -> Result<()> {
+        let json = serde_json::to_vec_pretty(state).expect("lab state always serialises");
+        write_atomic(&self.state_file(), &json, 0o644)
+    }
+
+    pub fn remove(&self) -> Result<()> {
+        match fs::remove_dir_all(&self.root) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                Err(err).context(format!("removing {}", self.root.display()))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Lists the labs that have a state directory.
+pub fn saved_labs() -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(home().join("labs"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().join("state.json").exists())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Writes `bytes` to `path` by way of a temp file in the same directory, so
+/// readers see the old file or the new one, never a torn one. `mode` is set
+/// at creation, so a secret is never readable by others, not even briefly.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
+        std::process::id()
+    ));
+    let write = || -> std::io::Result<()> {
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)
+    };
+    write()
+        .map_err(|err| {
+            let _ = fs::remove_file(&tmp);
+            err
+        })
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Secrets (keys, join tokens): 0600.
+pub fn write_secret(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic(path, bytes, 0o600)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn sample() -> LabState {
+        let mut state = LabState::new(
+            "goblog",
+            "dind",
+            NetworkState {
+                name: "goblog-net".into(),
+                subnet: "172.28.3.0/24".into(),
+            },
+            "my_network",
+            RegistryState {
+                container: "goblog-registry".into(),
+                push_address: "127.0.0.1:41000".into(),
+                pull_address: "goblog-registry:5000".into(),
+            },
+        );
+        state.nodes.push(NodeState {
+            id: "goblog-swarm-manager-0".into(),
+            hostname: "swarm-manager-0".into(),
+            role: Role::Manager,
+            address: "172.28.3.10".parse().unwrap(),
+            docker_port: 2376,
+        });
+        state.services.push(ServiceState {
+            name: "accountservice".into(),
+            image: "goblog-registry:5000/accountservice:abc".into(),
+            replicas: 3,
+            ports: vec![6767],
+        });
+        state
+    }
+
+    #[test]
+    fn state_round_trips_through_disk() {
+        let dir = tempdir();
+        let lab = LabDir {
+            name: "goblog".into(),
+            root: dir.join("labs/goblog"),
+        };
+        let state = sample();
+        lab.save(&state).unwrap();
+        assert_eq!(lab.load().unwrap(), state);
+        assert_eq!(
+            lab.load().unwrap().leader().unwrap().docker_host(),
+            "tcp://172.28.3.10:2376"
+        );
+        // No temp file is left next to it.
+        let names: Vec<_> = fs::read_dir(&lab.root)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("state.json")]);
+        lab.remove().unwrap();
+        assert!(matches!(lab.load(), Err(Error::LabNotFound(_))));
+        lab.remove().unwrap();
+    }
+
+    #[test]
+    fn secrets_are_0600_and_replace_atomically() {
+        let dir = tempdir();
+        let path = dir.join("t/swarm-worker.token");
+        write_secret(&path, b"SWMTKN-1-old").unwrap();
+        write_secret(&path, b"SWMTKN-1-new").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"SWMTKN-1-new");
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn damaged_state_says_how_to_recover() {
+        let dir = tempdir();
+        let lab = LabDir {
+            name: "x".into(),
+            root: dir.join("labs/x"),
+        };
+        write_atomic(&lab.state_file(), b"{not json", 0o644).unwrap();
+        let err = lab.load().unwrap_err().to_string();
+        assert!(err.contains("destroy --name x"), "{err}");
+    }
+
+    fn tempdir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "goblog-lab-unit-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+}

@@ -1,0 +1,147 @@
+//! The lab's own certificate authority.
+//!
+//! Each node's Docker API listens on TCP, so it must not be open: the
+//! engines demand a client certificate signed by this per-lab CA, exactly as
+//! docker-machine set up its VMs. The client bundle lives where
+//! `DOCKER_CERT_PATH` points (ca.pem, cert.pem, key.pem); keys are 0600.
+
+use std::net::IpAddr;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+
+use crate::error::{Context, Error, Result};
+use crate::lab::state::{write_atomic, write_secret, LabDir};
+
+/// A certificate and its private key, PEM encoded.
+pub struct Bundle {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+pub struct Authority {
+    cert_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl Authority {
+    pub fn create(lab: &str) -> Result<Self> {
+        let mut params = CertificateParams::default();
+        params.distinguished_name = name(&format!("goblog-lab {lab} CA"));
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = KeyPair::generate().map_err(pki_error)?;
+        let cert = params.self_signed(&key).map_err(pki_error)?;
+        Ok(Authority {
+            cert_pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        })
+    }
+
+    /// Reloads the CA of an existing lab (to certify a node added later).
+    pub fn load(dir: &LabDir) -> Result<Self> {
+        let cert_pem = std::fs::read_to_string(dir.client_certs().join("ca.pem"))
+            .context("reading the lab's CA certificate")?;
+        let key_pem = std::fs::read_to_string(dir.ca_key()).context("reading the lab's CA key")?;
+        let key = KeyPair::from_pem(&key_pem).map_err(pki_error)?;
+        let issuer = Issuer::from_ca_cert_pem(&cert_pem, key).map_err(pki_error)?;
+        Ok(Authority { cert_pem, issuer })
+    }
+
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// Writes the CA key (0600) and the client bundle for DOCKER_CERT_PATH.
+    pub fn save(&self, dir: &LabDir) -> Result<()> {
+        let client = self.client()?;
+        let certs = dir.client_certs();
+        write_secret(&dir.ca_key(), self.issuer.key().serialize_pem().as_bytes())?;
+        write_atomic(&certs.join("ca.pem"), self.cert_pem.as_bytes(), 0o644)?;
+        write_atomic(&certs.join("cert.pem"), client.cert_pem.as_bytes(), 0o644)?;
+        write_secret(&certs.join("key.pem"), client.key_pem.as_bytes())
+    }
+
+    /// The certificate the user's `docker` CLI and goblog-lab present.
+    pub fn client(&self) -> Result<Bundle> {
+        let mut params = CertificateParams::default();
+        params.distinguished_name = name("goblog-lab client");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        self.sign(params)
+    }
+
+    /// A node engine's certificate, valid for its lab address and names.
+    pub fn server(&self, hostnames: &[&str], addresses: &[IpAddr]) -> Result<Bundle> {
+        let mut params = CertificateParams::default();
+        params.distinguished_name = name(hostnames.first().copied().unwrap_or("node"));
+        params.subject_alt_names = hostnames
+            .iter()
+            .map(|h| h.to_string().try_into().map(SanType::DnsName))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(pki_error)?;
+        params
+            .subject_alt_names
+            .extend(addresses.iter().map(|ip| SanType::IpAddress(*ip)));
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        self.sign(params)
+    }
+
+    fn sign(&self, params: CertificateParams) -> Result<Bundle> {
+        let key = KeyPair::generate().map_err(pki_error)?;
+        let cert = params.signed_by(&key, &self.issuer).map_err(pki_error)?;
+        Ok(Bundle {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+}
+
+fn name(common_name: &str) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "goblog-lab");
+    dn.push(DnType::CommonName, common_name);
+    dn
+}
+
+fn pki_error(err: rcgen::Error) -> Error {
+    Error::failed(format!("making the lab's TLS certificates: {err}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ca_survives_a_save_and_load() {
+        let root = std::env::temp_dir().join(format!("goblog-lab-pki-{}", std::process::id()));
+        let dir = LabDir {
+            name: "t".into(),
+            root: root.clone(),
+        };
+        let ca = Authority::create("t").unwrap();
+        ca.save(&dir).unwrap();
+        let again = Authority::load(&dir).unwrap();
+        assert_eq!(again.cert_pem(), ca.cert_pem());
+        let server = again
+            .server(&["swarm-manager-0"], &["172.28.0.10".parse().unwrap()])
+            .unwrap();
+        assert!(server.cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
+        use std::os::unix::fs::PermissionsExt;
+        for secret in [dir.ca_key(), dir.client_certs().join("key.pem")] {
+            let mode = std::fs::metadata(&secret).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", secret.display());
+        }
+        std::fs::remove_dir_all(root).unwrap();
+    }
+}

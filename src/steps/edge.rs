@@ -1,0 +1,205 @@
+//! The edge proxy: how `$ManagerIP:6767` reaches every replica on a kernel
+//! without IPVS.
+//!
+//! Swarm's routing mesh and VIPs are IPVS. Where the kernel lacks it, the
+//! lab runs its services in dnsrr mode and puts HAProxy on the first
+//! manager, published in host mode. HAProxy asks Docker's embedded DNS for
+//! `tasks.SERVICE` every second and health-checks each task, so replicas
+//! that come, go or roll over are followed without a reload.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+
+use base64::Engine;
+use bollard::models::{
+    ConfigSpec, EndpointPortConfig, EndpointPortConfigPublishModeEnum, EndpointSpec,
+    EndpointSpecModeEnum, NetworkAttachmentConfig, ServiceSpec, ServiceSpecMode,
+    ServiceSpecModeReplicated, TaskSpec, TaskSpecContainerSpec, TaskSpecContainerSpecConfigs,
+    TaskSpecContainerSpecFile1, TaskSpecPlacement,
+};
+use bollard::Docker;
+use sha2::{Digest, Sha256};
+
+use crate::docker::LABEL_LAB;
+use crate::error::{Context, Result};
+
+pub const SERVICE_NAME: &str = "edge";
+/// Room for scaling: HAProxy keeps this many server slots per service.
+const MAX_TASKS: u32 = 64;
+
+/// A published service behind the edge.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub service: String,
+    pub port: u16,
+    pub health_path: Option<String>,
+}
+
+/// The HAProxy configuration for `routes`.
+pub fn haproxy_config(routes: &[Route]) -> String {
+    let mut cfg = String::from(
+        "# Written by goblog-lab: the lab's edge proxy (see src/steps/edge.rs).
+global
+    maxconn 20000
+
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 60s
+    timeout server 60s
+    timeout http-request 10s
+    option redispatch
+    retries 3
+
+# Docker's embedded DNS, asked again every second, so new tasks get traffic
+# and stopped ones lose it within a second or two.
+resolvers docker
+    nameserver dns 127.0.0.11:53
+    resolve_retries 3
+    timeout resolve 1s
+    timeout retry 1s
+    hold other 1s
+    hold refused 1s
+    hold nx 1s
+    hold timeout 1s
+    hold valid 1s
+    hold obsolete 1s
+    accepted_payload_size 8192
+",
+    );
+    for route in routes {
+        let name = format!("{}_{}", route.service, route.port);
+        let _ = write!(
+            cfg,
+            "
+frontend {name}
+    bind :{port}
+    default_backend {name}
+
+backend {name}
+    balance roundrobin
+",
+            port = route.port
+        );
+        if let Some(path) = &route.health_path {
+            let _ = writeln!(
+                cfg,
+                "    option httpchk GET {path}\n    http-check expect status 200"
+            );
+        }
+        let _ = writeln!(
+            cfg,
+            "    default-server inter 1s fastinter 500ms fall 2 rise 1 check resolvers docker init-addr none resolve-prefer ipv4
+    server-template task 1-{MAX_TASKS} tasks.{service}:{port}",
+            service = route.service,
+            port = route.port
+        );
+    }
+    cfg
+}
+
+/// Creates the config and the edge service on the first manager.
+pub async fn deploy(
+    docker: &Docker,
+    lab: &str,
+    image: &str,
+    network: &str,
+    manager_hostname: &str,
+    routes: &[Route],
+) -> Result<()> {
+    let cfg = haproxy_config(routes);
+    // Swarm configs are immutable: a different config gets a different name.
+    let config_name = format!("edge-haproxy-{}", &hex::encode(Sha256::digest(&cfg))[..12]);
+    let labels = HashMap::from([(LABEL_LAB.to_string(), lab.to_string())]);
+    let config = docker
+        .create_config(ConfigSpec {
+            name: Some(config_name.clone()),
+            labels: Some(labels.clone()),
+            data: Some(base64::engine::general_purpose::STANDARD.encode(&cfg)),
+            ..Default::default()
+        })
+        .await
+        .context("creating the edge proxy's config")?;
+    let spec = ServiceSpec {
+        name: Some(SERVICE_NAME.to_string()),
+        labels: Some(labels),
+        mode: Some(ServiceSpecMode {
+            replicated: Some(ServiceSpecModeReplicated { replicas: Some(1) }),
+            ..Default::default()
+        }),
+        task_template: Some(TaskSpec {
+            container_spec: Some(TaskSpecContainerSpec {
+                image: Some(image.to_string()),
+                configs: Some(vec![TaskSpecContainerSpecConfigs {
+                    file: Some(TaskSpecContainerSpecFile1 {
+                        name: Some("/usr/local/etc/haproxy/haproxy.cfg".into()),
+                        uid: Some("0".into()),
+                        gid: Some("0".into()),
+                        mode: Some(0o444),
+                    }),
+                    config_id: Some(config.id),
+                    config_name: Some(config_name),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            // $ManagerIP is this node's address: the proxy must run here.
+            placement: Some(TaskSpecPlacement {
+                constraints: Some(vec![format!("node.hostname == {manager_hostname}")]),
+                ..Default::default()
+            }),
+            networks: Some(vec![NetworkAttachmentConfig {
+                target: Some(network.to_string()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        endpoint_spec: Some(EndpointSpec {
+            mode: Some(EndpointSpecModeEnum::DNSRR),
+            ports: Some(
+                routes
+                    .iter()
+                    .map(|r| EndpointPortConfig {
+                        target_port: Some(r.port.into()),
+                        published_port: Some(r.port.into()),
+                        publish_mode: Some(EndpointPortConfigPublishModeEnum::HOST),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+        }),
+        ..Default::default()
+    };
+    docker
+        .create_service(spec, None)
+        .await
+        .context("creating the edge proxy service")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_has_a_backend_per_route() {
+        let cfg = haproxy_config(&[
+            Route {
+                service: "accountservice".into(),
+                port: 6767,
+                health_path: Some("/health".into()),
+            },
+            Route {
+                service: "other".into(),
+                port: 8080,
+                health_path: None,
+            },
+        ]);
+        assert!(cfg.contains("bind :6767"));
+        assert!(cfg.contains("server-template task 1-64 tasks.accountservice:6767"));
+        assert!(cfg.contains("option httpchk GET /health"));
+        assert!(cfg.contains("tasks.other:8080"));
+        assert_eq!(cfg.matches("option httpchk").count(), 1);
+        assert!(cfg.contains("nameserver dns 127.0.0.11:53"));
+    }
+}

@@ -1,0 +1,225 @@
+//! Images the nodes run as services: the edge proxy and the services of the
+//! lab definition that are built from this repository.
+//!
+//! Each is tagged with a hash of exactly what went into it, so an unchanged
+//! service is not rebuilt, and a changed one gets a new tag that Swarm sees
+//! as a new image to roll out.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use bollard::query_parameters::BuildImageOptionsBuilder;
+use bollard::Docker;
+use sha2::{Digest, Sha256};
+
+use crate::docker::drain;
+use crate::error::{Context, Error, Result};
+use crate::lab::spec::BuildSpec;
+
+const EDGE_DOCKERFILE: &str = include_str!("../../images/edge/Dockerfile");
+
+/// An image on the host engine: `repository:tag`.
+#[derive(Debug, Clone)]
+pub struct LocalImage {
+    pub repository: String,
+    pub tag: String,
+}
+
+impl LocalImage {
+    pub fn reference(&self) -> String {
+        format!("{}:{}", self.repository, self.tag)
+    }
+    /// The name under the lab registry: `goblog-lab/accountservice` becomes `accountservice`.
+    pub fn short_name(&self) -> &str {
+        self.repository
+            .rsplit('/')
+            .next()
+            .unwrap_or(&self.repository)
+    }
+}
+
+/// The edge proxy image, built from the node image (no registry needed).
+pub async fn edge(docker: &Docker, node_image: &str) -> Result<LocalImage> {
+    let mut hash = Sha256::new();
+    hash.update(EDGE_DOCKERFILE);
+    hash.update(node_image);
+    let image = LocalImage {
+        repository: "goblog-lab/edge".into(),
+        tag: hex::encode(hash.finalize())[..12].to_string(),
+    };
+    if docker.inspect_image(&image.reference()).await.is_ok() {
+        return Ok(image);
+    }
+    let context = tar_context(&[(
+        "Dockerfile".into(),
+        EDGE_DOCKERFILE.as_bytes().to_vec(),
+        0o644,
+    )])?;
+    build_image(
+        docker,
+        &image,
+        context,
+        HashMap::from([("BASE".to_string(), node_image.to_string())]),
+    )
+    .await?;
+    Ok(image)
+}
+
+/// Compiles `build.package` statically with cargo and builds its image from
+/// `build.context` with the binary dropped in at the context root.
+pub async fn service(
+    docker: &Docker,
+    project_root: &Path,
+    service: &str,
+    build: &BuildSpec,
+) -> Result<LocalImage> {
+    let binary = cargo_build_static(project_root, &build.package).await?;
+    let context_dir = project_root.join(&build.context);
+    let mut files = read_context(&context_dir)?;
+    let bytes = std::fs::read(&binary).with_context(|| format!("reading {}", binary.display()))?;
+    files.push((build.package.clone(), bytes, 0o755));
+    let context = tar_context(&files)?;
+    let image = LocalImage {
+        repository: format!("goblog-lab/{service}"),
+        tag: hex::encode(Sha256::digest(&context))[..12].to_string(),
+    };
+    if docker.inspect_image(&image.reference()).await.is_err() {
+        build_image(docker, &image, context, HashMap::new()).await?;
+    }
+    Ok(image)
+}
+
+/// The static binary of `package`. Uses its own target directory so it
+/// never waits on (or invalidates) the build of goblog-lab itself.
+async fn cargo_build_static(project_root: &Path, package: &str) -> Result<PathBuf> {
+    let triple = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
+    let target_dir = project_root.join("target").join("goblog-lab");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    if !project_root.join("Cargo.toml").is_file() {
+        return Err(Error::failed(format!(
+            "cannot build {package}: no Cargo.toml in {} (run goblog-lab from its checkout, or give --file a lab definition inside one)",
+            project_root.display()
+        )));
+    }
+    let output = tokio::process::Command::new(&cargo)
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "--package",
+            package,
+            "--target",
+            &triple,
+        ])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .current_dir(project_root)
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .context("running cargo (is Rust installed? https://rustup.rs)")?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let first_error = stderr
+            .lines()
+            .find(|l| l.starts_with("error"))
+            .unwrap_or_else(|| stderr.lines().last().unwrap_or("no output"));
+        return Err(Error::failed(format!(
+            "cargo build of {package} failed: {first_error}"
+        )));
+    }
+    Ok(target_dir.join(&triple).join("release").join(package))
+}
+
+fn read_context(dir: &Path) -> Result<Vec<(String, Vec<u8>, u32)>> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(current) = pending.pop() {
+        let entries = std::fs::read_dir(&current)
+            .with_context(|| format!("reading the image context {}", current.display()))?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let meta = entry
+                .metadata()
+                .with_context(|| format!("reading {}", path.display()))?;
+            if meta.is_dir() {
+                pending.push(path);
+            } else {
+                let name = path
+                    .strip_prefix(dir)
+                    .expect("inside the context")
+                    .display()
+                    .to_string();
+                let bytes =
+                    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+                files.push((name, bytes, meta.permissions().mode() & 0o777));
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// A deterministic tar: sorted names, zero mtimes, so equal inputs hash equal.
+fn tar_context(files: &[(String, Vec<u8>, u32)]) -> Result<Vec<u8>> {
+    let mut sorted: Vec<_> = files.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut builder = tar::Builder::new(Vec::new());
+    for (name, bytes, mode) in sorted {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(*mode);
+        header.set_mtime(0);
+        header.set_cksum();
+        builder
+            .append_data(&mut header, name, bytes.as_slice())
+            .context("packing the image context")?;
+    }
+    builder.into_inner().context("packing the image context")
+}
+
+async fn build_image(
+    docker: &Docker,
+    image: &LocalImage,
+    context: Vec<u8>,
+    build_args: HashMap<String, String>,
+) -> Result<()> {
+    let reference = image.reference();
+    let mut labels = HashMap::new();
+    labels.insert(
+        "io.goblog-lab.image".to_string(),
+        image.short_name().to_string(),
+    );
+    let options = BuildImageOptionsBuilder::default()
+        .t(&reference)
+        .rm(true)
+        .forcerm(true)
+        .buildargs(&build_args)
+        .labels(&labels)
+        .build();
+    drain(
+        docker.build_image(options, None, Some(bollard::body_full(context.into()))),
+        &format!("building image {reference}"),
+    )
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_tar_is_deterministic() {
+        let a = vec![
+            ("b".to_string(), b"2".to_vec(), 0o644),
+            ("a".to_string(), b"1".to_vec(), 0o755),
+        ];
+        let mut b = a.clone();
+        b.reverse();
+        assert_eq!(tar_context(&a).unwrap(), tar_context(&b).unwrap());
+    }
+}

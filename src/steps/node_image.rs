@@ -1,0 +1,276 @@
+//! The lab's base image, built offline from Debian packages.
+//!
+//! Nothing can be pulled on an offline machine, so the node image comes from
+//! `debootstrap` (which only needs the apt mirror this machine already uses)
+//! and `docker import`. It takes about a minute, once: the image is tagged
+//! with a hash of its recipe, and a later run finds it and moves on.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use bollard::query_parameters::CreateImageOptionsBuilder;
+use bollard::Docker;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::docker::drain;
+use crate::error::{Context, Error, Result};
+use crate::lab::state::home;
+
+pub const RECIPE: &str = include_str!("../../images/node/recipe.toml");
+/// Bumped when the way the recipe is turned into an image changes.
+const BUILDER_VERSION: &str = "1";
+pub const REPOSITORY: &str = "goblog-lab/node";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Recipe {
+    suite: String,
+    variant: String,
+    packages: Vec<String>,
+    remove: Vec<String>,
+}
+
+pub fn tag() -> String {
+    let mut hash = Sha256::new();
+    hash.update(BUILDER_VERSION);
+    hash.update(RECIPE);
+    format!("{REPOSITORY}:{}", &hex::encode(hash.finalize())[..12])
+}
+
+pub enum Outcome {
+    Cached,
+    Built,
+}
+
+/// Makes sure the node image exists on `docker`; builds it if not.
+pub async fn ensure(docker: &Docker) -> Result<(String, Outcome)> {
+    let tag = tag();
+    if docker.inspect_image(&tag).await.is_ok() {
+        return Ok((tag, Outcome::Cached));
+    }
+    // Two creates (or two tests) may need it at once: one builds, the other
+    // waits and then finds it.
+    let lock_path = home().join("node-image.lock");
+    std::fs::create_dir_all(home()).context("creating goblog-lab's home directory")?;
+    let lock = std::fs::File::create(&lock_path).context("creating the image build lock")?;
+    let lock = tokio::task::spawn_blocking(move || lock.lock().map(|_| lock))
+        .await
+        .map_err(|err| Error::failed(err.to_string()))?
+        .context("waiting for another image build")?;
+    if docker.inspect_image(&tag).await.is_ok() {
+        return Ok((tag, Outcome::Cached));
+    }
+    build(docker, &tag).await?;
+    drop(lock);
+    Ok((tag, Outcome::Built))
+}
+
+async fn build(docker: &Docker, tag: &str) -> Result<()> {
+    let recipe: Recipe = toml::from_str(RECIPE).expect("the built-in recipe parses");
+    preflight()?;
+    let mirror = debian_mirror()?;
+    let work = home().join("build");
+    let rootfs = work.join(format!("rootfs-{}", std::process::id()));
+    std::fs::create_dir_all(&work).context("creating the image build directory")?;
+    let result = async {
+        debootstrap(&recipe, &rootfs, &mirror, &work.join("debootstrap.log")).await?;
+        for path in &recipe.remove {
+            let _ = std::fs::remove_dir_all(rootfs.join(path));
+        }
+        import(docker, &rootfs, tag).await
+    }
+    .await;
+    // The tree is ~400 MiB of root-owned files; never leave it behind.
+    let _ = tokio::fs::remove_dir_all(&rootfs).await;
+    result
+}
+
+fn preflight() -> Result<()> {
+    if which("debootstrap").is_none() {
+        return Err(Error::failed(
+            "the node image is built offline with debootstrap, which is not installed: run `scripts/setup.sh` (or `apt-get install debootstrap`)",
+        ));
+    }
+    let root = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false);
+    if !root {
+        return Err(Error::failed(
+            "building the node image runs debootstrap, which needs root: run this first `create` with sudo (later runs reuse the image)",
+        ));
+    }
+    Ok(())
+}
+
+async fn debootstrap(recipe: &Recipe, rootfs: &Path, mirror: &str, log: &Path) -> Result<()> {
+    let log_file = std::fs::File::create(log).context("creating the debootstrap log")?;
+    let status = tokio::process::Command::new("debootstrap")
+        .arg(format!("--variant={}", recipe.variant))
+        .arg(format!("--include={}", recipe.packages.join(",")))
+        .arg(&recipe.suite)
+        .arg(rootfs)
+        .arg(mirror)
+        .stdin(Stdio::null())
+        .stdout(
+            log_file
+                .try_clone()
+                .context("opening the debootstrap log")?,
+        )
+        .stderr(log_file)
+        .kill_on_drop(true)
+        .status()
+        .await
+        .context("running debootstrap")?;
+    if status.success() {
+        return Ok(());
+    }
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("no output");
+    Err(Error::failed(format!(
+        "debootstrap failed ({status}): {last} (full log: {})",
+        log.display()
+    )))
+}
+
+/// Streams `tar` of the tree straight into the engine: no 400 MiB temp file.
+async fn import(docker: &Docker, rootfs: &Path, tag: &str) -> Result<()> {
+    let (repo, version) = tag.split_once(':').expect("tag has a version");
+    let mut tar = tokio::process::Command::new("tar")
+        .args(["--numeric-owner", "--xattrs", "-C"])
+        .arg(rootfs)
+        .args(["-c", "."])
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("running tar")?;
+    let stdout = tar.stdout.take().expect("stdout is piped");
+    let body = bollard::body_try_stream(tokio_util::io::ReaderStream::new(stdout));
+    let options = CreateImageOptionsBuilder::default()
+        .from_src("-")
+        .repo(repo)
+        .tag(version)
+        .changes(vec![
+            "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+            format!("LABEL io.goblog-lab.recipe={version}"),
+        ])
+        .build();
+    drain(
+        docker.create_image(Some(options), Some(body), None),
+        "importing the node image",
+    )
+    .await?;
+    let status = tar.wait().await.context("waiting for tar")?;
+    if !status.success() {
+        return Err(Error::failed(format!(
+            "tar of the node image tree failed ({status})"
+        )));
+    }
+    Ok(())
+}
+
+/// The Debian mirror this machine's apt already uses: never a hard-coded
+/// host, since an offline machine reaches only its own mirror.
+fn debian_mirror() -> Result<String> {
+    if let Ok(mirror) = std::env::var("GOBLOG_LAB_DEBIAN_MIRROR") {
+        return Ok(mirror);
+    }
+    let mut texts = Vec::new();
+    for path in ["/etc/apt/sources.list"] {
+        texts.extend(std::fs::read_to_string(path).ok());
+    }
+    if let Ok(dir) = std::fs::read_dir("/etc/apt/sources.list.d") {
+        let mut files: Vec<PathBuf> = dir.flatten().map(|e| e.path()).collect();
+        files.sort();
+        for file in files {
+            if file
+                .extension()
+                .is_some_and(|e| e == "list" || e == "sources")
+            {
+                texts.extend(std::fs::read_to_string(file).ok());
+            }
+        }
+    }
+    texts
+        .iter()
+        .find_map(|text| mirror_in(text))
+        .ok_or_else(|| {
+            Error::failed(
+                "found no Debian mirror in /etc/apt/sources.list*: set GOBLOG_LAB_DEBIAN_MIRROR to one",
+            )
+        })
+}
+
+/// The first Debian main-archive URI in an apt sources text, one-line or
+/// deb822 format (security and updates suites are not full archives).
+fn mirror_in(text: &str) -> Option<String> {
+    let is_archive = |uri: &str| {
+        uri.starts_with("http")
+            && !uri.contains("security")
+            && uri.trim_end_matches('/').ends_with("debian")
+    };
+    for line in text.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("deb ") {
+            let uri = rest.split_whitespace().find(|w| !w.starts_with('['));
+            if let Some(uri) = uri.filter(|u| is_archive(u)) {
+                return Some(uri.to_string());
+            }
+        }
+        if let Some(uris) = line.strip_prefix("URIs:") {
+            if let Some(uri) = uris.split_whitespace().find(|u| is_archive(u)) {
+                return Some(uri.to_string());
+            }
+        }
+    }
+    None
+}
+
+pub fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .map(|dir| dir.join(program))
+        .find(|path| path.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recipe_parses_and_tag_is_stable() {
+        let recipe: Recipe = toml::from_str(RECIPE).unwrap();
+        assert!(recipe.packages.iter().any(|p| p == "docker.io"));
+        assert_eq!(tag(), tag());
+        assert!(tag().starts_with("goblog-lab/node:"));
+    }
+
+    #[test]
+    fn finds_the_mirror_in_both_apt_formats() {
+        let deb822 = "Types: deb\nURIs: http://deb.example.org/debian\nSuites: bookworm\n\nTypes: deb\nURIs: http://deb.example.org/debian-security\n";
+        assert_eq!(
+            mirror_in(deb822).as_deref(),
+            Some("http://deb.example.org/debian")
+        );
+        let classic = "# comment\ndeb [arch=amd64] http://ftp.example.org/debian/ bookworm main\n";
+        assert_eq!(
+            mirror_in(classic).as_deref(),
+            Some("http://ftp.example.org/debian/")
+        );
+        assert_eq!(
+            mirror_in("deb http://security.example.org/debian-security bookworm-security main"),
+            None
+        );
+    }
+}

@@ -1,0 +1,82 @@
+//! Swarm membership: `swarm init` on the first manager, joins with the
+//! saved tokens, and the blog's `my_network` overlay.
+
+use std::collections::HashMap;
+
+use bollard::models::{NetworkCreateRequest, SwarmInitRequest, SwarmJoinRequest};
+use bollard::Docker;
+
+use crate::docker::LABEL_LAB;
+use crate::error::{Context, Error, Result};
+use crate::lab::state::{write_secret, LabDir, NodeState, Role};
+
+pub struct JoinTokens {
+    pub worker: String,
+    pub manager: String,
+}
+
+/// Initialises the Swarm on `leader`, advertising its lab address, and
+/// saves both join tokens (0600) as the blog had the user copy them.
+pub async fn init(docker: &Docker, leader: &NodeState, dir: &LabDir) -> Result<JoinTokens> {
+    docker
+        .init_swarm(SwarmInitRequest {
+            listen_addr: Some("0.0.0.0:2377".into()),
+            advertise_addr: Some(leader.address.to_string()),
+            ..Default::default()
+        })
+        .await
+        .with_context(|| format!("swarm init on {}", leader.hostname))?;
+    let swarm = docker
+        .inspect_swarm()
+        .await
+        .context("reading the join tokens")?;
+    let tokens = swarm
+        .join_tokens
+        .ok_or_else(|| Error::failed("the new Swarm reported no join tokens"))?;
+    let tokens = JoinTokens {
+        worker: tokens.worker.unwrap_or_default(),
+        manager: tokens.manager.unwrap_or_default(),
+    };
+    write_secret(&dir.join_token(Role::Worker), tokens.worker.as_bytes())?;
+    write_secret(&dir.join_token(Role::Manager), tokens.manager.as_bytes())?;
+    Ok(tokens)
+}
+
+/// Joins `node` to the Swarm led by `leader`, with the token for its role.
+pub async fn join(
+    docker: &Docker,
+    node: &NodeState,
+    leader: &NodeState,
+    tokens: &JoinTokens,
+) -> Result<()> {
+    let token = match node.role {
+        Role::Manager => &tokens.manager,
+        Role::Worker => &tokens.worker,
+    };
+    docker
+        .join_swarm(SwarmJoinRequest {
+            listen_addr: Some("0.0.0.0:2377".into()),
+            advertise_addr: Some(node.address.to_string()),
+            remote_addrs: Some(vec![format!("{}:2377", leader.address)]),
+            join_token: Some(token.clone()),
+            ..Default::default()
+        })
+        .await
+        .with_context(|| format!("{} joining the Swarm", node.hostname))
+}
+
+/// The blog's `docker network create --driver overlay my_network`, made
+/// attachable so plain containers (and `goblog-lab exec`) can join it.
+pub async fn create_overlay(docker: &Docker, name: &str, lab: &str) -> Result<()> {
+    docker
+        .create_network(NetworkCreateRequest {
+            name: name.to_string(),
+            driver: Some("overlay".into()),
+            attachable: Some(true),
+            labels: Some(HashMap::from([(LABEL_LAB.to_string(), lab.to_string())])),
+            ..Default::default()
+        })
+        .await
+        .with_context(|| format!("creating the overlay network {name}"))?;
+    Ok(())
+}

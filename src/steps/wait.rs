@@ -1,0 +1,72 @@
+//! The last step of `create`: the lab is up when the service answers through
+//! `$ManagerIP`, the way the tutorial will call it, not when Swarm says so.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::http::HttpClient;
+
+/// What the probe saw.
+#[derive(Debug, Default, Clone)]
+pub struct Answer {
+    /// Distinct `servedBy` values in the JSON answers: one per replica reached.
+    pub served_by: BTreeSet<String>,
+    pub requests: u32,
+}
+
+/// Calls `url` until it answers 200, then for a moment more to see which
+/// replicas answer (up to `replicas` distinct `servedBy`), so the summary
+/// can show the load really spreads.
+pub async fn until_answers(url: &str, replicas: u64, timeout: Duration) -> Result<Answer> {
+    let http = HttpClient::new();
+    let deadline = Instant::now() + timeout;
+    let mut answer = Answer::default();
+    let mut first_success: Option<Instant> = None;
+    let mut last = String::from("no answer yet");
+    loop {
+        match http.get(url, Duration::from_secs(3)).await {
+            Ok(response) if response.status == 200 => {
+                answer.requests += 1;
+                first_success.get_or_insert_with(Instant::now);
+                if let Some(ip) = served_by(&response.body) {
+                    answer.served_by.insert(ip);
+                }
+            }
+            Ok(response) => last = format!("HTTP {}", response.status),
+            Err(err) => last = err,
+        }
+        if let Some(first) = first_success {
+            let all_seen = answer.served_by.len() as u64 >= replicas;
+            if all_seen || first.elapsed() > Duration::from_secs(5) || answer.requests >= 50 {
+                return Ok(answer);
+            }
+            continue;
+        }
+        if Instant::now() > deadline {
+            return Err(Error::failed(format!(
+                "{url} did not answer within {}s: {last}",
+                timeout.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn served_by(body: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    Some(value.get("servedBy")?.as_str()?.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_served_by_from_the_account_json() {
+        let body = br#"{"id":"10000","name":"Person_0","servedBy":"10.0.1.7"}"#;
+        assert_eq!(served_by(body).as_deref(), Some("10.0.1.7"));
+        assert_eq!(served_by(b"not json"), None);
+        assert_eq!(served_by(br#"{"id":"1"}"#), None);
+    }
+}

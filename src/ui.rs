@@ -1,0 +1,137 @@
+//! Progress lines in the style of kind: one line per step, a spinner while
+//! it runs, then ✓ or ✗ and how long it took.
+//!
+//! Everything here goes to stderr, so stdout stays clean for data
+//! (`eval "$(goblog-lab env)"`, `--output json`). When stderr is not a
+//! terminal (CI, a pipe, a log file) spinners would be noise, so each step
+//! prints plain lines instead.
+
+use std::io::IsTerminal;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Clone)]
+pub struct Ui {
+    fancy: bool,
+    quiet: bool,
+    /// The spinner on screen, so that warnings print above it, not through it.
+    active: Arc<Mutex<Option<ProgressBar>>>,
+}
+
+impl Ui {
+    pub fn new(quiet: bool) -> Self {
+        Ui {
+            fancy: std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+            quiet,
+            active: Arc::default(),
+        }
+    }
+
+    /// Starts a step; finish it with [`Step::done`]. A step dropped unfinished
+    /// (an error, Ctrl-C) is marked failed.
+    pub fn step(&self, message: impl Into<String>) -> Step {
+        let message = message.into();
+        let bar = if self.quiet {
+            None
+        } else if self.fancy {
+            let bar = ProgressBar::new_spinner().with_message(message.clone());
+            bar.set_style(
+                ProgressStyle::with_template(" {spinner:.cyan} {msg} {elapsed:.dim}")
+                    .expect("static template")
+                    .tick_chars("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏ "),
+            );
+            bar.enable_steady_tick(Duration::from_millis(80));
+            *self.active.lock().unwrap() = Some(bar.clone());
+            Some(bar)
+        } else {
+            eprintln!(" • {message} ...");
+            None
+        };
+        Step {
+            ui: self.clone(),
+            message,
+            bar,
+            started: Instant::now(),
+            finished: false,
+        }
+    }
+
+    /// A line of its own (a fallback taken, a hint), above any spinner.
+    pub fn warn(&self, message: impl AsRef<str>) {
+        self.line(&format!(" ! {}", message.as_ref()));
+    }
+
+    pub fn info(&self, message: impl AsRef<str>) {
+        self.line(&format!("   {}", message.as_ref()));
+    }
+
+    fn line(&self, text: &str) {
+        if self.quiet {
+            return;
+        }
+        match self.active.lock().unwrap().as_ref() {
+            Some(bar) => bar.println(text),
+            None => eprintln!("{text}"),
+        }
+    }
+}
+
+pub struct Step {
+    ui: Ui,
+    message: String,
+    bar: Option<ProgressBar>,
+    started: Instant,
+    finished: bool,
+}
+
+impl Step {
+    /// Changes the text while the step runs (for example "3/10 nodes").
+    pub fn update(&mut self, message: impl Into<String>) {
+        self.message = message.into();
+        if let Some(bar) = &self.bar {
+            bar.set_message(self.message.clone());
+        }
+    }
+
+    pub fn done(mut self) {
+        self.finish(true);
+    }
+
+    /// Finishes with a note after the message, e.g. "(cached)".
+    pub fn done_with(mut self, note: impl AsRef<str>) {
+        self.message = format!("{} {}", self.message, note.as_ref());
+        self.finish(true);
+    }
+
+    fn finish(&mut self, ok: bool) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        let mark = if ok { "✓" } else { "✗" };
+        let line = format!(
+            " {mark} {} ({})",
+            self.message,
+            seconds(self.started.elapsed())
+        );
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+            *self.ui.active.lock().unwrap() = None;
+        }
+        if !self.ui.quiet {
+            eprintln!("{line}");
+        }
+    }
+}
+
+impl Drop for Step {
+    fn drop(&mut self) {
+        self.finish(false);
+    }
+}
+
+pub fn seconds(d: Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
+}
