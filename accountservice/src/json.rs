@@ -1,0 +1,66 @@
+//! Hand-written JSON output for the hot path.
+//!
+//! The responses are a handful of string fields; writing them straight into
+//! the body buffer avoids serde's intermediate `Value`s and keeps one
+//! allocation per response.
+
+/// Appends `s` as a JSON string literal (with quotes).
+pub fn push_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        if escape.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(b >> 4)]);
+            out.push(HEX[usize::from(b & 0xf)]);
+        } else {
+            out.extend_from_slice(escape);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// Appends `"key":"value"` (no separator).
+pub fn push_field(out: &mut Vec<u8>, key: &str, value: &str) {
+    push_str(out, key);
+    out.push(b':');
+    push_str(out, value);
+}
+
+/// A small `{"error":"..."}` body for 4xx/5xx answers.
+pub fn error_body(message: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + 16);
+    out.push(b'{');
+    push_field(&mut out, "error", message);
+    out.push(b'}');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_what_json_requires() {
+        let mut out = Vec::new();
+        push_str(&mut out, "a\"b\\c\nd\u{1}é");
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text, r#""a\"b\\c\nd\u0001é""#);
+        let back: String = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, "a\"b\\c\nd\u{1}é");
+    }
+}

@@ -1,0 +1,275 @@
+//! The quote of the day, fetched from the quotes service (blog part 7).
+//!
+//! A quote is decoration: the account answer must stay fast and 200 whatever
+//! the quotes service does. So every call has a hard timeout, failures give
+//! the blog's fallback quote, and a circuit breaker stops calling a service
+//! that keeps failing. The client is a bare HTTP/1.1 exchange on hyper, one
+//! connection per call, with names resolved by [`crate::resolve`].
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::body::Bytes;
+use hyper::header::{ACCEPT, HOST, USER_AGENT};
+use hyper::{Request, StatusCode, Uri};
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use tokio::net::TcpStream;
+
+use crate::breaker::Breaker;
+use crate::json;
+use crate::metrics::{Metrics, QuoteOutcome};
+use crate::resolve::{ResolveError, Resolver};
+
+/// Quote bodies are a sentence; anything bigger is not a quote.
+const MAX_BODY: usize = 64 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Quote {
+    pub quote: String,
+    #[serde(default)]
+    pub ip_address: String,
+    #[serde(default)]
+    pub language: String,
+}
+
+impl Quote {
+    /// The blog's fallback (part 11), served whenever the real call fails.
+    pub fn fallback() -> Quote {
+        Quote {
+            quote: "May the source be with you, always.".to_owned(),
+            ip_address: "circuit-breaker".to_owned(),
+            language: "en".to_owned(),
+        }
+    }
+
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.push(b'{');
+        json::push_field(out, "quote", &self.quote);
+        out.push(b',');
+        json::push_field(out, "ipAddress", &self.ip_address);
+        out.push(b',');
+        json::push_field(out, "language", &self.language);
+        out.push(b'}');
+    }
+}
+
+#[derive(Debug)]
+pub enum QuoteError {
+    Resolve(ResolveError),
+    Connect {
+        addrs: Vec<SocketAddr>,
+        source: std::io::Error,
+    },
+    Http(hyper::Error),
+    Status(StatusCode),
+    Body(String),
+    Json(serde_json::Error),
+}
+
+impl fmt::Display for QuoteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            QuoteError::Resolve(e) => write!(f, "resolving the quotes host: {e}"),
+            QuoteError::Connect { addrs, source } => write!(f, "connecting to {addrs:?}: {source}"),
+            QuoteError::Http(e) => write!(f, "HTTP exchange: {e}"),
+            QuoteError::Status(s) => write!(f, "quotes service answered {s}"),
+            QuoteError::Body(e) => write!(f, "reading the quote body: {e}"),
+            QuoteError::Json(e) => write!(f, "quote is not the expected JSON: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for QuoteError {}
+
+/// Where quotes come from, parsed once at start-up.
+#[derive(Debug)]
+struct Target {
+    host: String,
+    port: u16,
+    authority: String,
+    path_and_query: String,
+}
+
+impl Target {
+    fn parse(url: &str) -> Result<Target, String> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| format!("QUOTES_URL {url:?} is not a URL: {e}"))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") => {
+                return Err(format!(
+                    "QUOTES_URL {url:?} uses https, which this client does not speak \
+                     (plain http only); every account gets the fallback quote"
+                ))
+            }
+            _ => return Err(format!("QUOTES_URL {url:?} must start with http://")),
+        }
+        let authority = uri
+            .authority()
+            .ok_or_else(|| format!("QUOTES_URL {url:?} has no host"))?;
+        Ok(Target {
+            host: authority.host().to_owned(),
+            port: authority.port_u16().unwrap_or(80),
+            authority: authority.as_str().to_owned(),
+            path_and_query: uri
+                .path_and_query()
+                .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
+        })
+    }
+}
+
+pub struct QuoteClient {
+    target: Result<Target, String>,
+    timeout: Duration,
+    breaker: Breaker,
+    resolver: Resolver,
+}
+
+impl QuoteClient {
+    pub fn new(url: &str, timeout: Duration, breaker: Breaker, resolver: Resolver) -> Self {
+        let target = Target::parse(url);
+        match &target {
+            Ok(t) => eprintln!(
+                "quotes from http://{}{} (timeout {timeout:?})",
+                t.authority, t.path_and_query
+            ),
+            Err(e) => eprintln!("quotes disabled: {e}"),
+        }
+        QuoteClient {
+            target,
+            timeout,
+            breaker,
+            resolver,
+        }
+    }
+
+    pub fn breaker_open(&self) -> bool {
+        self.target.is_err() || self.breaker.is_open()
+    }
+
+    /// A quote, or the fallback; never slower than the timeout.
+    pub async fn quote(&self, metrics: &Metrics) -> Quote {
+        let Ok(target) = &self.target else {
+            metrics.record_quote(QuoteOutcome::Failed);
+            return Quote::fallback();
+        };
+        let Some(ticket) = self.breaker.try_call() else {
+            metrics.record_quote(QuoteOutcome::ShortCircuited);
+            return Quote::fallback();
+        };
+        match tokio::time::timeout(self.timeout, self.fetch(target)).await {
+            Ok(Ok(quote)) => {
+                ticket.success();
+                metrics.record_quote(QuoteOutcome::Ok);
+                quote
+            }
+            Ok(Err(err)) => {
+                ticket.failure();
+                metrics.record_quote(QuoteOutcome::Failed);
+                eprintln!("quote failed, answering the fallback: {err}");
+                Quote::fallback()
+            }
+            Err(_) => {
+                ticket.failure();
+                metrics.record_quote(QuoteOutcome::Failed);
+                eprintln!(
+                    "quote took longer than {:?}, answering the fallback",
+                    self.timeout
+                );
+                Quote::fallback()
+            }
+        }
+    }
+
+    async fn fetch(&self, target: &Target) -> Result<Quote, QuoteError> {
+        let ips = self
+            .resolver
+            .lookup(&target.host)
+            .await
+            .map_err(QuoteError::Resolve)?;
+        let stream = connect_any(&ips, target.port).await?;
+        let _ = stream.set_nodelay(true);
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(QuoteError::Http)?;
+        let request = Request::get(target.path_and_query.as_str())
+            .header(HOST, target.authority.as_str())
+            .header(ACCEPT, "application/json")
+            .header(USER_AGENT, "accountservice")
+            .body(Empty::<Bytes>::new())
+            .expect("the URL parts were validated at start-up");
+        // The sender moves in here, so the connection task below ends as soon
+        // as this exchange is over (or when the timeout drops both).
+        let exchange = async move {
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(QuoteError::Http)?;
+            if response.status() != StatusCode::OK {
+                return Err(QuoteError::Status(response.status()));
+            }
+            let body = Limited::new(response.into_body(), MAX_BODY)
+                .collect()
+                .await
+                .map_err(|e| QuoteError::Body(e.to_string()))?
+                .to_bytes();
+            serde_json::from_slice::<Quote>(&body).map_err(QuoteError::Json)
+        };
+        let (result, _connection_end) = tokio::join!(exchange, conn);
+        result
+    }
+}
+
+async fn connect_any(ips: &[IpAddr], port: u16) -> Result<TcpStream, QuoteError> {
+    let addrs: Vec<SocketAddr> = ips.iter().map(|&ip| SocketAddr::new(ip, port)).collect();
+    let mut last = None;
+    for addr in &addrs {
+        match TcpStream::connect(addr).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(QuoteError::Connect {
+        addrs,
+        source: last.unwrap_or_else(|| std::io::Error::other("no address")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_blog_url_and_refuses_https() {
+        let t = Target::parse("http://quotes-service:8080/api/quote?strength=4").unwrap();
+        assert_eq!(t.host, "quotes-service");
+        assert_eq!(t.port, 8080);
+        assert_eq!(t.authority, "quotes-service:8080");
+        assert_eq!(t.path_and_query, "/api/quote?strength=4");
+
+        let t = Target::parse("http://10.0.0.2").unwrap();
+        assert_eq!((t.port, t.path_and_query.as_str()), (80, "/"));
+
+        assert!(Target::parse("https://quotes-service/api")
+            .unwrap_err()
+            .contains("plain http only"));
+        assert!(Target::parse("quotes-service:8080").is_err());
+    }
+
+    #[test]
+    fn quote_json_round_trips() {
+        let q: Quote = serde_json::from_str(
+            r#"{"quote":"Hi \"there\"","ipAddress":"q/1.2.3.4:8080","language":"en","extra":1}"#,
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        q.write_json(&mut out);
+        let back: Quote = serde_json::from_slice(&out).unwrap();
+        assert_eq!(back, q);
+    }
+}
