@@ -7,7 +7,7 @@
 //! one) and refuse engines older than goblog-lab needs, in one line.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bollard::Docker;
 
@@ -106,27 +106,6 @@ async fn check_engine(docker: Docker, host: &str) -> Result<Docker> {
 fn parse_api(api: &str) -> Option<(u32, u32)> {
     let (major, minor) = api.split_once('.')?;
     Some((major.parse().ok()?, minor.parse().ok()?))
-}
-
-/// Polls `/_ping` until the engine answers: a node's dockerd takes a second
-/// or two after its container starts, and a fixed sleep would be either too
-/// long or too short.
-pub async fn wait_for_ping(docker: &Docker, what: &str, timeout: Duration) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let last = match tokio::time::timeout(Duration::from_secs(2), docker.ping()).await {
-            Ok(Ok(_)) => return Ok(()),
-            Ok(Err(err)) => docker_message(&err),
-            Err(_) => "ping timed out".to_string(),
-        };
-        if Instant::now() >= deadline {
-            return Err(Error::failed(format!(
-                "{what} did not answer within {}s: {last}",
-                timeout.as_secs()
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Filters for "everything labelled as part of lab NAME".

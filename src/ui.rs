@@ -87,14 +87,6 @@ pub struct Step {
 }
 
 impl Step {
-    /// Changes the text while the step runs (for example "3/10 nodes").
-    pub fn update(&mut self, message: impl Into<String>) {
-        self.message = message.into();
-        if let Some(bar) = &self.bar {
-            bar.set_message(self.message.clone());
-        }
-    }
-
     pub fn done(mut self) {
         self.finish(true);
     }

@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::cli::{CreateArgs, Output, RoutingChoice};
 use crate::docker::{self, lab_filter};
-use crate::driver::dind::{remove_labelled, DindDriver};
+use crate::driver::dind::DindDriver;
 use crate::driver::{Driver, LabNetwork, NodeFile, NodePlan};
 use crate::error::{Context, Error, Result};
 use crate::lab::name;
@@ -141,7 +141,7 @@ async fn build_lab(
         spec.workers,
         plural(spec.workers)
     ));
-    let driver = DindDriver::new(host.clone(), lab, &node_image, ui.clone());
+    let driver = DindDriver::new(host.clone(), lab, ui.clone());
     let network = driver.create_network().await?;
     let authority = Authority::create(lab)?;
     authority.save(dir)?;
@@ -152,7 +152,7 @@ async fn build_lab(
         &authority,
         &registry::container_name(lab),
     )?;
-    let nodes = driver.create_nodes(&network, &plans).await?;
+    let nodes = driver.create_nodes(&network, &node_image, &plans).await?;
     let placeholder = crate::lab::state::RegistryState {
         container: registry::container_name(lab),
         push_address: String::new(),
@@ -447,7 +447,10 @@ async fn roll_back(host: &Docker, dir: &LabDir, ui: &Ui) {
     let step = ui.step(format!("Rolling back lab '{}'", dir.name));
     let mut failures = Vec::new();
     for pass in 0..6 {
-        match remove_labelled(host, &dir.name).await {
+        match DindDriver::new(host.clone(), &dir.name, ui.clone())
+            .destroy()
+            .await
+        {
             Ok(removed) if removed.is_empty() && pass > 0 => break,
             Ok(_) => {}
             Err(err) => failures.push(err.to_string()),

@@ -12,7 +12,8 @@ use bollard::Docker;
 
 use crate::cli::DestroyArgs;
 use crate::docker::{self, LABEL_LAB};
-use crate::driver::dind::remove_labelled;
+use crate::driver::dind::DindDriver;
+use crate::driver::Driver;
 use crate::error::{Context, Result};
 use crate::lab::name;
 use crate::lab::state::{saved_labs, LabDir};
@@ -35,7 +36,9 @@ pub async fn run(args: &DestroyArgs, ui: &Ui) -> Result<()> {
     }
     for lab in names {
         let step = ui.step(format!("Deleting lab '{lab}' 🔥"));
-        let removed = remove_labelled(&host, &lab).await?;
+        let removed = DindDriver::new(host.clone(), &lab, ui.clone())
+            .destroy()
+            .await?;
         let had_state = LabDir::new(&lab).exists();
         LabDir::new(&lab).remove()?;
         if removed.is_empty() && !had_state {

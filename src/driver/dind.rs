@@ -37,18 +37,16 @@ use crate::ui::Ui;
 pub struct DindDriver {
     docker: Docker,
     lab: String,
-    node_image: String,
     ui: Ui,
     /// Set once the engine has refused `--privileged` in this run.
     unprivileged: AtomicBool,
 }
 
 impl DindDriver {
-    pub fn new(docker: Docker, lab: &str, node_image: &str, ui: Ui) -> Self {
+    pub fn new(docker: Docker, lab: &str, ui: Ui) -> Self {
         DindDriver {
             docker,
             lab: lab.to_string(),
-            node_image: node_image.to_string(),
             ui,
             unprivileged: AtomicBool::new(false),
         }
@@ -69,7 +67,12 @@ impl DindDriver {
         ])
     }
 
-    async fn create_node(&self, network: &LabNetwork, plan: &NodePlan) -> Result<NodeState> {
+    async fn create_node(
+        &self,
+        network: &LabNetwork,
+        image: &str,
+        plan: &NodePlan,
+    ) -> Result<NodeState> {
         let name = Self::container_name(&self.lab, &plan.hostname);
         let volume = format!("{name}-docker");
         let mut labels = self.labels(plan.role.as_str());
@@ -84,8 +87,16 @@ impl DindDriver {
             .with_context(|| format!("creating volume {volume}"))?;
 
         let privileged = !self.unprivileged.load(Ordering::SeqCst);
-        self.create_container(&name, &volume, network, plan, labels.clone(), privileged)
-            .await?;
+        self.create_container(
+            &name,
+            &volume,
+            network,
+            image,
+            plan,
+            labels.clone(),
+            privileged,
+        )
+        .await?;
         match self.docker.start_container(&name, None).await {
             Ok(()) => {}
             Err(err) if privileged && refuses_privileged(&docker_message(&err)) => {
@@ -95,7 +106,7 @@ impl DindDriver {
                     );
                 }
                 self.remove_container(&name).await?;
-                self.create_container(&name, &volume, network, plan, labels, false)
+                self.create_container(&name, &volume, network, image, plan, labels, false)
                     .await?;
                 self.docker
                     .start_container(&name, None)
@@ -115,11 +126,13 @@ impl DindDriver {
         })
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn create_container(
         &self,
         name: &str,
         volume: &str,
         network: &LabNetwork,
+        image: &str,
         plan: &NodePlan,
         labels: HashMap<String, String>,
         privileged: bool,
@@ -163,7 +176,7 @@ impl DindDriver {
             ..Default::default()
         };
         let body = ContainerCreateBody {
-            image: Some(self.node_image.clone()),
+            image: Some(image.to_string()),
             hostname: Some(plan.hostname.clone()),
             cmd: Some(vec!["dockerd".into()]),
             env: Some(vec![
@@ -227,10 +240,13 @@ impl Driver for DindDriver {
 
     async fn create_network(&self) -> Result<LabNetwork> {
         let name = Self::network_name(&self.lab);
-        // Two labs created at the same moment may pick the same free subnet;
-        // the engine refuses the second, which then takes the next one.
-        for _attempt in 0..8 {
-            let used = self.used_subnets().await?;
+        // Two labs created at the same moment may pick the same free subnet.
+        // The engine refuses the second, which then skips that subnet: the
+        // first lab's network may not be listed yet.
+        let mut refused = Vec::new();
+        for _attempt in 0..16 {
+            let mut used = self.used_subnets().await?;
+            used.extend(refused.iter().map(|&base| (base, 24)));
             let base = first_free_subnet(&used).ok_or_else(|| {
                 Error::failed("no free /24 left in 172.28.0.0/14 for the lab network")
             })?;
@@ -256,7 +272,7 @@ impl Driver for DindDriver {
                         base,
                     })
                 }
-                Err(err) if docker_message(&err).contains("overlaps") => continue,
+                Err(err) if docker_message(&err).contains("overlaps") => refused.push(base),
                 Err(err) => return Err(err).with_context(|| format!("creating network {name}")),
             }
         }
@@ -268,6 +284,7 @@ impl Driver for DindDriver {
     async fn create_nodes(
         &self,
         network: &LabNetwork,
+        image: &str,
         plans: &[NodePlan],
     ) -> Result<Vec<NodeState>> {
         let Some((first, rest)) = plans.split_first() else {
@@ -275,9 +292,15 @@ impl Driver for DindDriver {
         };
         // The first node finds out whether --privileged works, so the others
         // don't all fail and retry at once.
-        let first = self.create_node(network, first).await?;
+        let first = self.create_node(network, image, first).await?;
         let mut nodes = vec![first];
-        nodes.extend(try_join_all(rest.iter().map(|plan| self.create_node(network, plan))).await?);
+        nodes.extend(
+            try_join_all(
+                rest.iter()
+                    .map(|plan| self.create_node(network, image, plan)),
+            )
+            .await?,
+        );
         Ok(nodes)
     }
 

@@ -81,11 +81,13 @@ pub trait Driver: Send + Sync {
     /// Makes the network the nodes, the registry and this host share.
     async fn create_network(&self) -> Result<LabNetwork>;
 
-    /// Makes and starts the nodes. Returns once each node runs; its engine
+    /// Makes and starts the nodes from `image` (a Docker image for dind; a
+    /// VM image for a VM driver). Returns once each node runs; its engine
     /// may still be starting (wait on `/_ping`).
     async fn create_nodes(
         &self,
         network: &LabNetwork,
+        image: &str,
         plans: &[NodePlan],
     ) -> Result<Vec<NodeState>>;
 

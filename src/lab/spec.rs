@@ -157,10 +157,6 @@ impl LabSpec {
         }
         Ok(())
     }
-
-    pub fn node_count(&self) -> u32 {
-        self.managers + self.workers
-    }
 }
 
 /// The limits `--workers` and `--managers` are held to, and why.

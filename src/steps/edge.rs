@@ -40,7 +40,9 @@ pub fn haproxy_config(routes: &[Route]) -> String {
     let mut cfg = String::from(
         "# Written by goblog-lab: the lab's edge proxy (see src/steps/edge.rs).
 global
-    maxconn 20000
+    # Inside a node the FD limit is the nested one (no CAP_SYS_RESOURCE to raise
+    # it); 4096 connections need ~8200 descriptors.
+    maxconn 4096
 
 defaults
     mode http

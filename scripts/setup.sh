@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Brings a Debian or Ubuntu machine to what goblog-lab needs, and nothing more:
+#   - a Docker engine that answers (Debian's docker.io, started if not running);
+#   - debootstrap, which builds the lab's node image offline from the apt mirror
+#     this machine already uses.
+# Safe to run again: it installs only what is missing and starts dockerd only
+# when no engine answers. Used by the README's commands and by .ci/run.
+set -euo pipefail
+
+say() { printf ' • %s\n' "$*" >&2; }
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+# The host engine, not a lab: `eval "$(goblog-lab env)"` points DOCKER_HOST at one.
+host_docker() { env -u DOCKER_HOST -u DOCKER_TLS_VERIFY -u DOCKER_CERT_PATH docker "$@"; }
+
+missing=()
+command -v dockerd >/dev/null 2>&1 || [ -x /usr/sbin/dockerd ] || missing+=(docker.io)
+command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
+if [ "${#missing[@]}" -gt 0 ]; then
+  say "installing ${missing[*]} from Debian's packages"
+  as_root apt-get update -qq >&2
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
+fi
+
+if host_docker version >/dev/null 2>&1; then
+  exit 0
+fi
+
+say "starting dockerd"
+if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+  as_root systemctl start docker
+else
+  # No init system to ask (containers, CI sandboxes): run it in the background.
+  as_root sh -c 'nohup dockerd >/var/log/dockerd.log 2>&1 &'
+fi
+for _ in $(seq 1 120); do
+  if host_docker version >/dev/null 2>&1; then
+    say "dockerd is up ($(host_docker version --format '{{.Server.Version}}'))"
+    exit 0
+  fi
+  sleep 0.5
+done
+echo "setup.sh: dockerd did not answer within 60 s; see /var/log/dockerd.log" >&2
+exit 1

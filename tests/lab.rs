@@ -1,0 +1,611 @@
+//! End-to-end tests of goblog-lab against the real Docker engine that
+//! `.ci/run` (scripts/setup.sh) starts: real nodes, a real Swarm, the real
+//! registry, real HTTP through $ManagerIP. Docker is required; a test fails
+//! when it is missing.
+//!
+//! Every lab here has its own name, and all share one GOBLOG_LAB_HOME under
+//! the target directory, so the node image is built once for the run.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_goblog-lab");
+
+fn home() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("lab-tests-home");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn goblog_lab(args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env("GOBLOG_LAB_HOME", home())
+        .env_remove("DOCKER_HOST")
+        .env_remove("GOBLOG_LAB_NAME")
+        .stdin(Stdio::null());
+    cmd
+}
+
+fn run(args: &[&str]) -> Output {
+    let output = goblog_lab(args).output().expect("goblog-lab runs");
+    eprintln!(
+        "$ goblog-lab {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A failure with `-q`: exactly one line on stderr, the error, and a code.
+fn assert_one_line_error(output: &Output, code: i32, needle: &str) {
+    let err = stderr(output);
+    assert_eq!(output.status.code(), Some(code), "exit code; stderr: {err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "one line expected, got: {err:?}");
+    assert!(lines[0].starts_with("goblog-lab: error: "), "{err}");
+    assert!(lines[0].contains(needle), "expected {needle:?} in {err:?}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// The host engine's `docker` CLI, whatever the caller's environment says.
+fn docker(args: &[&str]) -> Output {
+    Command::new("docker")
+        .args(args)
+        .env_remove("DOCKER_HOST")
+        .env_remove("DOCKER_TLS_VERIFY")
+        .env_remove("DOCKER_CERT_PATH")
+        .output()
+        .expect("the docker CLI runs")
+}
+
+/// Names of every container, volume and network labelled with `lab`.
+fn labelled(lab: &str) -> Vec<String> {
+    let filter = format!("label=io.goblog-lab.lab={lab}");
+    let mut found = Vec::new();
+    for kind in [
+        vec!["ps", "-a", "--format", "{{.Names}}"],
+        vec!["volume", "ls", "--format", "{{.Name}}"],
+        vec!["network", "ls", "--format", "{{.Name}}"],
+    ] {
+        let mut args = kind.clone();
+        args.extend(["--filter", filter.as_str()]);
+        let out = docker(&args);
+        assert!(out.status.success(), "docker {args:?}: {}", stderr(&out));
+        found.extend(stdout(&out).lines().map(str::to_string));
+    }
+    found
+}
+
+/// Leaves nothing of `lab` behind, even when an assertion fails.
+struct LabGuard(&'static str);
+
+impl LabGuard {
+    fn new(lab: &'static str) -> Self {
+        // A previous run that died may have left it.
+        let _ = goblog_lab(&["destroy", "-q", "--name", lab]).output();
+        LabGuard(lab)
+    }
+}
+
+impl Drop for LabGuard {
+    fn drop(&mut self) {
+        let _ = goblog_lab(&["destroy", "-q", "--name", self.0]).output();
+    }
+}
+
+/// Parses `export K="V"` lines of `goblog-lab env`.
+fn env_vars(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
+        .collect()
+}
+
+/// The user's own `docker` CLI after `eval "$(goblog-lab env)"`.
+fn lab_docker(vars: &HashMap<String, String>, args: &[&str]) -> Output {
+    let mut cmd = Command::new("docker");
+    cmd.args(args);
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("the docker CLI runs")
+}
+
+fn http_get(host: &str, port: u16, path: &str) -> Result<(u16, String), String> {
+    let mut stream = TcpStream::connect_timeout(
+        &format!("{host}:{port}")
+            .parse()
+            .map_err(|e| format!("{e}"))?,
+        Duration::from_secs(3),
+    )
+    .map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| e.to_string())?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or("no status line")?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn create_env_docker_curl_destroy() {
+    let lab = "t-main";
+    let _guard = LabGuard::new(lab);
+    let created = run(&["create", "--name", lab, "--workers", "2"]);
+    assert!(created.status.success(), "create failed");
+    let summary = stdout(&created);
+    assert!(summary.contains("ManagerIP"), "{summary}");
+    assert!(
+        summary.contains("eval \"$(goblog-lab env --name t-main)\""),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("curl $ManagerIP:6767/accounts/10000"),
+        "{summary}"
+    );
+
+    // env prints only shell code on stdout.
+    let env = run(&["env", "--name", lab]);
+    assert!(env.status.success());
+    let text = stdout(&env);
+    assert!(text.ends_with("# Run this command to configure your shell:\n# eval \"$(goblog-lab env --name t-main)\"\n"), "{text}");
+    let vars = env_vars(&text);
+    assert_eq!(vars["DOCKER_TLS_VERIFY"], "1");
+    assert_eq!(vars["GOBLOG_LAB_NAME"], lab);
+    let manager_ip = vars["ManagerIP"].clone();
+    assert_eq!(vars["DOCKER_HOST"], format!("tcp://{manager_ip}:2376"));
+
+    // Keys and join tokens are 0600.
+    let cert_path = PathBuf::from(&vars["DOCKER_CERT_PATH"]);
+    let lab_dir = cert_path.parent().unwrap().to_path_buf();
+    for secret in [
+        cert_path.join("key.pem"),
+        lab_dir.join("ca-key.pem"),
+        lab_dir.join("swarm-worker.token"),
+        lab_dir.join("swarm-manager.token"),
+    ] {
+        let mode = std::fs::metadata(&secret).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", secret.display());
+    }
+    let token = std::fs::read_to_string(lab_dir.join("swarm-worker.token")).unwrap();
+    assert!(token.starts_with("SWMTKN-1-"), "{token}");
+
+    // The user's own docker CLI sees the Swarm: 3 Ready nodes and my_network.
+    let nodes = lab_docker(
+        &vars,
+        &["node", "ls", "--format", "{{.Hostname}} {{.Status}}"],
+    );
+    assert!(nodes.status.success(), "{}", stderr(&nodes));
+    let nodes: BTreeSet<String> = stdout(&nodes).lines().map(str::to_string).collect();
+    assert_eq!(
+        nodes,
+        BTreeSet::from([
+            "swarm-manager-0 Ready".to_string(),
+            "swarm-worker-0 Ready".to_string(),
+            "swarm-worker-1 Ready".to_string()
+        ])
+    );
+    let networks = lab_docker(
+        &vars,
+        &["network", "ls", "--format", "{{.Name}} {{.Driver}}"],
+    );
+    assert!(
+        stdout(&networks).lines().any(|l| l == "my_network overlay"),
+        "{}",
+        stdout(&networks)
+    );
+    let services = lab_docker(
+        &vars,
+        &["service", "ls", "--format", "{{.Name}} {{.Replicas}}"],
+    );
+    assert!(
+        stdout(&services).lines().any(|l| l == "accountservice 3/3"),
+        "{}",
+        stdout(&services)
+    );
+
+    // Without TLS client certificates the node API refuses to talk.
+    let anonymous = Command::new("docker")
+        .args(["-H", &format!("tcp://{manager_ip}:2376"), "version"])
+        .env_remove("DOCKER_TLS_VERIFY")
+        .env_remove("DOCKER_CERT_PATH")
+        .output()
+        .unwrap();
+    assert!(
+        !anonymous.status.success(),
+        "the node API answered without a client certificate"
+    );
+
+    // curl $ManagerIP:6767 reaches more than one replica.
+    let mut served_by = BTreeSet::new();
+    for _ in 0..30 {
+        let (status, body) = http_get(&manager_ip, 6767, "/accounts/10000").unwrap();
+        assert_eq!(status, 200, "{body}");
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(json["name"], "Person_0");
+        assert_eq!(json["id"], "10000");
+        served_by.insert(json["servedBy"].as_str().unwrap().to_string());
+    }
+    assert!(served_by.len() >= 2, "only {served_by:?} answered");
+
+    // The blog's scale command works through the env too.
+    let scaled = lab_docker(&vars, &["service", "scale", "--detach", "accountservice=2"]);
+    assert!(scaled.status.success(), "{}", stderr(&scaled));
+
+    // status, as a script would read it.
+    let status = run(&["status", "--name", lab, "--output", "json"]);
+    assert!(status.status.success());
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["nodes"].as_array().unwrap().len(), 3);
+    assert_eq!(status["manager_ip"], manager_ip.as_str());
+    let account = status["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "accountservice")
+        .unwrap();
+    assert_eq!(account["desired"], 2);
+
+    let listed = run(&["ls", "--output", "json"]);
+    assert!(stdout(&listed).contains("\"t-main\""));
+
+    let destroyed = run(&["destroy", "--name", lab]);
+    assert!(destroyed.status.success());
+    assert!(destroyed.stdout.is_empty(), "destroy prints no data");
+    assert_eq!(labelled(lab), Vec::<String>::new());
+    assert!(!lab_dir.exists(), "state directory left behind");
+    // Idempotent.
+    let again = run(&["destroy", "--name", lab]);
+    assert!(again.status.success());
+    assert!(
+        stderr(&again).contains("nothing to remove"),
+        "{}",
+        stderr(&again)
+    );
+}
+
+#[test]
+fn two_labs_run_side_by_side() {
+    let _a = LabGuard::new("t-side-a");
+    let _b = LabGuard::new("t-side-b");
+    let spawn = |lab: &str| {
+        goblog_lab(&[
+            "create",
+            "-q",
+            "--name",
+            lab,
+            "--workers",
+            "0",
+            "--output",
+            "json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+    };
+    let (a, b) = (spawn("t-side-a"), spawn("t-side-b"));
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(a.status.success(), "{}", stderr(&a));
+    assert!(b.status.success(), "{}", stderr(&b));
+    let a: serde_json::Value = serde_json::from_slice(&a.stdout).unwrap();
+    let b: serde_json::Value = serde_json::from_slice(&b.stdout).unwrap();
+    assert_ne!(a["manager_ip"], b["manager_ip"]);
+    assert_ne!(a["registry"], b["registry"]);
+    for summary in [&a, &b] {
+        let (status, body) = http_get(
+            summary["manager_ip"].as_str().unwrap(),
+            6767,
+            "/accounts/10001",
+        )
+        .unwrap();
+        assert_eq!(status, 200);
+        assert!(body.contains("Person_1"), "{body}");
+    }
+    assert!(run(&["destroy", "-q", "--name", "t-side-a"])
+        .status
+        .success());
+    // Removing one leaves the other running.
+    let (status, _) = http_get(b["manager_ip"].as_str().unwrap(), 6767, "/health").unwrap();
+    assert_eq!(status, 200);
+    assert!(run(&["destroy", "-q", "--name", "t-side-b"])
+        .status
+        .success());
+    assert!(labelled("t-side-a").is_empty() && labelled("t-side-b").is_empty());
+}
+
+#[test]
+fn create_twice_says_it_exists_and_keeps_the_first() {
+    let lab = "t-twice";
+    let _guard = LabGuard::new(lab);
+    assert!(run(&[
+        "create",
+        "-q",
+        "--name",
+        lab,
+        "--workers",
+        "0",
+        "--no-deploy"
+    ])
+    .status
+    .success());
+    let before = labelled(lab);
+    let second = run(&[
+        "create",
+        "-q",
+        "--name",
+        lab,
+        "--workers",
+        "0",
+        "--no-deploy",
+    ]);
+    assert_one_line_error(&second, 1, "lab 't-twice' already exists");
+    assert!(stderr(&second).contains("goblog-lab destroy --name t-twice"));
+    assert_eq!(labelled(lab), before, "the first lab was touched");
+    assert!(run(&["env", "--name", lab]).status.success());
+}
+
+#[test]
+fn destroy_works_without_the_state_file() {
+    let lab = "t-nostate";
+    let _guard = LabGuard::new(lab);
+    assert!(run(&[
+        "create",
+        "-q",
+        "--name",
+        lab,
+        "--workers",
+        "1",
+        "--no-deploy"
+    ])
+    .status
+    .success());
+    std::fs::remove_dir_all(home().join("labs").join(lab)).unwrap();
+    let listed = run(&["ls"]);
+    assert!(stdout(&listed).contains("orphaned"), "{}", stdout(&listed));
+    assert!(run(&["destroy", "--name", lab]).status.success());
+    assert_eq!(labelled(lab), Vec::<String>::new());
+}
+
+#[test]
+fn a_node_killed_while_joining_rolls_back_everything() {
+    let lab = "t-kill";
+    let _guard = LabGuard::new(lab);
+    let child = goblog_lab(&["create", "-q", "--name", lab, "--workers", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let victim = format!("{lab}-swarm-worker-1");
+    wait_until("the worker to start", Duration::from_secs(300), || {
+        let out = docker(&["inspect", "--format", "{{.State.Running}}", &victim]);
+        stdout(&out).trim() == "true"
+    });
+    let killed = docker(&["kill", &victim]);
+    assert!(killed.status.success(), "{}", stderr(&killed));
+    let output = child.wait_with_output().unwrap();
+    assert_one_line_error(&output, 1, "swarm-worker-1");
+    assert_eq!(labelled(lab), Vec::<String>::new());
+    assert!(!home().join("labs").join(lab).exists());
+}
+
+#[test]
+fn ctrl_c_mid_create_rolls_back() {
+    let lab = "t-ctrlc";
+    let _guard = LabGuard::new(lab);
+    let child = goblog_lab(&["create", "-q", "--name", lab, "--workers", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the manager container", Duration::from_secs(300), || {
+        !stdout(&docker(&[
+            "ps",
+            "-q",
+            "--filter",
+            &format!("name={lab}-swarm-manager-0"),
+        ]))
+        .trim()
+        .is_empty()
+    });
+    interrupt(&child);
+    let output = child.wait_with_output().unwrap();
+    assert_one_line_error(&output, 130, "interrupted");
+    assert_eq!(labelled(lab), Vec::<String>::new());
+    assert!(!home().join("labs").join(lab).exists());
+}
+
+fn interrupt(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn port_in_use_is_refused_before_anything_is_made() {
+    let lab = "t-port";
+    let _guard = LabGuard::new(lab);
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port().to_string();
+    let output = run(&["create", "-q", "--name", lab, "--registry-port", &port]);
+    assert_one_line_error(
+        &output,
+        1,
+        &format!("port {port} on 127.0.0.1 is already in use"),
+    );
+    assert_eq!(labelled(lab), Vec::<String>::new());
+}
+
+#[test]
+fn no_docker_daemon_is_one_clear_line() {
+    let output = goblog_lab(&["create", "-q", "--name", "t-nodaemon"])
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .output()
+        .unwrap();
+    assert_one_line_error(
+        &output,
+        1,
+        "cannot reach the Docker daemon at unix:///nonexistent/docker.sock",
+    );
+    let output = goblog_lab(&["destroy", "-q", "--name", "t-nodaemon"])
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .output()
+        .unwrap();
+    assert_one_line_error(&output, 1, "cannot reach the Docker daemon");
+}
+
+/// An engine that says it speaks API 1.24 (Docker 1.12) on a real socket.
+#[test]
+fn a_daemon_too_old_is_refused() {
+    use std::os::unix::net::UnixListener;
+    let socket = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("old-docker-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&socket);
+    let listener = UnixListener::bind(&socket).unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { break };
+            let mut buf = [0u8; 4096];
+            let n = stream.read(&mut buf).unwrap_or(0);
+            let request = String::from_utf8_lossy(&buf[..n]);
+            let body = if request.contains("/_ping") {
+                "OK".to_string()
+            } else {
+                r#"{"Version":"1.12.6","ApiVersion":"1.24","MinAPIVersion":"1.12","Os":"linux","Arch":"amd64"}"#.to_string()
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nApi-Version: 1.24\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let output = goblog_lab(&["create", "-q", "--name", "t-old"])
+        .env("DOCKER_HOST", format!("unix://{}", socket.display()))
+        .output()
+        .unwrap();
+    assert_one_line_error(
+        &output,
+        1,
+        "speaks API 1.24, but goblog-lab needs 1.40 or newer",
+    );
+}
+
+#[test]
+fn bad_input_is_one_line_and_exit_2() {
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["create", "-q", "--workers", "21"],
+            "--workers 21 is out of range 0..=20",
+        ),
+        (
+            &["create", "-q", "--managers", "0"],
+            "--managers 0 is out of range 1..=7",
+        ),
+        (
+            &["create", "-q", "--name", "Bad Name!"],
+            "invalid lab name \"Bad Name!\"",
+        ),
+        (&["create", "-q", "--name", "../etc"], "invalid lab name"),
+        (
+            &["create", "-q", "--wokers", "2"],
+            "unexpected argument '--wokers'",
+        ),
+        (&["create", "-q", "--workers", "two"], "invalid value 'two'"),
+        (&["env", "--shell", "tcsh"], "invalid value 'tcsh'"),
+        (&["destroy", "--all", "--name", "x"], "cannot be used with"),
+    ];
+    for (args, needle) in cases {
+        let output = goblog_lab(args).output().unwrap();
+        assert_one_line_error(&output, 2, needle);
+    }
+}
+
+#[test]
+fn a_spec_with_a_typo_names_file_line_and_field() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let spec = dir.join("typo.toml");
+    std::fs::write(&spec, "managers = 1\nwrokers = 2\n").unwrap();
+    let output = run(&[
+        "create",
+        "-q",
+        "--name",
+        "t-typo",
+        "--file",
+        spec.to_str().unwrap(),
+    ]);
+    assert_one_line_error(
+        &output,
+        2,
+        &format!("{}:2:1: unknown field `wrokers`", spec.display()),
+    );
+    assert_eq!(labelled("t-typo"), Vec::<String>::new());
+}
+
+#[test]
+fn env_of_a_missing_lab_says_how_to_create_it() {
+    let output = run(&["env", "--name", "t-missing"]);
+    assert_one_line_error(&output, 1, "no lab named 't-missing'");
+    assert!(output.stdout.is_empty(), "nothing for eval to run");
+}
+
+#[test]
+fn help_lists_every_command_and_flag() {
+    let help = goblog_lab(&["--help"]).output().unwrap();
+    assert!(help.status.success());
+    let text = stdout(&help);
+    for command in ["create", "env", "status", "ls", "destroy"] {
+        assert!(text.contains(command), "{command} missing from --help");
+    }
+    let help = stdout(&goblog_lab(&["create", "--help"]).output().unwrap());
+    for flag in [
+        "--name",
+        "--workers",
+        "--managers",
+        "--file",
+        "--no-deploy",
+        "--retain",
+        "--registry-port",
+        "--output",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from create --help");
+    }
+}
