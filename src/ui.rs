@@ -16,15 +16,19 @@ use indicatif::{ProgressBar, ProgressStyle};
 pub struct Ui {
     fancy: bool,
     quiet: bool,
+    verbose: bool,
+    started: Instant,
     /// The spinner on screen, so that warnings print above it, not through it.
     active: Arc<Mutex<Option<ProgressBar>>>,
 }
 
 impl Ui {
-    pub fn new(quiet: bool) -> Self {
+    pub fn new(quiet: bool, verbose: bool) -> Self {
         Ui {
             fancy: std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
             quiet,
+            verbose: verbose && !quiet,
+            started: Instant::now(),
             active: Arc::default(),
         }
     }
@@ -61,6 +65,14 @@ impl Ui {
     /// A line of its own (a fallback taken, a hint), above any spinner.
     pub fn warn(&self, message: impl AsRef<str>) {
         self.line(&format!(" ! {}", message.as_ref()));
+    }
+
+    /// A timed detail inside a step (`--verbose`): which node, which push.
+    pub fn detail(&self, message: impl AsRef<str>) {
+        if self.verbose {
+            let at = self.started.elapsed().as_secs_f64();
+            self.line(&format!("   [{at:6.2}s] {}", message.as_ref()));
+        }
     }
 
     pub fn info(&self, message: impl AsRef<str>) {

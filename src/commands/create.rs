@@ -104,38 +104,28 @@ async fn build_lab(
     let spec = &loaded.spec;
     let lab = args.name.as_str();
 
-    // 1. Images: the node image (debootstrap, once), the edge proxy and the
-    //    services, built side by side.
-    let step = ui.step("Preparing images 🖼");
-    let node_and_edge = async {
-        let (node, outcome) = node_image::ensure(host).await?;
-        let edge = images::edge(host, &node).await?;
-        Ok::<_, Error>((node, outcome, edge))
+    // 1. The node image: built with debootstrap once, then cached. On that
+    //    first run the services compile meanwhile; later runs compile them
+    //    while the nodes start.
+    let (node_image, prebuilt) = if node_image::is_cached(host).await {
+        let step = ui.step("Ensuring the node image 🖼");
+        let node_image = node_image::ensure(host).await?;
+        step.done_with(format!("{node_image} (cached)"));
+        (node_image, None)
+    } else {
+        let step = ui.step("Building the node image with debootstrap, and the services 🖼 (once; about two minutes)");
+        let (node_image, built) = tokio::try_join!(
+            node_image::ensure(host),
+            build_services(host, loaded, args.no_deploy)
+        )?;
+        step.done_with(node_image.clone());
+        (node_image, Some(built))
     };
-    let services = async {
-        if args.no_deploy {
-            return Ok(BTreeMap::new());
-        }
-        let built = try_join_all(spec.services.iter().filter_map(|service| {
-            let build = service.build.as_ref()?;
-            Some(async move {
-                let image =
-                    images::service(host, &loaded.project_root, &service.name, build).await?;
-                Ok::<_, Error>((service.name.clone(), image))
-            })
-        }))
-        .await?;
-        Ok(built.into_iter().collect::<BTreeMap<_, _>>())
-    };
-    let ((node_image, outcome, edge_image), built) = tokio::try_join!(node_and_edge, services)?;
-    step.done_with(match outcome {
-        node_image::Outcome::Cached => "(cached)",
-        node_image::Outcome::Built => "(node image built with debootstrap)",
-    });
 
-    // 2. The network and the nodes, each with its certificate and daemon.json.
+    // 2. The nodes start while the registry starts and the images the
+    //    nodes will pull (edge proxy, services) are built.
     let step = ui.step(format!(
-        "Starting nodes 📦 ({} manager{}, {} worker{})",
+        "Starting nodes 📦 ({} manager{}, {} worker{}) and the lab registry",
         spec.managers,
         plural(spec.managers),
         spec.workers,
@@ -152,83 +142,75 @@ async fn build_lab(
         &authority,
         &registry::container_name(lab),
     )?;
-    let nodes = driver.create_nodes(&network, &node_image, &plans).await?;
-    let placeholder = crate::lab::state::RegistryState {
-        container: registry::container_name(lab),
-        push_address: String::new(),
-        pull_address: String::new(),
-    };
+    let (nodes, (registry_state, images)) =
+        tokio::try_join!(driver.create_nodes(&network, &node_image, &plans), async {
+            tokio::try_join!(
+                registry::start(host, lab, &network, &node_image, spec.registry.port),
+                build_images(host, loaded, &node_image, args.no_deploy, prebuilt),
+            )
+        })?;
     let mut state = LabState::new(
         lab,
         driver.name(),
         network.state.clone(),
         &spec.network,
-        placeholder,
+        registry_state,
     );
     state.nodes = nodes.clone();
     dir.save(&state)?;
     step.done();
 
-    // 3. The engines boot while the registry starts and takes the images.
-    let step = ui.step("Waiting for the node engines and the lab registry 🐳");
-    let certs = dir.client_certs();
-    let engines = try_join_all(
-        nodes
-            .iter()
-            .map(|node| wait_for_engine(&driver, node, &certs)),
-    );
-    let registry_ready = async {
-        let registry =
-            registry::start(host, lab, &network, &node_image, spec.registry.port).await?;
-        let mut to_push = built.clone();
-        to_push.insert(edge::SERVICE_NAME.to_string(), edge_image.clone());
-        let pushed = try_join_all(to_push.iter().map(|(service, image)| {
-            let registry = &registry;
-            async move {
-                Ok::<_, Error>((
-                    service.clone(),
-                    registry::push(host, registry, image).await?,
-                ))
-            }
-        }))
+    // 3-4. The pushes go on while the engines come up and form the Swarm;
+    //      only the deploy needs them.
+    let pushes = push_all(host, &state.registry, &images, ui);
+    let swarm_formed = async {
+        let step = ui.step("Waiting for the node engines 🐳");
+        let certs = dir.client_certs();
+        let engines = try_join_all(
+            nodes
+                .iter()
+                .map(|node| wait_for_engine(ui, &driver, node, &certs)),
+        )
         .await?;
-        Ok::<_, Error>((registry, pushed.into_iter().collect::<BTreeMap<_, _>>()))
-    };
-    let (engines, (registry_state, pulled)) = tokio::try_join!(engines, registry_ready)?;
-    state.registry = registry_state;
-    dir.save(&state)?;
-    step.done();
+        step.done();
 
-    // 4. The Swarm.
-    let step = ui.step(format!(
-        "Forming the Swarm 🐝 (init, {} join{}, {})",
-        nodes.len() - 1,
-        plural(nodes.len() as u32 - 1),
-        spec.network
-    ));
+        let step = ui.step(format!(
+            "Forming the Swarm 🐝 (init, {} join{}, {})",
+            nodes.len() - 1,
+            plural(nodes.len() as u32 - 1),
+            spec.network
+        ));
+        let leader = &nodes[0];
+        let manager = &engines[0];
+        let routing = match args.routing {
+            RoutingChoice::Mesh => Routing::Mesh,
+            RoutingChoice::Edge => Routing::Edge,
+            RoutingChoice::Auto if driver.has_ipvs(leader).await? => Routing::Mesh,
+            RoutingChoice::Auto => Routing::Edge,
+        };
+        let tokens = swarm::init(manager, leader, dir).await?;
+        if routing == Routing::Edge {
+            swarm::remove_ingress(manager).await?;
+        }
+        try_join_all(
+            nodes
+                .iter()
+                .zip(&engines)
+                .skip(1)
+                .map(|(node, engine)| async {
+                    swarm::join(engine, node, leader, &tokens).await?;
+                    ui.detail(format!("{} joined", node.hostname));
+                    driver.ensure_running(node).await
+                }),
+        )
+        .await?;
+        swarm::create_overlay(manager, &spec.network, lab).await?;
+        step.done();
+        Ok::<_, Error>((engines, routing))
+    };
+    let (pulled, (engines, routing)) = tokio::try_join!(pushes, swarm_formed)?;
     let leader = &nodes[0];
     let manager = &engines[0];
-    let tokens = swarm::init(manager, leader, dir).await?;
-    try_join_all(
-        nodes
-            .iter()
-            .zip(&engines)
-            .skip(1)
-            .map(|(node, engine)| async {
-                swarm::join(engine, node, leader, &tokens).await?;
-                driver.ensure_running(node).await
-            }),
-    )
-    .await?;
-    swarm::create_overlay(manager, &spec.network, lab).await?;
-    step.done();
-
-    let routing = match args.routing {
-        RoutingChoice::Mesh => Routing::Mesh,
-        RoutingChoice::Edge => Routing::Edge,
-        RoutingChoice::Auto if driver.has_ipvs(leader).await? => Routing::Mesh,
-        RoutingChoice::Auto => Routing::Edge,
-    };
     state.routing = routing;
 
     let mut summary = Summary {
@@ -334,7 +316,7 @@ async fn build_lab(
             "Waiting for {} to answer on {url} ⏳",
             service.name
         ));
-        let answer = wait::until_answers(&url, replicas, Duration::from_secs(120)).await?;
+        let answer = wait::until_answers(ui, &url, replicas, Duration::from_secs(120)).await?;
         step.done();
         summary.services.push(ServiceSummary {
             name: service.name.clone(),
@@ -344,6 +326,66 @@ async fn build_lab(
         });
     }
     Ok(summary)
+}
+
+/// The services built from this repository (cargo, then their images).
+async fn build_services(
+    host: &Docker,
+    loaded: &LoadedSpec,
+    no_deploy: bool,
+) -> Result<BTreeMap<String, images::LocalImage>> {
+    if no_deploy {
+        return Ok(BTreeMap::new());
+    }
+    let built = try_join_all(loaded.spec.services.iter().filter_map(|service| {
+        let build = service.build.as_ref()?;
+        Some(async move {
+            let image = images::service(host, &loaded.project_root, &service.name, build).await?;
+            Ok::<_, Error>((service.name.clone(), image))
+        })
+    }))
+    .await?;
+    Ok(built.into_iter().collect())
+}
+
+/// The images the nodes pull from the lab registry, by service name: the
+/// edge proxy and the built services (unless step 1 built them already).
+async fn build_images(
+    host: &Docker,
+    loaded: &LoadedSpec,
+    node_image: &str,
+    no_deploy: bool,
+    prebuilt: Option<BTreeMap<String, images::LocalImage>>,
+) -> Result<BTreeMap<String, images::LocalImage>> {
+    if no_deploy {
+        return Ok(BTreeMap::new());
+    }
+    let services = async {
+        match prebuilt {
+            Some(built) => Ok(built),
+            None => build_services(host, loaded, no_deploy).await,
+        }
+    };
+    let (edge, mut all) = tokio::try_join!(images::edge(host, node_image), services)?;
+    all.insert(edge::SERVICE_NAME.to_string(), edge);
+    Ok(all)
+}
+
+/// Pushes every image to the lab registry; returns what the nodes pull, by
+/// service name.
+async fn push_all(
+    host: &Docker,
+    registry: &crate::lab::state::RegistryState,
+    images: &BTreeMap<String, images::LocalImage>,
+    ui: &Ui,
+) -> Result<BTreeMap<String, String>> {
+    let pushed = try_join_all(images.iter().map(|(service, image)| async move {
+        let pulled = registry::push(host, registry, image).await?;
+        ui.detail(format!("pushed {pulled}"));
+        Ok::<_, Error>((service.clone(), pulled))
+    }))
+    .await?;
+    Ok(pushed.into_iter().collect())
 }
 
 /// Nodes are named as in the blog: swarm-manager-0, swarm-worker-0, ...
@@ -395,6 +437,7 @@ fn node_plans(
 
 /// Polls the node's engine over TLS; fails fast if the node itself died.
 async fn wait_for_engine(
+    ui: &Ui,
     driver: &DindDriver,
     node: &NodeState,
     certs: &std::path::Path,
@@ -403,6 +446,7 @@ async fn wait_for_engine(
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), client.ping()).await {
+            ui.detail(format!("engine of {} answers", node.hostname));
             return docker::connect_node(&node.docker_host(), certs).await;
         }
         driver.ensure_running(node).await?;

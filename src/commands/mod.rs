@@ -11,7 +11,7 @@ use crate::error::Result;
 use crate::ui::Ui;
 
 pub async fn run(cli: Cli) -> Result<()> {
-    let ui = Ui::new(cli.quiet);
+    let ui = Ui::new(cli.quiet, cli.verbose);
     match cli.command {
         Command::Create(args) => create::run(args, &ui).await,
         Command::Env(args) => env::run(&args),

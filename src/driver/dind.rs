@@ -101,9 +101,7 @@ impl DindDriver {
             Ok(()) => {}
             Err(err) if privileged && refuses_privileged(&docker_message(&err)) => {
                 if !self.unprivileged.swap(true, Ordering::SeqCst) {
-                    self.ui.warn(
-                        "this engine refuses --privileged (its capability bounding set is short); nodes run with all capabilities but CAP_SYS_RESOURCE instead",
-                    );
+                    self.warn_unprivileged();
                 }
                 self.remove_container(&name).await?;
                 self.create_container(&name, &volume, network, image, plan, labels, false)
@@ -117,6 +115,7 @@ impl DindDriver {
                 return Err(err).with_context(|| format!("starting node {}", plan.hostname));
             }
         }
+        self.ui.detail(format!("node {} started", plan.hostname));
         Ok(NodeState {
             id: name,
             hostname: plan.hostname.clone(),
@@ -204,6 +203,24 @@ impl DindDriver {
             .with_context(|| format!("copying TLS files into node {}", plan.hostname))
     }
 
+    fn warn_unprivileged(&self) {
+        self.ui.warn(
+            "this engine refuses --privileged (its capability bounding set is short); nodes run with all capabilities but CAP_SYS_RESOURCE instead",
+        );
+    }
+
+    /// Where we remember that this engine (by its ID) refused --privileged,
+    /// so later labs skip the failing attempt.
+    async fn refusal_marker(&self) -> Option<std::path::PathBuf> {
+        let id = self.docker.info().await.ok()?.id?;
+        let id: String = id.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+        Some(
+            crate::lab::state::home()
+                .join("engines")
+                .join(format!("{id}.no-privileged")),
+        )
+    }
+
     async fn remove_container(&self, name: &str) -> Result<()> {
         let options = RemoveContainerOptionsBuilder::default()
             .force(true)
@@ -287,12 +304,29 @@ impl Driver for DindDriver {
         image: &str,
         plans: &[NodePlan],
     ) -> Result<Vec<NodeState>> {
+        let marker = self.refusal_marker().await;
+        if marker.as_ref().is_some_and(|m| m.exists()) {
+            self.unprivileged.store(true, Ordering::SeqCst);
+            self.warn_unprivileged();
+            return try_join_all(
+                plans
+                    .iter()
+                    .map(|plan| self.create_node(network, image, plan)),
+            )
+            .await;
+        }
         let Some((first, rest)) = plans.split_first() else {
             return Ok(Vec::new());
         };
         // The first node finds out whether --privileged works, so the others
-        // don't all fail and retry at once.
+        // don't all fail and retry at once; the answer is kept for next time.
         let first = self.create_node(network, image, first).await?;
+        if self.unprivileged.load(Ordering::SeqCst) {
+            if let Some(marker) = marker {
+                let _ = std::fs::create_dir_all(marker.parent().unwrap_or(&marker));
+                let _ = std::fs::write(&marker, "this engine refuses --privileged\n");
+            }
+        }
         let mut nodes = vec![first];
         nodes.extend(
             try_join_all(

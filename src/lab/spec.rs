@@ -148,7 +148,7 @@ impl LabSpec {
                     )))
                 }
             }
-            if service.ports.iter().any(|&p| p == 0) {
+            if service.ports.contains(&0) {
                 return Err(fail(format!(
                     "services.{}.ports: 0 is not a port",
                     service.name

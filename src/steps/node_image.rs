@@ -38,16 +38,15 @@ pub fn tag() -> String {
     format!("{REPOSITORY}:{}", &hex::encode(hash.finalize())[..12])
 }
 
-pub enum Outcome {
-    Cached,
-    Built,
+pub async fn is_cached(docker: &Docker) -> bool {
+    docker.inspect_image(&tag()).await.is_ok()
 }
 
 /// Makes sure the node image exists on `docker`; builds it if not.
-pub async fn ensure(docker: &Docker) -> Result<(String, Outcome)> {
+pub async fn ensure(docker: &Docker) -> Result<String> {
     let tag = tag();
     if docker.inspect_image(&tag).await.is_ok() {
-        return Ok((tag, Outcome::Cached));
+        return Ok(tag);
     }
     // Two creates (or two tests) may need it at once: one builds, the other
     // waits and then finds it.
@@ -59,11 +58,11 @@ pub async fn ensure(docker: &Docker) -> Result<(String, Outcome)> {
         .map_err(|err| Error::failed(err.to_string()))?
         .context("waiting for another image build")?;
     if docker.inspect_image(&tag).await.is_ok() {
-        return Ok((tag, Outcome::Cached));
+        return Ok(tag);
     }
     build(docker, &tag).await?;
     drop(lock);
-    Ok((tag, Outcome::Built))
+    Ok(tag)
 }
 
 async fn build(docker: &Docker, tag: &str) -> Result<()> {
@@ -73,17 +72,53 @@ async fn build(docker: &Docker, tag: &str) -> Result<()> {
     let work = home().join("build");
     let rootfs = work.join(format!("rootfs-{}", std::process::id()));
     std::fs::create_dir_all(&work).context("creating the image build directory")?;
-    let result = async {
-        debootstrap(&recipe, &rootfs, &mirror, &work.join("debootstrap.log")).await?;
-        for path in &recipe.remove {
-            let _ = std::fs::remove_dir_all(rootfs.join(path));
-        }
-        import(docker, &rootfs, tag).await
+    let _cleanup = RootfsGuard(rootfs.clone());
+    debootstrap(&recipe, &rootfs, &mirror, &work.join("debootstrap.log")).await?;
+    for path in &recipe.remove {
+        let _ = std::fs::remove_dir_all(rootfs.join(path));
     }
-    .await;
-    // The tree is ~400 MiB of root-owned files; never leave it behind.
-    let _ = tokio::fs::remove_dir_all(&rootfs).await;
-    result
+    import(docker, &rootfs, tag).await
+}
+
+/// Removes the ~400 MiB build tree however the build ends: success, error,
+/// or Ctrl-C dropping the future mid-debootstrap. debootstrap mounts /proc,
+/// /sys (and, inside a container, binds /dev) into the tree, so those are
+/// unmounted first: deleting through a bind mount of /dev would delete the
+/// host's device nodes.
+struct RootfsGuard(PathBuf);
+
+impl Drop for RootfsGuard {
+    fn drop(&mut self) {
+        let root = self.0.to_string_lossy().into_owned();
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        let mut inside: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .filter(|m| m.starts_with(&format!("{root}/")))
+            .collect();
+        // Deepest first.
+        inside.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for mount in &inside {
+            let _ = std::process::Command::new("umount")
+                .args(["-l", mount])
+                .status();
+        }
+        let still_mounted = std::fs::read_to_string("/proc/self/mounts")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .is_some_and(|m| m.starts_with(&format!("{root}/")))
+            });
+        if still_mounted {
+            eprintln!(
+                "goblog-lab: warning: left {root} in place: something is still mounted inside it"
+            );
+            return;
+        }
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn preflight() -> Result<()> {
@@ -185,10 +220,9 @@ fn debian_mirror() -> Result<String> {
     if let Ok(mirror) = std::env::var("GOBLOG_LAB_DEBIAN_MIRROR") {
         return Ok(mirror);
     }
-    let mut texts = Vec::new();
-    for path in ["/etc/apt/sources.list"] {
-        texts.extend(std::fs::read_to_string(path).ok());
-    }
+    let mut texts: Vec<String> = std::fs::read_to_string("/etc/apt/sources.list")
+        .into_iter()
+        .collect();
     if let Ok(dir) = std::fs::read_dir("/etc/apt/sources.list.d") {
         let mut files: Vec<PathBuf> = dir.flatten().map(|e| e.path()).collect();
         files.sort();

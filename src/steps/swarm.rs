@@ -42,6 +42,18 @@ pub async fn init(docker: &Docker, leader: &NodeState, dir: &LabDir) -> Result<J
     Ok(tokens)
 }
 
+/// Drops the ingress network on a kernel without IPVS. Its routing mesh
+/// cannot work there, and every node would still build its sandbox (a
+/// namespace, a bridge, dozens of iptables rules) at the first task: about
+/// a second of each deploy, for nothing. A service published in ingress mode
+/// then fails with a clear error instead of silently never answering.
+pub async fn remove_ingress(docker: &Docker) -> Result<()> {
+    docker
+        .remove_network("ingress")
+        .await
+        .context("removing the ingress network (no IPVS for its routing mesh)")
+}
+
 /// Joins `node` to the Swarm led by `leader`, with the token for its role.
 pub async fn join(
     docker: &Docker,

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::http::HttpClient;
+use crate::ui::Ui;
 
 /// What the probe saw.
 #[derive(Debug, Default, Clone)]
@@ -18,7 +19,7 @@ pub struct Answer {
 /// Calls `url` until it answers 200, then for a moment more to see which
 /// replicas answer (up to `replicas` distinct `servedBy`), so the summary
 /// can show the load really spreads.
-pub async fn until_answers(url: &str, replicas: u64, timeout: Duration) -> Result<Answer> {
+pub async fn until_answers(ui: &Ui, url: &str, replicas: u64, timeout: Duration) -> Result<Answer> {
     let http = HttpClient::new();
     let deadline = Instant::now() + timeout;
     let mut answer = Answer::default();
@@ -30,15 +31,19 @@ pub async fn until_answers(url: &str, replicas: u64, timeout: Duration) -> Resul
                 answer.requests += 1;
                 first_success.get_or_insert_with(Instant::now);
                 if let Some(ip) = served_by(&response.body) {
-                    answer.served_by.insert(ip);
+                    if answer.served_by.insert(ip.clone()) {
+                        ui.detail(format!("answered from {ip}"));
+                    }
                 }
             }
-            Ok(response) => last = format!("HTTP {}", response.status),
-            Err(err) => last = err,
+            Ok(response) => note(ui, &mut last, format!("HTTP {}", response.status)),
+            Err(err) => note(ui, &mut last, err),
         }
         if let Some(first) = first_success {
             let all_seen = answer.served_by.len() as u64 >= replicas;
-            if all_seen || first.elapsed() > Duration::from_secs(5) || answer.requests >= 50 {
+            // A replica that is still starting is not worth holding the
+            // user for: the lab is up once one answers.
+            if all_seen || first.elapsed() > Duration::from_secs(2) || answer.requests >= 50 {
                 return Ok(answer);
             }
             continue;
@@ -50,6 +55,14 @@ pub async fn until_answers(url: &str, replicas: u64, timeout: Duration) -> Resul
             )));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Shows each change of what the probe gets (`--verbose`).
+fn note(ui: &Ui, last: &mut String, now: String) {
+    if *last != now {
+        ui.detail(&now);
+        *last = now;
     }
 }
 

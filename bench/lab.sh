@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Times a lab's life on this machine, as the README reports it:
+#   create --workers 2, until the accountservice answers through $ManagerIP
+#   destroy
+#   create --workers 10
+#   (with --cold) one first run from nothing: no goblog-lab images on the
+#   engine and no cached cargo build, so debootstrap and the static build of
+#   the accountservice are included.
+#
+#   bench/lab.sh            # RUNS=5 warm runs of each (10 workers: 3)
+#   bench/lab.sh --cold     # the same, then one cold run
+#
+# Uses hyperfine (Debian package, installed if missing) and reports medians
+# as a markdown table on stdout. Labs live in a throw-away GOBLOG_LAB_HOME.
+set -euo pipefail
+
+RUNS=${RUNS:-5}
+RUNS_BIG=${RUNS_BIG:-3}
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+
+scripts/setup.sh
+if ! command -v hyperfine >/dev/null; then
+    apt-get install -y -qq hyperfine >&2
+fi
+cargo build --release -q
+gl="$root/target/release/goblog-lab"
+export GOBLOG_LAB_HOME
+GOBLOG_LAB_HOME=$(mktemp -d)
+lab=bench
+results=$(mktemp -d)
+trap '"$gl" destroy -q --name "$lab" || true; rm -rf "$results"' EXIT
+
+"$gl" destroy -q --name "$lab"
+echo "bench: warm-up (builds the images once if needed)" >&2
+"$gl" create -q --name "$lab" --workers 2 >/dev/null
+"$gl" destroy -q --name "$lab"
+
+time_it() { # NAME RUNS PREPARE COMMAND
+    hyperfine --style basic --runs "$2" --prepare "$3" --cleanup "$gl destroy -q --name $lab" \
+        --export-json "$results/$1.json" -n "$1" "$4" >&2
+}
+time_it create-2 "$RUNS" "$gl destroy -q --name $lab" "$gl create -q --name $lab --workers 2"
+time_it destroy "$RUNS" "$gl destroy -q --name $lab; $gl create -q --name $lab --workers 2" "$gl destroy -q --name $lab"
+time_it create-10 "$RUNS_BIG" "$gl destroy -q --name $lab" "$gl create -q --name $lab --workers 10"
+
+if [[ "${1:-}" == "--cold" ]]; then
+    echo "bench: cold run: removing goblog-lab images and the lab's cargo build" >&2
+    "$gl" destroy -q --all
+    docker images --format '{{.Repository}}:{{.Tag}}' | grep -E '^goblog-lab/' | xargs -r docker rmi -f >/dev/null
+    docker image prune -f >/dev/null
+    rm -rf "$root/target/goblog-lab"
+    time_it cold-create-2 1 "true" "$gl create -q --name $lab --workers 2"
+fi
+
+python3 - "$results" <<'PY'
+import json, os, sys
+labels = {
+    "create-2": "`create --workers 2` (to answering)",
+    "destroy": "`destroy` (3 nodes)",
+    "create-10": "`create --workers 10` (to answering)",
+    "cold-create-2": "cold first `create --workers 2` (debootstrap + cargo build)",
+}
+print("| what | median | min | max | runs |")
+print("|---|---|---|---|---|")
+for key in labels:
+    path = os.path.join(sys.argv[1], key + ".json")
+    if not os.path.exists(path):
+        continue
+    r = json.load(open(path))["results"][0]
+    print(f"| {labels[key]} | {r['median']:.1f} s | {r['min']:.1f} s | {r['max']:.1f} s | {len(r['times'])} |")
+PY
