@@ -249,9 +249,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
         fs::rename(&tmp, path)
     };
     write()
-        .map_err(|err| {
+        .inspect_err(|_| {
             let _ = fs::remove_file(&tmp);
-            err
         })
         .with_context(|| format!("writing {}", path.display()))
 }
