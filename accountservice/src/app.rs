@@ -8,8 +8,9 @@ use crate::store::Store;
 
 pub struct App {
     pub store: Store,
-    /// This instance's IPv4, computed once at start-up.
-    pub served_by: String,
+    /// `,"servedBy":"<this instance's IPv4>"`, computed once at start-up and
+    /// appended to every account document.
+    pub served_by_field: Vec<u8>,
     /// Set through `/testability/healthy/false` to demo Swarm replacing an
     /// unhealthy container (blog part 6).
     pub forced_down: AtomicBool,

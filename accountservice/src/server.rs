@@ -79,7 +79,7 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
     });
     let app = Arc::new(App {
         store,
-        served_by: netinfo::served_by(),
+        served_by_field: routes::served_by_field(&netinfo::served_by()),
         forced_down: AtomicBool::new(false),
         metrics: Metrics::default(),
         quotes,

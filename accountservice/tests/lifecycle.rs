@@ -55,6 +55,35 @@ async fn seeding_is_idempotent_across_restarts() {
 }
 
 #[tokio::test]
+async fn a_corrupt_record_is_a_500_for_that_account_only_and_seeding_keeps_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("accounts.db");
+    {
+        let db = redb::Database::create(&db_path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(TableDefinition::<&str, &[u8]>::new("AccountBucket"))
+            .unwrap()
+            .insert("10005", &b"not json"[..])
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let svc = Service::start(&db_path, &[]);
+    let reply = get(svc.port, "/accounts/10005").await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(reply.json()["error"].is_string());
+    assert_eq!(
+        get(svc.port, "/accounts/10006").await.status,
+        StatusCode::OK
+    );
+    // Seeding filled in the other 99 and did not overwrite the existing one.
+    assert!(
+        svc.stderr().contains("99 accounts added"),
+        "{}",
+        svc.stderr()
+    );
+}
+
+#[tokio::test]
 async fn a_second_instance_on_the_same_file_fails_with_context() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("accounts.db");
