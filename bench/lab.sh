@@ -46,7 +46,7 @@ time_it create-10 "$RUNS_BIG" "$gl destroy -q --name $lab" "$gl create -q --name
 
 if [[ "${1:-}" == "--cold" ]]; then
     echo "bench: cold run: removing goblog-lab images and the lab's cargo build" >&2
-    "$gl" destroy -q --all
+    "$gl" destroy -q --name "$lab"
     docker images --format '{{.Repository}}:{{.Tag}}' | grep -E '^goblog-lab/' | xargs -r docker rmi -f >/dev/null
     docker image prune -f >/dev/null
     rm -rf "$root/target/goblog-lab"

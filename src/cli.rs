@@ -42,6 +42,10 @@ pub enum Command {
     /// List the labs on this machine.
     #[command(visible_alias = "list")]
     Ls(LsArgs),
+    /// Stop a lab's nodes and registry, keeping everything for `start`.
+    Stop(LifecycleArgs),
+    /// Start a stopped lab again and wait until its services answer.
+    Start(LifecycleArgs),
     /// Remove a lab: containers, volumes, networks, registry and saved state.
     Destroy(DestroyArgs),
 }
@@ -140,6 +144,13 @@ pub struct StatusArgs {
 pub struct LsArgs {
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
+}
+
+#[derive(Debug, Args)]
+pub struct LifecycleArgs {
+    /// Name of the lab [default: $GOBLOG_LAB_NAME, else goblog].
+    #[arg(long, env = "GOBLOG_LAB_NAME", default_value = DEFAULT_LAB)]
+    pub name: String,
 }
 
 #[derive(Debug, Args)]

@@ -609,3 +609,42 @@ fn help_lists_every_command_and_flag() {
         assert!(help.contains(flag), "{flag} missing from create --help");
     }
 }
+
+#[test]
+fn stop_and_start_bring_the_same_lab_back() {
+    let lab = "t-pause";
+    let _guard = LabGuard::new(lab);
+    assert!(run(&["create", "-q", "--name", lab, "--workers", "1"])
+        .status
+        .success());
+    let vars = env_vars(&stdout(&run(&["env", "--name", lab])));
+    let manager_ip = vars["ManagerIP"].clone();
+
+    assert!(run(&["stop", "--name", lab]).status.success());
+    let running = docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=io.goblog-lab.lab={lab}"),
+    ]);
+    assert_eq!(
+        stdout(&running).trim(),
+        "",
+        "containers still running after stop"
+    );
+    assert!(
+        http_get(&manager_ip, 6767, "/health").is_err(),
+        "answered while stopped"
+    );
+
+    let started = run(&["start", "--name", lab]);
+    assert!(started.status.success());
+    let (status, body) = http_get(&manager_ip, 6767, "/accounts/10000").unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("Person_0"), "{body}");
+    // The same Swarm, not a new one: both nodes come back Ready.
+    wait_until("both nodes Ready", Duration::from_secs(60), || {
+        let nodes = lab_docker(&vars, &["node", "ls", "--format", "{{.Status}}"]);
+        stdout(&nodes).lines().filter(|l| *l == "Ready").count() == 2
+    });
+}

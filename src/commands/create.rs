@@ -22,9 +22,9 @@ use crate::driver::{Driver, LabNetwork, NodeFile, NodePlan};
 use crate::error::{Context, Error, Result};
 use crate::lab::name;
 use crate::lab::spec::{self, LoadedSpec};
-use crate::lab::state::{LabDir, LabState, NodeState, Role, Routing, ServiceState};
+use crate::lab::state::{LabDir, LabState, Role, Routing, ServiceState};
 use crate::pki::Authority;
-use crate::steps::{deploy, edge, images, node_image, registry, swarm, wait};
+use crate::steps::{deploy, edge, engines, images, node_image, registry, swarm, wait};
 use crate::ui::{seconds, Ui};
 
 /// What `create` prints when it is done (as text or JSON).
@@ -169,7 +169,7 @@ async fn build_lab(
         let engines = try_join_all(
             nodes
                 .iter()
-                .map(|node| wait_for_engine(ui, &driver, node, &certs)),
+                .map(|node| engines::wait_for_engine(ui, &driver, node, &certs)),
         )
         .await?;
         step.done();
@@ -261,6 +261,7 @@ async fn build_lab(
             image: deployment.image,
             replicas: deployment.replicas,
             ports: deployment.ports,
+            probe: service.probe.clone(),
         });
     }
     dir.save(&state)?;
@@ -433,32 +434,6 @@ fn node_plans(
             })
         })
         .collect()
-}
-
-/// Polls the node's engine over TLS; fails fast if the node itself died.
-async fn wait_for_engine(
-    ui: &Ui,
-    driver: &DindDriver,
-    node: &NodeState,
-    certs: &std::path::Path,
-) -> Result<Docker> {
-    let client = docker::node_client(&node.docker_host(), certs)?;
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), client.ping()).await {
-            ui.detail(format!("engine of {} answers", node.hostname));
-            return docker::connect_node(&node.docker_host(), certs).await;
-        }
-        driver.ensure_running(node).await?;
-        if Instant::now() > deadline {
-            return Err(Error::failed(format!(
-                "the Docker engine of {} did not answer on {} within 90s",
-                node.hostname,
-                node.docker_host()
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 async fn has_objects(host: &Docker, lab: &str) -> Result<bool> {

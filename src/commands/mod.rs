@@ -4,6 +4,7 @@
 pub mod create;
 pub mod destroy;
 pub mod env;
+pub mod lifecycle;
 pub mod status;
 
 use crate::cli::{Cli, Command};
@@ -17,6 +18,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Env(args) => env::run(&args),
         Command::Status(args) => status::run(&args).await,
         Command::Ls(args) => status::ls(&args).await,
+        Command::Stop(args) => lifecycle::stop(&args, &ui).await,
+        Command::Start(args) => lifecycle::start(&args, &ui).await,
         Command::Destroy(args) => destroy::run(&args, &ui).await,
     }
 }

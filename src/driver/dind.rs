@@ -338,6 +338,28 @@ impl Driver for DindDriver {
         Ok(nodes)
     }
 
+    async fn stop_node(&self, node: &NodeState) -> Result<()> {
+        // dockerd drains its containers and leaves the Swarm state on disk.
+        let options = bollard::query_parameters::StopContainerOptionsBuilder::default()
+            .t(20)
+            .build();
+        match self.docker.stop_container(&node.id, Some(options)).await {
+            Err(err) if !is_not_modified(&err) => {
+                Err(err).with_context(|| format!("stopping node {}", node.hostname))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn start_node(&self, node: &NodeState) -> Result<()> {
+        match self.docker.start_container(&node.id, None).await {
+            Err(err) if !is_not_modified(&err) => {
+                Err(err).with_context(|| format!("starting node {}", node.hostname))
+            }
+            _ => Ok(()),
+        }
+    }
+
     async fn ensure_running(&self, node: &NodeState) -> Result<()> {
         let inspect = self
             .docker
@@ -497,6 +519,17 @@ pub async fn remove_labelled(docker: &Docker, lab: &str) -> Result<Removed> {
         volumes: volumes.len(),
         networks: networks.len(),
     })
+}
+
+/// 304: already started, or already stopped.
+pub fn is_not_modified(err: &bollard::errors::Error) -> bool {
+    matches!(
+        err,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 304,
+            ..
+        }
+    )
 }
 
 pub fn is_not_found(err: &bollard::errors::Error) -> bool {

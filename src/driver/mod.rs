@@ -91,6 +91,13 @@ pub trait Driver: Send + Sync {
         plans: &[NodePlan],
     ) -> Result<Vec<NodeState>>;
 
+    /// Stops a node, keeping its disk (the engine's `/var/lib/docker`, and
+    /// with it the node's Swarm membership) for [`Driver::start_node`].
+    async fn stop_node(&self, node: &NodeState) -> Result<()>;
+
+    /// Starts a stopped node again, at the same address.
+    async fn start_node(&self, node: &NodeState) -> Result<()>;
+
     /// Fails with the reason when the node has stopped (crashed, killed).
     async fn ensure_running(&self, node: &NodeState) -> Result<()>;
 

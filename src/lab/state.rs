@@ -83,6 +83,9 @@ pub struct ServiceState {
     pub image: String,
     pub replicas: u64,
     pub ports: Vec<u16>,
+    /// What `create` and `start` call through `$ManagerIP` to know it is up.
+    #[serde(default)]
+    pub probe: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -292,6 +295,7 @@ mod tests {
             image: "goblog-registry:5000/accountservice:abc".into(),
             replicas: 3,
             ports: vec![6767],
+            probe: Some("/accounts/10000".into()),
         });
         state
     }

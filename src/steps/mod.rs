@@ -3,6 +3,7 @@
 
 pub mod deploy;
 pub mod edge;
+pub mod engines;
 pub mod images;
 pub mod node_image;
 pub mod registry;

@@ -156,6 +156,34 @@ pub async fn start(
     Ok(state)
 }
 
+/// Starts the lab's registry again after `goblog-lab stop`. Docker picks a
+/// new host port when the lab asked for any free one, so this returns the
+/// address to push to now.
+pub async fn restart(docker: &Docker, registry: &RegistryState) -> Result<RegistryState> {
+    match docker.start_container(&registry.container, None).await {
+        Err(err) if !crate::driver::dind::is_not_modified(&err) => {
+            return Err(err).context("starting the lab registry");
+        }
+        _ => {}
+    }
+    let port = published_port(docker, &registry.container).await?;
+    let state = RegistryState {
+        push_address: format!("127.0.0.1:{port}"),
+        ..registry.clone()
+    };
+    wait_ready(&state.push_address).await?;
+    Ok(state)
+}
+
+pub async fn stop(docker: &Docker, registry: &RegistryState) -> Result<()> {
+    match docker.stop_container(&registry.container, None).await {
+        Err(err) if !crate::driver::dind::is_not_modified(&err) => {
+            Err(err).context("stopping the lab registry")
+        }
+        _ => Ok(()),
+    }
+}
+
 async fn published_port(docker: &Docker, name: &str) -> Result<u16> {
     let inspect = docker
         .inspect_container(name, None)
