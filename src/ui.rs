@@ -2,7 +2,7 @@
 //! it runs, then ✓ or ✗ and how long it took.
 //!
 //! Everything here goes to stderr, so stdout stays clean for data
-//! (`eval "$(goblog-lab env)"`, `--output json`). When stderr is not a
+//! (`eval "$(goblog-lab env)"`, `--output json`). When either is not a
 //! terminal (CI, a pipe, a log file) spinners would be noise, so each step
 //! prints plain lines instead.
 
@@ -25,7 +25,9 @@ pub struct Ui {
 impl Ui {
     pub fn new(quiet: bool, verbose: bool) -> Self {
         Ui {
-            fancy: std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+            fancy: std::io::stderr().is_terminal()
+                && std::io::stdout().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none(),
             quiet,
             verbose: verbose && !quiet,
             started: Instant::now(),

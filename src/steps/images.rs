@@ -116,6 +116,8 @@ async fn cargo_build_static(project_root: &Path, package: &str) -> Result<PathBu
         .arg(&target_dir)
         .current_dir(project_root)
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        // Would override RUSTFLAGS if an outer cargo exported it.
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .output()
