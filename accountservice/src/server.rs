@@ -111,7 +111,10 @@ async fn serve(app: Arc<App>, addr: SocketAddr, drain: Duration) -> Result<(), S
 
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        // Bodies are a few hundred bytes: copying them behind the head and
+        // issuing one plain write is cheaper than a two-buffer writev.
+        .writev(false);
     let graceful = GracefulShutdown::new();
 
     loop {
