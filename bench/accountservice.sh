@@ -6,8 +6,9 @@
 #   RUNS=3 bench/accountservice.sh     # three runs (fresh process each) + medians
 #
 # Other knobs: DURATION (wrk seconds, default 10), CONNECTIONS (50),
-# THREADS (2), SKIP_IMAGE=1. Cargo's CARGO_PROFILE_RELEASE_* variables pass
-# through, so a profile change can be tried without editing Cargo.toml.
+# THREADS (2), SKIP_IMAGE=1. Cargo's CARGO_PROFILE_RELEASE_* and
+# CARGO_TARGET_DIR pass through, so a profile change can be tried without
+# editing Cargo.toml (use its own target dir to keep the shared one warm).
 # Load is sent to 127.0.0.1 only. Prints a markdown table on stdout.
 set -euo pipefail
 
@@ -27,7 +28,7 @@ done
 echo "bench: building the static release binary" >&2
 RUSTFLAGS='-C target-feature=+crt-static' \
     cargo build --release -p accountservice --target "$TARGET" >&2
-bin="$root/target/$TARGET/release/accountservice"
+bin="${CARGO_TARGET_DIR:-$root/target}/$TARGET/release/accountservice"
 if ! file "$bin" 2>/dev/null | grep -q 'static'; then
     echo "bench: warning: $bin does not look statically linked" >&2
 fi

@@ -60,9 +60,9 @@ pub struct ServeArgs {
     #[arg(long, env = "ACCOUNTSERVICE_DB_CACHE_KIB", default_value_t = 256)]
     pub db_cache_kib: usize,
 
-    /// Tokio worker threads. 0 (default) runs everything on one thread, which
-    /// is the fastest and leanest choice on a small machine where the load
-    /// generator shares the cores.
+    /// Runtime threads. 1 runs everything on one thread (leanest); N > 1 a
+    /// multi-threaded runtime with N workers. 0 (default) means one per CPU,
+    /// at most 4: more threads only add memory for a service this small.
     #[arg(long, env = "ACCOUNTSERVICE_WORKERS", default_value_t = 0)]
     pub workers: usize,
 
@@ -90,6 +90,15 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
+    pub fn worker_threads(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(4),
+            n => n,
+        }
+    }
+
     pub fn quotes_url(&self) -> Option<&str> {
         self.quotes_url
             .as_deref()

@@ -253,3 +253,35 @@ async fn other_methods_are_405_and_unknown_paths_404() {
     assert_eq!(head.status, StatusCode::OK);
     assert!(head.body.is_empty());
 }
+
+#[tokio::test]
+async fn single_and_multi_threaded_runtimes_answer_alike() {
+    for workers in ["1", "3"] {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = Service::start(
+            &dir.path().join("accounts.db"),
+            &[("ACCOUNTSERVICE_WORKERS", workers)],
+        );
+        let replies = futures_join_all(svc.port, 20).await;
+        assert!(
+            replies.iter().all(|s| *s == StatusCode::OK),
+            "workers={workers}"
+        );
+    }
+}
+
+/// Concurrent requests, so a multi-threaded runtime really uses its threads.
+async fn futures_join_all(port: u16, n: u32) -> Vec<StatusCode> {
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            tokio::spawn(
+                async move { get(port, &format!("/accounts/{}", 10_000 + i)).await.status },
+            )
+        })
+        .collect();
+    let mut out = Vec::new();
+    for task in tasks {
+        out.push(task.await.unwrap());
+    }
+    out
+}

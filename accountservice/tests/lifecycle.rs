@@ -135,9 +135,12 @@ async fn sigterm_lets_an_in_flight_request_finish_then_exits_0() {
 }
 
 #[tokio::test]
-async fn sigint_stops_an_idle_service_with_exit_0() {
+async fn sigint_stops_an_idle_single_threaded_service_with_exit_0() {
     let dir = tempfile::tempdir().unwrap();
-    let mut svc = Service::start(&dir.path().join("accounts.db"), &[]);
+    let mut svc = Service::start(
+        &dir.path().join("accounts.db"),
+        &[("ACCOUNTSERVICE_WORKERS", "1")],
+    );
     // An idle keep-alive connection must not hold shutdown up.
     let mut idle = std::net::TcpStream::connect(("127.0.0.1", svc.port)).unwrap();
     idle.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
