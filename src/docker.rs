@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bollard::Docker;
 
-use crate::error::{docker_message, Error, Result};
+use crate::error::{docker_message, Context, Error, Result};
 
 /// Labels that find every object of a lab without the state file.
 pub const LABEL_LAB: &str = "io.goblog-lab.lab";
@@ -108,9 +108,75 @@ fn parse_api(api: &str) -> Option<(u32, u32)> {
     Some((major.parse().ok()?, minor.parse().ok()?))
 }
 
-/// Filters for "everything labelled as part of lab NAME".
-pub fn lab_filter(lab: &str) -> std::collections::HashMap<String, Vec<String>> {
-    std::iter::once(("label".to_string(), vec![format!("{LABEL_LAB}={lab}")])).collect()
+/// The containers, volumes and networks that carry a label: how every
+/// lab object is found, with or without the state file.
+#[derive(Debug, Default)]
+pub struct Labelled {
+    pub containers: Vec<bollard::models::ContainerSummary>,
+    pub volumes: Vec<bollard::models::Volume>,
+    pub networks: Vec<bollard::models::Network>,
+}
+
+impl Labelled {
+    /// Everything of lab `lab`.
+    pub async fn of_lab(docker: &Docker, lab: &str) -> Result<Self> {
+        Self::list(docker, &format!("{LABEL_LAB}={lab}")).await
+    }
+
+    /// Everything of any lab.
+    pub async fn of_all_labs(docker: &Docker) -> Result<Self> {
+        Self::list(docker, LABEL_LAB).await
+    }
+
+    async fn list(docker: &Docker, label: &str) -> Result<Self> {
+        use bollard::query_parameters::{
+            ListContainersOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder,
+        };
+        let filters: std::collections::HashMap<String, Vec<String>> =
+            std::iter::once(("label".to_string(), vec![label.to_string()])).collect();
+        let (containers, volumes, networks) = tokio::try_join!(
+            docker.list_containers(Some(
+                ListContainersOptionsBuilder::default()
+                    .all(true)
+                    .filters(&filters)
+                    .build()
+            )),
+            docker.list_volumes(Some(
+                ListVolumesOptionsBuilder::default()
+                    .filters(&filters)
+                    .build()
+            )),
+            docker.list_networks(Some(
+                ListNetworksOptionsBuilder::default()
+                    .filters(&filters)
+                    .build()
+            )),
+        )
+        .context("listing the labs' containers, volumes and networks")?;
+        Ok(Labelled {
+            containers,
+            volumes: volumes.volumes.unwrap_or_default(),
+            networks,
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.containers.is_empty() && self.volumes.is_empty() && self.networks.is_empty()
+    }
+
+    /// The lab names found on these objects.
+    pub fn lab_names(&self) -> std::collections::BTreeSet<String> {
+        let containers = self
+            .containers
+            .iter()
+            .filter_map(|c| c.labels.as_ref()?.get(LABEL_LAB));
+        let volumes = self.volumes.iter().filter_map(|v| v.labels.get(LABEL_LAB));
+        let networks = self
+            .networks
+            .iter()
+            .filter_map(|n| n.labels.as_ref()?.get(LABEL_LAB));
+        containers.chain(volumes).chain(networks).cloned().collect()
+    }
 }
 
 /// Drains a Docker progress stream (pull, push, build, import), failing on

@@ -11,6 +11,7 @@ mod http;
 mod lab;
 mod pki;
 mod steps;
+mod tarball;
 mod ui;
 
 use std::process::ExitCode;

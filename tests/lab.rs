@@ -407,46 +407,49 @@ fn destroy_works_without_the_state_file() {
 fn a_node_killed_while_joining_rolls_back_everything() {
     let lab = "t-kill";
     let _guard = LabGuard::new(lab);
-    let child = goblog_lab(&["create", "-q", "--name", lab, "--workers", "2"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn(&["create", "-q", "--name", lab, "--workers", "2"]);
     let victim = format!("{lab}-swarm-worker-1");
-    wait_until("the worker to start", Duration::from_secs(300), || {
-        let out = docker(&["inspect", "--format", "{{.State.Running}}", &victim]);
-        stdout(&out).trim() == "true"
-    });
+    wait_running(&victim);
     let killed = docker(&["kill", &victim]);
     assert!(killed.status.success(), "{}", stderr(&killed));
     let output = child.wait_with_output().unwrap();
     assert_one_line_error(&output, 1, "swarm-worker-1");
-    assert_eq!(labelled(lab), Vec::<String>::new());
-    assert!(!home().join("labs").join(lab).exists());
+    assert_rolled_back(lab);
 }
 
 #[test]
 fn ctrl_c_mid_create_rolls_back() {
     let lab = "t-ctrlc";
     let _guard = LabGuard::new(lab);
-    let child = goblog_lab(&["create", "-q", "--name", lab, "--workers", "1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_until("the manager container", Duration::from_secs(300), || {
-        !stdout(&docker(&[
-            "ps",
-            "-q",
-            "--filter",
-            &format!("name={lab}-swarm-manager-0"),
-        ]))
-        .trim()
-        .is_empty()
-    });
+    let child = spawn(&["create", "-q", "--name", lab, "--workers", "1"]);
+    wait_running(&format!("{lab}-swarm-manager-0"));
     interrupt(&child);
     let output = child.wait_with_output().unwrap();
     assert_one_line_error(&output, 130, "interrupted");
+    assert_rolled_back(lab);
+}
+
+fn spawn(args: &[&str]) -> Child {
+    goblog_lab(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn wait_running(container: &str) {
+    wait_until(
+        &format!("{container} to run"),
+        Duration::from_secs(300),
+        || {
+            let out = docker(&["inspect", "--format", "{{.State.Running}}", container]);
+            stdout(&out).trim() == "true"
+        },
+    );
+}
+
+/// Nothing of `lab` is left: no labelled object, no state directory.
+fn assert_rolled_back(lab: &str) {
     assert_eq!(labelled(lab), Vec::<String>::new());
     assert!(!home().join("labs").join(lab).exists());
 }

@@ -16,10 +16,10 @@ use futures_util::future::try_join_all;
 use serde::Serialize;
 
 use crate::cli::{CreateArgs, Output, RoutingChoice};
-use crate::docker::{self, lab_filter};
+use crate::docker::{self, Labelled};
 use crate::driver::dind::DindDriver;
 use crate::driver::{Driver, LabNetwork, NodeFile, NodePlan};
-use crate::error::{Context, Error, Result};
+use crate::error::{Error, Result};
 use crate::lab::name;
 use crate::lab::spec::{self, LoadedSpec};
 use crate::lab::state::{LabDir, LabState, Role, Routing, ServiceState};
@@ -65,7 +65,7 @@ pub async fn run(args: CreateArgs, ui: &Ui) -> Result<()> {
 
     let host = docker::connect_host().await?;
     let dir = LabDir::new(&args.name);
-    if dir.exists() || has_objects(&host, &args.name).await? {
+    if dir.exists() || !Labelled::of_lab(&host, &args.name).await?.is_empty() {
         return Err(Error::LabExists(args.name.clone()));
     }
 
@@ -434,29 +434,6 @@ fn node_plans(
             })
         })
         .collect()
-}
-
-async fn has_objects(host: &Docker, lab: &str) -> Result<bool> {
-    use bollard::query_parameters::{ListContainersOptionsBuilder, ListNetworksOptionsBuilder};
-    let filters = lab_filter(lab);
-    let containers = host
-        .list_containers(Some(
-            ListContainersOptionsBuilder::default()
-                .all(true)
-                .filters(&filters)
-                .build(),
-        ))
-        .await
-        .context("listing containers")?;
-    let networks = host
-        .list_networks(Some(
-            ListNetworksOptionsBuilder::default()
-                .filters(&filters)
-                .build(),
-        ))
-        .await
-        .context("listing networks")?;
-    Ok(!containers.is_empty() || !networks.is_empty())
 }
 
 /// Removes what the failed create made. A request that was in flight when

@@ -5,16 +5,13 @@
 
 use std::collections::BTreeSet;
 
-use bollard::query_parameters::{
-    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder,
-};
 use bollard::Docker;
 
 use crate::cli::DestroyArgs;
-use crate::docker::{self, LABEL_LAB};
+use crate::docker::{self, Labelled};
 use crate::driver::dind::DindDriver;
 use crate::driver::Driver;
-use crate::error::{Context, Result};
+use crate::error::Result;
 use crate::lab::name;
 use crate::lab::state::{saved_labs, LabDir};
 use crate::ui::Ui;
@@ -60,51 +57,7 @@ pub async fn run(args: &DestroyArgs, ui: &Ui) -> Result<()> {
 
 /// Lab names found on any container, volume or network carrying the label.
 pub async fn labelled_labs(host: &Docker) -> Result<BTreeSet<String>> {
-    let filters = std::iter::once(("label".to_string(), vec![LABEL_LAB.to_string()])).collect();
-    let mut names = BTreeSet::new();
-    let containers = host
-        .list_containers(Some(
-            ListContainersOptionsBuilder::default()
-                .all(true)
-                .filters(&filters)
-                .build(),
-        ))
-        .await
-        .context("listing containers")?;
-    names.extend(
-        containers
-            .into_iter()
-            .filter_map(|c| c.labels?.remove(LABEL_LAB)),
-    );
-    let volumes = host
-        .list_volumes(Some(
-            ListVolumesOptionsBuilder::default()
-                .filters(&filters)
-                .build(),
-        ))
-        .await
-        .context("listing volumes")?;
-    names.extend(
-        volumes
-            .volumes
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|mut v| v.labels.remove(LABEL_LAB)),
-    );
-    let networks = host
-        .list_networks(Some(
-            ListNetworksOptionsBuilder::default()
-                .filters(&filters)
-                .build(),
-        ))
-        .await
-        .context("listing networks")?;
-    names.extend(
-        networks
-            .into_iter()
-            .filter_map(|n| n.labels?.remove(LABEL_LAB)),
-    );
-    Ok(names)
+    Ok(Labelled::of_all_labs(host).await?.lab_names())
 }
 
 fn s(n: usize) -> &'static str {

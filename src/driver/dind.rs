@@ -21,15 +21,14 @@ use bollard::models::{
     MountType, NetworkCreateRequest, NetworkingConfig, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
-    ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
-    UploadToContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, ListNetworksOptionsBuilder, RemoveContainerOptionsBuilder,
+    RemoveVolumeOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::future::try_join_all;
 
-use super::{Driver, LabNetwork, NodeFile, NodePlan, Removed, DOCKER_TLS_PORT};
-use crate::docker::{lab_filter, LABEL_LAB, LABEL_ROLE};
+use super::{Driver, LabNetwork, NodePlan, Removed, DOCKER_TLS_PORT};
+use crate::docker::{Labelled, LABEL_LAB, LABEL_ROLE};
 use crate::error::{docker_message, Context, Error, Result};
 use crate::lab::state::{NetworkState, NodeState};
 use crate::ui::Ui;
@@ -197,7 +196,14 @@ impl DindDriver {
             .upload_to_container(
                 name,
                 Some(UploadToContainerOptionsBuilder::default().path("/").build()),
-                bollard::body_full(tar_of(&plan.files)?.into()),
+                bollard::body_full(
+                    crate::tarball::pack(
+                        plan.files
+                            .iter()
+                            .map(|f| (f.path.as_str(), f.contents.as_slice(), f.mode)),
+                    )?
+                    .into(),
+                ),
             )
             .await
             .with_context(|| format!("copying TLS files into node {}", plan.hostname))
@@ -442,20 +448,13 @@ pub async fn exec_in(docker: &Docker, container: &str, command: &[&str]) -> Resu
     Ok((inspect.exit_code.unwrap_or(-1), output))
 }
 
-/// Removes every container, volume and network labelled as part of `lab`.
+/// Removes every container, volume and network labelled as part of `lab`:
+/// containers first, since they hold the volumes and networks.
 pub async fn remove_labelled(docker: &Docker, lab: &str) -> Result<Removed> {
-    let filters = lab_filter(lab);
-    let containers = docker
-        .list_containers(Some(
-            ListContainersOptionsBuilder::default()
-                .all(true)
-                .filters(&filters)
-                .build(),
-        ))
-        .await
-        .context("listing the lab's containers")?;
+    let found = Labelled::of_lab(docker, lab).await?;
     try_join_all(
-        containers
+        found
+            .containers
             .iter()
             .filter_map(|c| c.id.as_deref())
             .map(|id| async move {
@@ -471,18 +470,7 @@ pub async fn remove_labelled(docker: &Docker, lab: &str) -> Result<Removed> {
             }),
     )
     .await?;
-
-    let volumes = docker
-        .list_volumes(Some(
-            ListVolumesOptionsBuilder::default()
-                .filters(&filters)
-                .build(),
-        ))
-        .await
-        .context("listing the lab's volumes")?
-        .volumes
-        .unwrap_or_default();
-    try_join_all(volumes.iter().map(|v| async move {
+    try_join_all(found.volumes.iter().map(|v| async move {
         let options = RemoveVolumeOptionsBuilder::default().force(true).build();
         match docker.remove_volume(&v.name, Some(options)).await {
             Err(err) if !is_not_found(&err) => {
@@ -492,17 +480,9 @@ pub async fn remove_labelled(docker: &Docker, lab: &str) -> Result<Removed> {
         }
     }))
     .await?;
-
-    let networks = docker
-        .list_networks(Some(
-            ListNetworksOptionsBuilder::default()
-                .filters(&filters)
-                .build(),
-        ))
-        .await
-        .context("listing the lab's networks")?;
     try_join_all(
-        networks
+        found
+            .networks
             .iter()
             .filter_map(|n| n.id.as_deref())
             .map(|id| async move {
@@ -513,11 +493,10 @@ pub async fn remove_labelled(docker: &Docker, lab: &str) -> Result<Removed> {
             }),
     )
     .await?;
-
     Ok(Removed {
-        containers: containers.len(),
-        volumes: volumes.len(),
-        networks: networks.len(),
+        containers: found.containers.len(),
+        volumes: found.volumes.len(),
+        networks: found.networks.len(),
     })
 }
 
@@ -544,25 +523,6 @@ pub fn is_not_found(err: &bollard::errors::Error) -> bool {
 
 fn refuses_privileged(message: &str) -> bool {
     message.contains("unable to apply caps") || message.contains("operation not permitted")
-}
-
-fn tar_of(files: &[NodeFile]) -> Result<Vec<u8>> {
-    let mut builder = tar::Builder::new(Vec::new());
-    for file in files {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(file.contents.len() as u64);
-        header.set_mode(file.mode);
-        header.set_mtime(0);
-        header.set_cksum();
-        builder
-            .append_data(
-                &mut header,
-                file.path.trim_start_matches('/'),
-                file.contents.as_slice(),
-            )
-            .context("packing node files")?;
-    }
-    builder.into_inner().context("packing node files")
 }
 
 fn parse_cidr(text: &str) -> Option<(Ipv4Addr, u8)> {
@@ -638,22 +598,5 @@ mod tests {
             "OCI runtime create failed: runc create failed: unable to apply caps: operation not permitted: unknown"
         ));
         assert!(!refuses_privileged("No such image: goblog-lab/node:abc"));
-    }
-
-    #[test]
-    fn node_files_pack_into_a_tar() {
-        let files = [NodeFile {
-            path: "/etc/docker/daemon.json".into(),
-            contents: b"{}".to_vec(),
-            mode: 0o644,
-        }];
-        let tar = tar_of(&files).unwrap();
-        let mut archive = tar::Archive::new(tar.as_slice());
-        let names: Vec<String> = archive
-            .entries()
-            .unwrap()
-            .map(|e| e.unwrap().path().unwrap().display().to_string())
-            .collect();
-        assert_eq!(names, vec!["etc/docker/daemon.json"]);
     }
 }

@@ -165,22 +165,12 @@ fn read_context(dir: &Path) -> Result<Vec<(String, Vec<u8>, u32)>> {
     Ok(files)
 }
 
-/// A deterministic tar: sorted names, zero mtimes, so equal inputs hash equal.
 fn tar_context(files: &[(String, Vec<u8>, u32)]) -> Result<Vec<u8>> {
-    let mut sorted: Vec<_> = files.iter().collect();
-    sorted.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut builder = tar::Builder::new(Vec::new());
-    for (name, bytes, mode) in sorted {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(bytes.len() as u64);
-        header.set_mode(*mode);
-        header.set_mtime(0);
-        header.set_cksum();
-        builder
-            .append_data(&mut header, name, bytes.as_slice())
-            .context("packing the image context")?;
-    }
-    builder.into_inner().context("packing the image context")
+    crate::tarball::pack(
+        files
+            .iter()
+            .map(|(name, bytes, mode)| (name.as_str(), bytes.as_slice(), *mode)),
+    )
 }
 
 async fn build_image(
@@ -208,20 +198,4 @@ async fn build_image(
     )
     .await?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn context_tar_is_deterministic() {
-        let a = vec![
-            ("b".to_string(), b"2".to_vec(), 0o644),
-            ("a".to_string(), b"1".to_vec(), 0o755),
-        ];
-        let mut b = a.clone();
-        b.reverse();
-        assert_eq!(tar_context(&a).unwrap(), tar_context(&b).unwrap());
-    }
 }

@@ -124,7 +124,10 @@ pub async fn start(
         .upload_to_container(
             &name,
             Some(UploadToContainerOptionsBuilder::default().path("/").build()),
-            bollard::body_full(config_tar()?.into()),
+            bollard::body_full(
+                crate::tarball::pack([("etc/goblog-lab/registry.yml", CONFIG.as_bytes(), 0o644)])?
+                    .into(),
+            ),
         )
         .await
         .context("configuring the lab registry")?;
@@ -247,20 +250,4 @@ pub async fn push(docker: &Docker, registry: &RegistryState, image: &LocalImage)
         image.short_name(),
         image.tag
     ))
-}
-
-fn config_tar() -> Result<Vec<u8>> {
-    let mut builder = tar::Builder::new(Vec::new());
-    let mut header = tar::Header::new_gnu();
-    header.set_size(CONFIG.len() as u64);
-    header.set_mode(0o644);
-    header.set_cksum();
-    builder
-        .append_data(
-            &mut header,
-            "etc/goblog-lab/registry.yml",
-            CONFIG.as_bytes(),
-        )
-        .context("packing the registry config")?;
-    builder.into_inner().context("packing the registry config")
 }
