@@ -296,13 +296,27 @@ async fn build_lab(
         step.done();
     }
 
-    // 6. Up means answering through $ManagerIP, as the tutorial will call it.
+    // 6. Up means every replica running and the service answering through
+    //    $ManagerIP, as the tutorial will call it.
     for service in &spec.services {
         let replicas = state
             .services
             .iter()
             .find(|s| s.name == service.name)
             .map_or(1, |s| s.replicas);
+        let step = ui.step(format!(
+            "Waiting for {} replicas of {} ⏳",
+            replicas, service.name
+        ));
+        wait::until_converged(
+            manager,
+            ui,
+            &service.name,
+            replicas,
+            Duration::from_secs(180),
+        )
+        .await?;
+        step.done();
         let (Some(&port), Some(probe)) = (service.ports.first(), service.probe.as_ref()) else {
             summary.services.push(ServiceSummary {
                 name: service.name.clone(),

@@ -1,12 +1,66 @@
-//! The last step of `create`: the lab is up when the service answers through
-//! `$ManagerIP`, the way the tutorial will call it, not when Swarm says so.
+//! The last step of `create`: the lab is up when Swarm runs every replica
+//! and the service answers through `$ManagerIP`, the way the tutorial will
+//! call it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, Result};
+use bollard::Docker;
+
+use crate::error::{Context, Error, Result};
 use crate::http::HttpClient;
 use crate::ui::Ui;
+
+/// Waits until Swarm runs `replicas` tasks of `service` (each past its
+/// health check); on timeout, says what the tasks report.
+pub async fn until_converged(
+    docker: &Docker,
+    ui: &Ui,
+    service: &str,
+    replicas: u64,
+    timeout: Duration,
+) -> Result<()> {
+    use bollard::models::TaskState;
+    use bollard::query_parameters::ListTasksOptions;
+    let deadline = Instant::now() + timeout;
+    let filters = HashMap::from([
+        ("service".to_string(), vec![service.to_string()]),
+        ("desired-state".to_string(), vec!["running".to_string()]),
+    ]);
+    let mut last_running = u64::MAX;
+    loop {
+        let tasks = docker
+            .list_tasks(Some(ListTasksOptions {
+                filters: Some(filters.clone()),
+            }))
+            .await
+            .with_context(|| format!("listing the tasks of {service}"))?;
+        let running = tasks
+            .iter()
+            .filter(|t| t.status.as_ref().and_then(|s| s.state) == Some(TaskState::RUNNING))
+            .count() as u64;
+        if running != last_running {
+            ui.detail(format!("{service}: {running}/{replicas} running"));
+            last_running = running;
+        }
+        if running >= replicas {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let why = tasks
+                .iter()
+                .filter_map(|t| t.status.as_ref())
+                .find_map(|s| s.err.clone().filter(|e| !e.is_empty()))
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default();
+            return Err(Error::failed(format!(
+                "{service} has {running}/{replicas} replicas running after {}s{why}",
+                timeout.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
 
 /// What the probe saw.
 #[derive(Debug, Default, Clone)]
