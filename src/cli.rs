@@ -42,6 +42,14 @@ pub enum Command {
     /// List the labs on this machine.
     #[command(visible_alias = "list")]
     Ls(LsArgs),
+    /// Scale a service and wait until Swarm converges: `scale accountservice=5`.
+    Scale(ScaleArgs),
+    /// A service's logs from every node, each line prefixed by task and node.
+    Logs(LogsArgs),
+    /// Run a command inside a node: `exec swarm-worker-0 -- docker ps`.
+    Exec(ExecArgs),
+    /// An interactive shell inside a node.
+    Shell(ShellArgs),
     /// Stop a lab's nodes and registry, keeping everything for `start`.
     Stop(LifecycleArgs),
     /// Start a stopped lab again and wait until its services answer.
@@ -147,6 +155,79 @@ pub struct LsArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ScaleArgs {
+    /// SERVICE=REPLICAS, as in `docker service scale`.
+    #[arg(value_name = "SERVICE=N", value_parser = parse_scale)]
+    pub target: (String, u64),
+
+    /// Name of the lab [default: $GOBLOG_LAB_NAME, else goblog].
+    #[arg(long, env = "GOBLOG_LAB_NAME", default_value = DEFAULT_LAB)]
+    pub name: String,
+
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+/// The most replicas `scale` accepts: the edge proxy keeps 64 server slots.
+pub const MAX_REPLICAS: u64 = 64;
+
+fn parse_scale(text: &str) -> Result<(String, u64), String> {
+    let (service, replicas) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected SERVICE=N, e.g. accountservice=3, not {text:?}"))?;
+    if service.is_empty() {
+        return Err("the service name is empty".into());
+    }
+    let replicas: u64 = replicas
+        .parse()
+        .map_err(|_| format!("{replicas:?} is not a number of replicas"))?;
+    if replicas > MAX_REPLICAS {
+        return Err(format!(
+            "{replicas} replicas is more than the lab's edge proxy routes to ({MAX_REPLICAS})"
+        ));
+    }
+    Ok((service.to_string(), replicas))
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The service, e.g. accountservice.
+    pub service: String,
+
+    /// Keep printing new lines.
+    #[arg(short, long)]
+    pub follow: bool,
+
+    /// Name of the lab [default: $GOBLOG_LAB_NAME, else goblog].
+    #[arg(long, env = "GOBLOG_LAB_NAME", default_value = DEFAULT_LAB)]
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// The node, by the hostname `docker node ls` shows (swarm-worker-0).
+    pub node: String,
+
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+
+    /// Name of the lab [default: $GOBLOG_LAB_NAME, else goblog].
+    #[arg(long, env = "GOBLOG_LAB_NAME", default_value = DEFAULT_LAB)]
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ShellArgs {
+    /// The node, by the hostname `docker node ls` shows (swarm-manager-0).
+    pub node: String,
+
+    /// Name of the lab [default: $GOBLOG_LAB_NAME, else goblog].
+    #[arg(long, env = "GOBLOG_LAB_NAME", default_value = DEFAULT_LAB)]
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
 pub struct LifecycleArgs {
     /// Name of the lab [default: $GOBLOG_LAB_NAME, else goblog].
     #[arg(long, env = "GOBLOG_LAB_NAME", default_value = DEFAULT_LAB)]
@@ -172,5 +253,26 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn scale_targets_parse_like_docker_service_scale() {
+        assert_eq!(
+            parse_scale("accountservice=5"),
+            Ok(("accountservice".into(), 5))
+        );
+        assert_eq!(
+            parse_scale("accountservice=0"),
+            Ok(("accountservice".into(), 0))
+        );
+        assert!(parse_scale("accountservice")
+            .unwrap_err()
+            .contains("SERVICE=N"));
+        assert!(parse_scale("accountservice=five")
+            .unwrap_err()
+            .contains("not a number"));
+        assert!(parse_scale("accountservice=-1").is_err());
+        assert!(parse_scale("=3").is_err());
+        assert!(parse_scale("accountservice=65").unwrap_err().contains("64"));
     }
 }

@@ -62,6 +62,11 @@ pub enum Error {
 
     #[error("interrupted")]
     Interrupted,
+
+    /// A command run inside a node failed; its own output said why, so
+    /// goblog-lab only passes the exit code on.
+    #[error("the command exited with {0}")]
+    Exit(i32),
 }
 
 impl Error {
@@ -78,6 +83,7 @@ impl Error {
         match self {
             Error::Usage(_) | Error::Spec { .. } => 2,
             Error::Interrupted => 130,
+            Error::Exit(code) => *code,
             _ => 1,
         }
     }

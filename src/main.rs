@@ -30,6 +30,7 @@ fn main() -> ExitCode {
         .expect("the tokio runtime starts");
     match runtime.block_on(commands::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(error::Error::Exit(code)) => ExitCode::from(code.clamp(1, 255) as u8),
         Err(err) => {
             eprintln!("goblog-lab: error: {err}");
             ExitCode::from(err.exit_code() as u8)

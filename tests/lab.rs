@@ -651,3 +651,103 @@ fn stop_and_start_bring_the_same_lab_back() {
         stdout(&nodes).lines().filter(|l| *l == "Ready").count() == 2
     });
 }
+
+#[test]
+fn scale_logs_and_exec_work_on_the_nodes() {
+    let lab = "t-loop";
+    let _guard = LabGuard::new(lab);
+    assert!(run(&["create", "-q", "--name", lab, "--workers", "2"])
+        .status
+        .success());
+
+    // Scale up: it returns when 5 run, and prints where.
+    let scaled = run(&["scale", "accountservice=5", "--name", lab, "-o", "json"]);
+    assert!(scaled.status.success());
+    let placement: serde_json::Value = serde_json::from_slice(&scaled.stdout).unwrap();
+    let placement = placement.as_array().unwrap();
+    assert_eq!(placement.len(), 5, "{placement:?}");
+    let nodes: BTreeSet<&str> = placement
+        .iter()
+        .map(|p| p["node"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        nodes.len(),
+        3,
+        "5 replicas spread over the 3 nodes: {placement:?}"
+    );
+    // Logs from several nodes, each line saying which task on which node.
+    let logs = run(&["logs", "accountservice", "--name", lab]);
+    assert!(logs.status.success());
+    let text = stdout(&logs);
+    let started_on: BTreeSet<&str> = text
+        .lines()
+        .filter(|l| l.ends_with("| Starting accountservice"))
+        .filter_map(|l| l.split('@').nth(1)?.split(' ').next())
+        .collect();
+    assert!(started_on.len() >= 2, "logs from one node only: {text}");
+
+    // And down.
+    let scaled = run(&["scale", "accountservice=1", "--name", lab]);
+    assert!(scaled.status.success());
+    assert_eq!(stdout(&scaled).lines().count(), 1, "{}", stdout(&scaled));
+    let status = run(&["status", "--name", lab, "-o", "json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let account = status["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "accountservice")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (account["running"].as_u64(), account["desired"].as_u64()),
+        (Some(1), Some(1))
+    );
+
+    // exec on a worker runs the blog's `docker ps` there, and passes exit codes on.
+    let ps = run(&[
+        "exec",
+        "swarm-worker-0",
+        "--name",
+        lab,
+        "--",
+        "docker",
+        "ps",
+        "--format",
+        "{{.Names}}",
+    ]);
+    assert!(ps.status.success());
+    let exit = run(&[
+        "exec",
+        "swarm-worker-0",
+        "--name",
+        lab,
+        "--",
+        "sh",
+        "-c",
+        "exit 3",
+    ]);
+    assert_eq!(exit.status.code(), Some(3));
+
+    // Bad input: one line, exit 2.
+    let unknown = goblog_lab(&["scale", "nope=2", "--name", lab])
+        .output()
+        .unwrap();
+    assert_one_line_error(
+        &unknown,
+        2,
+        "no service 'nope' in lab 't-loop' (it has: accountservice)",
+    );
+    let bad_n = goblog_lab(&["scale", "accountservice=lots", "--name", lab])
+        .output()
+        .unwrap();
+    assert_one_line_error(&bad_n, 2, "is not a number of replicas");
+    let no_node = goblog_lab(&["exec", "swarm-worker-7", "--name", lab, "--", "true"])
+        .output()
+        .unwrap();
+    assert_one_line_error(&no_node, 2, "no node 'swarm-worker-7' in lab 't-loop'");
+    let no_lab = goblog_lab(&["scale", "accountservice=2", "--name", "t-nolab"])
+        .output()
+        .unwrap();
+    assert_one_line_error(&no_lab, 1, "no lab named 't-nolab'");
+}

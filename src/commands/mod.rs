@@ -4,12 +4,35 @@
 pub mod create;
 pub mod destroy;
 pub mod env;
+pub mod exec;
 pub mod lifecycle;
+pub mod logs;
+pub mod scale;
 pub mod status;
 
 use crate::cli::{Cli, Command};
 use crate::error::Result;
 use crate::ui::Ui;
+
+/// A running lab: its files, its state, and its first manager's engine.
+pub struct OpenLab {
+    pub dir: crate::lab::state::LabDir,
+    pub state: crate::lab::state::LabState,
+    pub manager: bollard::Docker,
+}
+
+pub async fn open_lab(name: &str) -> Result<OpenLab> {
+    crate::lab::name::validate(name)?;
+    let dir = crate::lab::state::LabDir::new(name);
+    let state = dir.load()?;
+    let leader = state.leader()?;
+    let manager = crate::docker::connect_node(&leader.docker_host(), &dir.client_certs()).await?;
+    Ok(OpenLab {
+        dir,
+        state,
+        manager,
+    })
+}
 
 pub async fn run(cli: Cli) -> Result<()> {
     let ui = Ui::new(cli.quiet, cli.verbose);
@@ -18,6 +41,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Env(args) => env::run(&args),
         Command::Status(args) => status::run(&args).await,
         Command::Ls(args) => status::ls(&args).await,
+        Command::Scale(args) => scale::run(&args, &ui).await,
+        Command::Logs(args) => logs::run(&args).await,
+        Command::Exec(args) => exec::exec(&args).await,
+        Command::Shell(args) => exec::shell(&args).await,
         Command::Stop(args) => lifecycle::stop(&args, &ui).await,
         Command::Start(args) => lifecycle::start(&args, &ui).await,
         Command::Destroy(args) => destroy::run(&args, &ui).await,

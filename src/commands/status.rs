@@ -9,9 +9,9 @@ use serde::Serialize;
 
 use crate::cli::{LsArgs, Output, StatusArgs};
 use crate::commands::destroy::labelled_labs;
+use crate::commands::{open_lab, OpenLab};
 use crate::docker;
 use crate::error::{Context, Result};
-use crate::lab::name;
 use crate::lab::state::{saved_labs, LabDir, Routing};
 
 #[derive(Debug, Serialize)]
@@ -55,10 +55,8 @@ pub struct TaskRow {
 }
 
 pub async fn collect(lab: &str) -> Result<Status> {
-    let dir = LabDir::new(lab);
-    let state = dir.load()?;
+    let OpenLab { state, manager, .. } = open_lab(lab).await?;
     let leader = state.leader()?;
-    let manager = docker::connect_node(&leader.docker_host(), &dir.client_certs()).await?;
     let (nodes, services, tasks) = tokio::try_join!(
         async {
             manager
@@ -223,7 +221,6 @@ pub async fn collect(lab: &str) -> Result<Status> {
 }
 
 pub async fn run(args: &StatusArgs) -> Result<()> {
-    name::validate(&args.name)?;
     let status = collect(&args.name).await?;
     if args.output == Output::Json {
         println!(

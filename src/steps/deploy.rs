@@ -42,6 +42,17 @@ pub async fn create(
     Ok(())
 }
 
+/// The image's HEALTHCHECK command, checked every second rather than every
+/// three, so a new task serves sooner.
+pub fn health_check() -> HealthConfig {
+    HealthConfig {
+        interval: Some(SECOND),
+        timeout: Some(2 * SECOND),
+        retries: Some(3),
+        ..Default::default()
+    }
+}
+
 fn spec(lab: &str, d: &Deployment, routing: Routing) -> ServiceSpec {
     let endpoint_spec = match routing {
         // The ingress mesh publishes on every node and balances by VIP.
@@ -79,14 +90,7 @@ fn spec(lab: &str, d: &Deployment, routing: Routing) -> ServiceSpec {
             container_spec: Some(TaskSpecContainerSpec {
                 image: Some(d.image.clone()),
                 env: Some(d.env.clone()),
-                // The image's HEALTHCHECK command, checked every second
-                // rather than every three, so a new task serves sooner.
-                health_check: Some(HealthConfig {
-                    interval: Some(SECOND),
-                    timeout: Some(2 * SECOND),
-                    retries: Some(3),
-                    ..Default::default()
-                }),
+                health_check: Some(health_check()),
                 stop_grace_period: Some(10 * SECOND),
                 ..Default::default()
             }),

@@ -11,8 +11,9 @@ use crate::error::{Context, Error, Result};
 use crate::http::HttpClient;
 use crate::ui::Ui;
 
-/// Waits until Swarm runs `replicas` tasks of `service` (each past its
-/// health check); on timeout, says what the tasks report.
+/// Waits until Swarm runs exactly `replicas` tasks of `service`, each past
+/// its health check, and the tasks it is stopping (after a scale down or an
+/// update) are gone; on timeout, says what the tasks report.
 pub async fn until_converged(
     docker: &Docker,
     ui: &Ui,
@@ -23,11 +24,8 @@ pub async fn until_converged(
     use bollard::models::TaskState;
     use bollard::query_parameters::ListTasksOptions;
     let deadline = Instant::now() + timeout;
-    let filters = HashMap::from([
-        ("service".to_string(), vec![service.to_string()]),
-        ("desired-state".to_string(), vec!["running".to_string()]),
-    ]);
-    let mut last_running = u64::MAX;
+    let filters = HashMap::from([("service".to_string(), vec![service.to_string()])]);
+    let mut last = (u64::MAX, u64::MAX);
     loop {
         let tasks = docker
             .list_tasks(Some(ListTasksOptions {
@@ -35,15 +33,22 @@ pub async fn until_converged(
             }))
             .await
             .with_context(|| format!("listing the tasks of {service}"))?;
-        let running = tasks
+        let is_running = |t: &&bollard::models::Task| {
+            t.status.as_ref().and_then(|s| s.state) == Some(TaskState::RUNNING)
+        };
+        let running = tasks.iter().filter(is_running).count() as u64;
+        let wanted_running = tasks
             .iter()
-            .filter(|t| t.status.as_ref().and_then(|s| s.state) == Some(TaskState::RUNNING))
+            .filter(|t| t.desired_state == Some(TaskState::RUNNING))
+            .filter(is_running)
             .count() as u64;
-        if running != last_running {
-            ui.detail(format!("{service}: {running}/{replicas} running"));
-            last_running = running;
+        if (running, wanted_running) != last {
+            ui.detail(format!(
+                "{service}: {wanted_running}/{replicas} running ({running} in all)"
+            ));
+            last = (running, wanted_running);
         }
-        if running >= replicas {
+        if running == replicas && wanted_running == replicas {
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -54,7 +59,7 @@ pub async fn until_converged(
                 .map(|e| format!(": {e}"))
                 .unwrap_or_default();
             return Err(Error::failed(format!(
-                "{service} has {running}/{replicas} replicas running after {}s{why}",
+                "{service} has {wanted_running}/{replicas} replicas running after {}s{why}",
                 timeout.as_secs()
             )));
         }
