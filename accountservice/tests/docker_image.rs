@@ -56,7 +56,9 @@ impl Drop for Cleanup {
 
 fn build_static_binary() -> PathBuf {
     let root = workspace_root();
-    let target_dir = root.join("target").join("accountservice-image");
+    // The same directory and flags as the lab's own build (src/steps/images.rs),
+    // so a test run compiles the static binary once.
+    let target_dir = root.join("target").join("goblog-lab");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     run(Command::new(cargo)
         .current_dir(&root)
