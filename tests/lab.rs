@@ -273,6 +273,13 @@ fn create_env_docker_curl_destroy() {
     assert!(status.status.success());
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(status["nodes"].as_array().unwrap().len(), 3);
+    // Pushing left no `127.0.0.1:PORT/...` tags behind on the host engine.
+    let push_prefix = format!("{}/", status["registry"].as_str().unwrap());
+    let repositories = stdout(&docker(&["images", "--format", "{{.Repository}}"]));
+    assert!(
+        !repositories.lines().any(|r| r.starts_with(&push_prefix)),
+        "{repositories}"
+    );
     assert_eq!(status["manager_ip"], manager_ip.as_str());
     let account = status["services"]
         .as_array()

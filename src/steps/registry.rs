@@ -17,8 +17,8 @@ use bollard::models::{
     PortBinding,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, PushImageOptionsBuilder, TagImageOptionsBuilder,
-    UploadToContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, PushImageOptionsBuilder, RemoveImageOptionsBuilder,
+    TagImageOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use bollard::Docker;
 
@@ -235,7 +235,7 @@ pub async fn push(docker: &Docker, registry: &RegistryState, image: &LocalImage)
         )
         .await
         .with_context(|| format!("tagging {}", image.reference()))?;
-    drain(
+    let pushed = drain(
         docker.push_image(
             &push_repo,
             Some(PushImageOptionsBuilder::default().tag(&image.tag).build()),
@@ -243,7 +243,19 @@ pub async fn push(docker: &Docker, registry: &RegistryState, image: &LocalImage)
         ),
         &format!("pushing {} to the lab registry", image.reference()),
     )
-    .await?;
+    .await;
+    // The push tag names this lab's port; left behind, every lab would add
+    // one more tag to the host engine. Untag only: the image stays.
+    let untagged = docker
+        .remove_image(
+            &format!("{push_repo}:{}", image.tag),
+            Some(RemoveImageOptionsBuilder::default().noprune(true).build()),
+            None,
+        )
+        .await
+        .with_context(|| format!("untagging {push_repo}:{}", image.tag));
+    pushed?;
+    untagged?;
     Ok(format!(
         "{}/{}:{}",
         registry.pull_address,
