@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::io::Write;
 
 use bollard::container::LogOutput;
-use bollard::query_parameters::{ListNodesOptions, ListTasksOptions, LogsOptionsBuilder};
+use bollard::query_parameters::{ListTasksOptions, LogsOptionsBuilder};
 use futures_util::stream::{select_all, StreamExt};
 
 use crate::cli::LogsArgs;
@@ -25,14 +25,7 @@ pub async fn run(args: &LogsArgs) -> Result<()> {
         }
         return Err(err).with_context(|| format!("reading service {}", args.service));
     }
-    let nodes = manager
-        .list_nodes(None::<ListNodesOptions>)
-        .await
-        .context("listing nodes")?;
-    let hostname: HashMap<String, String> = nodes
-        .into_iter()
-        .filter_map(|n| Some((n.id?, n.description?.hostname?)))
-        .collect();
+    let hostname = crate::steps::swarm::node_hostnames(manager).await?;
     let filters = HashMap::from([("service".to_string(), vec![args.service.clone()])]);
     let mut tasks = manager
         .list_tasks(Some(ListTasksOptions {

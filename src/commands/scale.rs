@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bollard::models::{ServiceSpecMode, ServiceSpecModeReplicated, TaskState};
-use bollard::query_parameters::{ListNodesOptions, ListTasksOptions, UpdateServiceOptions};
+use bollard::query_parameters::{ListTasksOptions, UpdateServiceOptions};
 use serde::Serialize;
 
 use crate::cli::{Output, ScaleArgs};
@@ -110,14 +110,7 @@ pub async fn run(args: &ScaleArgs, ui: &Ui) -> Result<()> {
 
 /// Which node runs each running task of `service`, by task slot.
 async fn placement(manager: &bollard::Docker, service: &str) -> Result<Vec<Placement>> {
-    let nodes = manager
-        .list_nodes(None::<ListNodesOptions>)
-        .await
-        .context("listing nodes")?;
-    let hostname: HashMap<String, String> = nodes
-        .into_iter()
-        .filter_map(|n| Some((n.id?, n.description?.hostname?)))
-        .collect();
+    let hostname = crate::steps::swarm::node_hostnames(manager).await?;
     let filters = HashMap::from([
         ("service".to_string(), vec![service.to_string()]),
         ("desired-state".to_string(), vec!["running".to_string()]),

@@ -77,6 +77,19 @@ pub async fn join(
         .with_context(|| format!("{} joining the Swarm", node.hostname))
 }
 
+/// Swarm node IDs to the hostnames `docker node ls` shows, for naming
+/// where tasks run.
+pub async fn node_hostnames(manager: &Docker) -> Result<HashMap<String, String>> {
+    let nodes = manager
+        .list_nodes(None::<bollard::query_parameters::ListNodesOptions>)
+        .await
+        .context("listing the Swarm's nodes")?;
+    Ok(nodes
+        .into_iter()
+        .filter_map(|n| Some((n.id?, n.description?.hostname?)))
+        .collect())
+}
+
 /// The blog's `docker network create --driver overlay my_network`, made
 /// attachable so plain containers (and `goblog-lab exec`) can join it.
 pub async fn create_overlay(docker: &Docker, name: &str, lab: &str) -> Result<()> {
