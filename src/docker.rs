@@ -108,6 +108,28 @@ fn parse_api(api: &str) -> Option<(u32, u32)> {
     Some((major.parse().ok()?, minor.parse().ok()?))
 }
 
+/// The engine answers 404 for an object already gone and 304 for a
+/// container already started or stopped.
+pub const GONE: u16 = 404;
+pub const ALREADY: u16 = 304;
+
+/// Whether the engine refused with HTTP `status`.
+pub fn has_status(err: &bollard::errors::Error, status: u16) -> bool {
+    matches!(err, bollard::errors::Error::DockerResponseServerError { status_code, .. } if *status_code == status)
+}
+
+/// Counts an answer of `status` as success: removing what is gone, or
+/// starting what runs, leaves things as asked, so these calls are idempotent.
+pub fn tolerate(
+    result: std::result::Result<(), bollard::errors::Error>,
+    status: u16,
+) -> std::result::Result<(), bollard::errors::Error> {
+    match result {
+        Err(err) if has_status(&err, status) => Ok(()),
+        other => other,
+    }
+}
+
 /// The containers, volumes and networks that carry a label: how every
 /// lab object is found, with or without the state file.
 #[derive(Debug, Default)]

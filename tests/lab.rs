@@ -108,6 +108,20 @@ impl Drop for LabGuard {
     }
 }
 
+/// A lab without services: nodes, Swarm and registry only, for tests about
+/// the lab itself rather than what runs on it.
+fn create_bare(lab: &str, workers: &str) -> Output {
+    run(&[
+        "create",
+        "-q",
+        "--name",
+        lab,
+        "--workers",
+        workers,
+        "--no-deploy",
+    ])
+}
+
 /// Parses `export K="V"` lines of `goblog-lab env`.
 fn env_vars(text: &str) -> HashMap<String, String> {
     text.lines()
@@ -361,27 +375,9 @@ fn two_labs_run_side_by_side() {
 fn create_twice_says_it_exists_and_keeps_the_first() {
     let lab = "t-twice";
     let _guard = LabGuard::new(lab);
-    assert!(run(&[
-        "create",
-        "-q",
-        "--name",
-        lab,
-        "--workers",
-        "0",
-        "--no-deploy"
-    ])
-    .status
-    .success());
+    assert!(create_bare(lab, "0").status.success());
     let before = labelled(lab);
-    let second = run(&[
-        "create",
-        "-q",
-        "--name",
-        lab,
-        "--workers",
-        "0",
-        "--no-deploy",
-    ]);
+    let second = create_bare(lab, "0");
     assert_one_line_error(&second, 1, "lab 't-twice' already exists");
     assert!(stderr(&second).contains("goblog-lab destroy --name t-twice"));
     assert_eq!(labelled(lab), before, "the first lab was touched");
@@ -392,17 +388,7 @@ fn create_twice_says_it_exists_and_keeps_the_first() {
 fn destroy_works_without_the_state_file() {
     let lab = "t-nostate";
     let _guard = LabGuard::new(lab);
-    assert!(run(&[
-        "create",
-        "-q",
-        "--name",
-        lab,
-        "--workers",
-        "1",
-        "--no-deploy"
-    ])
-    .status
-    .success());
+    assert!(create_bare(lab, "1").status.success());
     std::fs::remove_dir_all(home().join("labs").join(lab)).unwrap();
     let listed = run(&["ls"]);
     assert!(stdout(&listed).contains("orphaned"), "{}", stdout(&listed));

@@ -17,7 +17,7 @@ pub async fn run(args: &LogsArgs) -> Result<()> {
     let lab = open_lab(&args.name).await?;
     let manager = &lab.manager;
     if let Err(err) = manager.inspect_service(&args.service, None).await {
-        if crate::driver::dind::is_not_found(&err) {
+        if crate::docker::has_status(&err, crate::docker::GONE) {
             return Err(Error::usage(format!(
                 "no service '{}' in lab '{}'",
                 args.service, lab.state.name

@@ -25,7 +25,7 @@ pub async fn run(args: &ScaleArgs, ui: &Ui) -> Result<()> {
     let mut lab = open_lab(&args.name).await?;
     let current = match lab.manager.inspect_service(service, None).await {
         Ok(current) => current,
-        Err(err) if crate::driver::dind::is_not_found(&err) => {
+        Err(err) if crate::docker::has_status(&err, crate::docker::GONE) => {
             let names: Vec<String> = lab.state.services.iter().map(|s| s.name.clone()).collect();
             return Err(Error::usage(format!(
                 "no service '{service}' in lab '{}' (it has: {})",

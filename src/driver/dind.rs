@@ -28,7 +28,7 @@ use bollard::Docker;
 use futures_util::future::try_join_all;
 
 use super::{Driver, LabNetwork, NodePlan, Removed, DOCKER_TLS_PORT};
-use crate::docker::{Labelled, LABEL_LAB, LABEL_ROLE};
+use crate::docker::{tolerate, Labelled, ALREADY, GONE, LABEL_LAB, LABEL_ROLE};
 use crate::error::{docker_message, Context, Error, Result};
 use crate::lab::state::{NetworkState, NodeState};
 use crate::ui::Ui;
@@ -232,11 +232,11 @@ impl DindDriver {
             .force(true)
             .v(true)
             .build();
-        match self.docker.remove_container(name, Some(options)).await {
-            Ok(()) => Ok(()),
-            Err(err) if is_not_found(&err) => Ok(()),
-            Err(err) => Err(err).with_context(|| format!("removing container {name}")),
-        }
+        tolerate(
+            self.docker.remove_container(name, Some(options)).await,
+            GONE,
+        )
+        .with_context(|| format!("removing container {name}"))
     }
 
     async fn used_subnets(&self) -> Result<Vec<(Ipv4Addr, u8)>> {
@@ -349,21 +349,16 @@ impl Driver for DindDriver {
         let options = bollard::query_parameters::StopContainerOptionsBuilder::default()
             .t(20)
             .build();
-        match self.docker.stop_container(&node.id, Some(options)).await {
-            Err(err) if !is_not_modified(&err) => {
-                Err(err).with_context(|| format!("stopping node {}", node.hostname))
-            }
-            _ => Ok(()),
-        }
+        tolerate(
+            self.docker.stop_container(&node.id, Some(options)).await,
+            ALREADY,
+        )
+        .with_context(|| format!("stopping node {}", node.hostname))
     }
 
     async fn start_node(&self, node: &NodeState) -> Result<()> {
-        match self.docker.start_container(&node.id, None).await {
-            Err(err) if !is_not_modified(&err) => {
-                Err(err).with_context(|| format!("starting node {}", node.hostname))
-            }
-            _ => Ok(()),
-        }
+        tolerate(self.docker.start_container(&node.id, None).await, ALREADY)
+            .with_context(|| format!("starting node {}", node.hostname))
     }
 
     async fn ensure_running(&self, node: &NodeState) -> Result<()> {
@@ -462,22 +457,15 @@ pub async fn remove_labelled(docker: &Docker, lab: &str) -> Result<Removed> {
                     .force(true)
                     .v(true)
                     .build();
-                match docker.remove_container(id, Some(options)).await {
-                    Err(err) if !is_not_found(&err) => Err(err)
-                        .with_context(|| format!("removing container {}", &id[..12.min(id.len())])),
-                    _ => Ok(()),
-                }
+                tolerate(docker.remove_container(id, Some(options)).await, GONE)
+                    .with_context(|| format!("removing container {}", &id[..12.min(id.len())]))
             }),
     )
     .await?;
     try_join_all(found.volumes.iter().map(|v| async move {
         let options = RemoveVolumeOptionsBuilder::default().force(true).build();
-        match docker.remove_volume(&v.name, Some(options)).await {
-            Err(err) if !is_not_found(&err) => {
-                Err(err).with_context(|| format!("removing volume {}", v.name))
-            }
-            _ => Ok(()),
-        }
+        tolerate(docker.remove_volume(&v.name, Some(options)).await, GONE)
+            .with_context(|| format!("removing volume {}", v.name))
     }))
     .await?;
     try_join_all(
@@ -486,10 +474,7 @@ pub async fn remove_labelled(docker: &Docker, lab: &str) -> Result<Removed> {
             .iter()
             .filter_map(|n| n.id.as_deref())
             .map(|id| async move {
-                match docker.remove_network(id).await {
-                    Err(err) if !is_not_found(&err) => Err(err).context("removing the lab network"),
-                    _ => Ok(()),
-                }
+                tolerate(docker.remove_network(id).await, GONE).context("removing the lab network")
             }),
     )
     .await?;
@@ -498,27 +483,6 @@ pub async fn remove_labelled(docker: &Docker, lab: &str) -> Result<Removed> {
         volumes: found.volumes.len(),
         networks: found.networks.len(),
     })
-}
-
-/// 304: already started, or already stopped.
-pub fn is_not_modified(err: &bollard::errors::Error) -> bool {
-    matches!(
-        err,
-        bollard::errors::Error::DockerResponseServerError {
-            status_code: 304,
-            ..
-        }
-    )
-}
-
-pub fn is_not_found(err: &bollard::errors::Error) -> bool {
-    matches!(
-        err,
-        bollard::errors::Error::DockerResponseServerError {
-            status_code: 404,
-            ..
-        }
-    )
 }
 
 fn refuses_privileged(message: &str) -> bool {

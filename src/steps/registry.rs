@@ -22,7 +22,7 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 
-use crate::docker::{drain, LABEL_LAB, LABEL_ROLE};
+use crate::docker::{drain, tolerate, ALREADY, LABEL_LAB, LABEL_ROLE};
 use crate::driver::LabNetwork;
 use crate::error::{Context, Error, Result};
 use crate::http::HttpClient;
@@ -163,12 +163,11 @@ pub async fn start(
 /// new host port when the lab asked for any free one, so this returns the
 /// address to push to now.
 pub async fn restart(docker: &Docker, registry: &RegistryState) -> Result<RegistryState> {
-    match docker.start_container(&registry.container, None).await {
-        Err(err) if !crate::driver::dind::is_not_modified(&err) => {
-            return Err(err).context("starting the lab registry");
-        }
-        _ => {}
-    }
+    tolerate(
+        docker.start_container(&registry.container, None).await,
+        ALREADY,
+    )
+    .context("starting the lab registry")?;
     let port = published_port(docker, &registry.container).await?;
     let state = RegistryState {
         push_address: format!("127.0.0.1:{port}"),
@@ -179,12 +178,11 @@ pub async fn restart(docker: &Docker, registry: &RegistryState) -> Result<Regist
 }
 
 pub async fn stop(docker: &Docker, registry: &RegistryState) -> Result<()> {
-    match docker.stop_container(&registry.container, None).await {
-        Err(err) if !crate::driver::dind::is_not_modified(&err) => {
-            Err(err).context("stopping the lab registry")
-        }
-        _ => Ok(()),
-    }
+    tolerate(
+        docker.stop_container(&registry.container, None).await,
+        ALREADY,
+    )
+    .context("stopping the lab registry")
 }
 
 async fn published_port(docker: &Docker, name: &str) -> Result<u16> {
