@@ -78,34 +78,25 @@ async fn check_engine(docker: Docker, host: &str) -> Result<Docker> {
         Ok(Err(err)) => return Err(no_daemon(docker_message(&err))),
         Ok(Ok(_)) => {}
     }
-    let version = docker
-        .version()
-        .await
-        .map_err(|err| no_daemon(docker_message(&err)))?;
-    let api = version.api_version.unwrap_or_default();
-    match parse_api(&api) {
-        Some(found) if found >= MIN_API => {}
-        _ => {
-            return Err(Error::DaemonTooOld {
-                host: host.to_string(),
-                found: if api.is_empty() {
-                    "an unknown version".into()
-                } else {
-                    api
-                },
-                needed: format!("{}.{}", MIN_API.0, MIN_API.1),
-            })
-        }
-    }
-    docker
+    // One /version call: negotiation lowers the client to the engine's API
+    // version, which is then the version to judge.
+    let docker = docker
         .negotiate_version()
         .await
-        .map_err(|err| no_daemon(docker_message(&err)))
+        .map_err(|err| no_daemon(docker_message(&err)))?;
+    let version = docker.client_version();
+    if !is_supported(version.major_version, version.minor_version) {
+        return Err(Error::DaemonTooOld {
+            host: host.to_string(),
+            found: format!("{}.{}", version.major_version, version.minor_version),
+            needed: format!("{}.{}", MIN_API.0, MIN_API.1),
+        });
+    }
+    Ok(docker)
 }
 
-fn parse_api(api: &str) -> Option<(u32, u32)> {
-    let (major, minor) = api.split_once('.')?;
-    Some((major.parse().ok()?, minor.parse().ok()?))
+fn is_supported(major: usize, minor: usize) -> bool {
+    (major as u32, minor as u32) >= MIN_API
 }
 
 /// The engine answers 404 for an object already gone and 304 for a
@@ -230,9 +221,10 @@ mod tests {
 
     #[test]
     fn api_versions_compare_numerically() {
-        assert_eq!(parse_api("1.41"), Some((1, 41)));
-        assert!(parse_api("1.9").unwrap() < MIN_API);
-        assert!(parse_api("1.100").unwrap() > MIN_API);
-        assert_eq!(parse_api("junk"), None);
+        assert!(is_supported(1, 41));
+        assert!(is_supported(1, 40));
+        assert!(!is_supported(1, 9));
+        assert!(!is_supported(1, 24));
+        assert!(is_supported(1, 100));
     }
 }
