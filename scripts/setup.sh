@@ -2,7 +2,9 @@
 # Brings a Debian or Ubuntu machine to what goblog-lab needs, and nothing more:
 #   - a Docker engine that answers (Debian's docker.io, started if not running);
 #   - debootstrap, which builds the lab's node image offline from the apt mirror
-#     this machine already uses.
+#     this machine already uses;
+#   - with --for-tests, also Debian's chromium and chromium-driver, which the
+#     visualizer's browser tests drive.
 # Safe to run again: it installs only what is missing and starts dockerd only
 # when no engine answers. Used by the README's commands and by .ci/run.
 set -euo pipefail
@@ -13,6 +15,10 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 host_docker() { env -u DOCKER_HOST -u DOCKER_TLS_VERIFY -u DOCKER_CERT_PATH docker "$@"; }
 
 missing=()
+if [ "${1:-}" = "--for-tests" ]; then
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+fi
 command -v dockerd >/dev/null 2>&1 || [ -x /usr/sbin/dockerd ] || missing+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
 if [ "${#missing[@]}" -gt 0 ]; then

@@ -42,10 +42,14 @@ pub enum Command {
     /// List the labs on this machine.
     #[command(visible_alias = "list")]
     Ls(LsArgs),
+    /// Rebuild a service from source and roll it out with no failed request (replaces copyall.sh).
+    Deploy(DeployArgs),
     /// Scale a service and wait until Swarm converges: `scale accountservice=5`.
     Scale(ScaleArgs),
     /// A service's logs from every node, each line prefixed by task and node.
     Logs(LogsArgs),
+    /// Serve a live picture of the Swarm (nodes, services, tasks) on http://127.0.0.1:6969.
+    Viz(VizArgs),
     /// Run a command inside a node: `exec swarm-worker-0 -- docker ps`.
     Exec(ExecArgs),
     /// An interactive shell inside a node.
@@ -155,6 +159,30 @@ pub struct LsArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(
+    long_about = "Rebuild a service from source and roll it out with no failed request.\n\n\
+    Compiles the service from the checkout the lab was created from, tags the image by its\n\
+    content, pushes it to the lab registry and updates the Swarm service one task at a time,\n\
+    each new task healthy before an old one stops. Waits until every replica runs the new\n\
+    image, then prints where they run. When the image is unchanged it says so and does nothing."
+)]
+pub struct DeployArgs {
+    /// The service to rebuild [default: every service the lab builds from source].
+    pub service: Option<String>,
+
+    /// Also set the number of replicas (0 to 64).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(0..=MAX_REPLICAS))]
+    pub replicas: Option<u64>,
+
+    /// Name of the lab [default: $GOBLOG_LAB_NAME, else goblog].
+    #[arg(long, env = "GOBLOG_LAB_NAME", default_value = DEFAULT_LAB)]
+    pub name: String,
+
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+#[derive(Debug, Args)]
 pub struct ScaleArgs {
     /// SERVICE=REPLICAS, as in `docker service scale`.
     #[arg(value_name = "SERVICE=N", value_parser = parse_scale)]
@@ -197,6 +225,31 @@ pub struct LogsArgs {
     /// Keep printing new lines.
     #[arg(short, long)]
     pub follow: bool,
+
+    /// Name of the lab [default: $GOBLOG_LAB_NAME, else goblog].
+    #[arg(long, env = "GOBLOG_LAB_NAME", default_value = DEFAULT_LAB)]
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Serve a live picture of the Swarm, in the spirit of dvizz.\n\n\
+    Nodes, services and tasks as a graph, tasks coloured by state, updated within a second of\n\
+    every change (Server-Sent Events). The page is built into goblog-lab and needs no internet.\n\
+    GET /api/state returns the same model as JSON, for scripts."
+)]
+pub struct VizArgs {
+    /// Port to serve on; 0 takes any free port.
+    #[arg(long, default_value_t = 6969)]
+    pub port: u16,
+
+    /// Address to listen on. Anything but loopback lets other machines read the lab's state.
+    #[arg(long, default_value = "127.0.0.1", value_name = "IP")]
+    pub address: std::net::IpAddr,
+
+    /// Also open the page in the default browser ($BROWSER, else xdg-open).
+    #[arg(long)]
+    pub open: bool,
 
     /// Name of the lab [default: $GOBLOG_LAB_NAME, else goblog].
     #[arg(long, env = "GOBLOG_LAB_NAME", default_value = DEFAULT_LAB)]

@@ -13,6 +13,7 @@ mod pki;
 mod steps;
 mod tarball;
 mod ui;
+mod viz;
 
 use std::process::ExitCode;
 

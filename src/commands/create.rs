@@ -37,7 +37,15 @@ pub struct Summary {
     pub registry: String,
     pub routing: Routing,
     pub services: Vec<ServiceSummary>,
+    /// Optional services left out, and why.
+    pub skipped: Vec<Skipped>,
     pub seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Skipped {
+    pub name: String,
+    pub reason: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -142,11 +150,11 @@ async fn build_lab(
         &authority,
         &registry::container_name(lab),
     )?;
-    let (nodes, (registry_state, images)) =
+    let (nodes, (registry_state, (images, skipped))) =
         tokio::try_join!(driver.create_nodes(&network, &node_image, &plans), async {
             tokio::try_join!(
                 registry::start(host, lab, &network, &node_image, spec.registry.port),
-                build_images(host, loaded, &node_image, args.no_deploy, prebuilt),
+                build_images(host, loaded, &node_image, args.no_deploy, prebuilt, ui),
             )
         })?;
     let mut state = LabState::new(
@@ -157,6 +165,7 @@ async fn build_lab(
         registry_state,
     );
     state.nodes = nodes.clone();
+    state.project_root = Some(loaded.project_root.clone());
     dir.save(&state)?;
     step.done();
 
@@ -221,6 +230,7 @@ async fn build_lab(
         registry: state.registry.push_address.clone(),
         routing,
         services: Vec::new(),
+        skipped: skipped.clone(),
         seconds: 0.0,
     };
     if args.no_deploy {
@@ -229,20 +239,24 @@ async fn build_lab(
     }
 
     // 5. The services, from the lab registry.
+    let services: Vec<&spec::ServiceSpec> = spec
+        .services
+        .iter()
+        .filter(|s| !skipped.iter().any(|skip| skip.name == s.name))
+        .collect();
     let step = ui.step(format!(
         "Deploying {} 🚀",
-        spec.services
+        services
             .iter()
             .map(|s| s.name.as_str())
             .collect::<Vec<_>>()
             .join(", ")
     ));
-    for service in &spec.services {
-        let image = match (&service.image, pulled.get(&service.name)) {
-            (Some(image), _) => image.clone(),
-            (None, Some(pulled)) => pulled.clone(),
-            (None, None) => unreachable!("every built service was pushed"),
-        };
+    for service in &services {
+        let image = pulled
+            .get(&service.name)
+            .cloned()
+            .expect("every deployed service's image was pushed");
         let deployment = deploy::Deployment {
             name: service.name.clone(),
             image,
@@ -262,13 +276,13 @@ async fn build_lab(
             replicas: deployment.replicas,
             ports: deployment.ports,
             probe: service.probe.clone(),
+            build: service.build.clone(),
         });
     }
     dir.save(&state)?;
     step.done();
 
-    let routes: Vec<edge::Route> = spec
-        .services
+    let routes: Vec<edge::Route> = services
         .iter()
         .flat_map(|s| {
             s.ports.iter().map(move |&port| edge::Route {
@@ -298,7 +312,7 @@ async fn build_lab(
 
     // 6. Up means every replica running and the service answering through
     //    $ManagerIP, as the tutorial will call it.
-    for service in &spec.services {
+    for service in &services {
         let replicas = state
             .services
             .iter()
@@ -313,6 +327,7 @@ async fn build_lab(
             ui,
             &service.name,
             replicas,
+            None,
             Duration::from_secs(180),
         )
         .await?;
@@ -364,26 +379,64 @@ async fn build_services(
 }
 
 /// The images the nodes pull from the lab registry, by service name: the
-/// edge proxy and the built services (unless step 1 built them already).
+/// edge proxy, the built services (unless step 1 built them already) and
+/// the prebuilt ones; and the optional services left out, with why.
 async fn build_images(
     host: &Docker,
     loaded: &LoadedSpec,
     node_image: &str,
     no_deploy: bool,
-    prebuilt: Option<BTreeMap<String, images::LocalImage>>,
-) -> Result<BTreeMap<String, images::LocalImage>> {
+    built: Option<BTreeMap<String, images::LocalImage>>,
+    ui: &Ui,
+) -> Result<(BTreeMap<String, images::LocalImage>, Vec<Skipped>)> {
     if no_deploy {
-        return Ok(BTreeMap::new());
+        return Ok((BTreeMap::new(), Vec::new()));
     }
     let services = async {
-        match prebuilt {
+        match built {
             Some(built) => Ok(built),
             None => build_services(host, loaded, no_deploy).await,
         }
     };
-    let (edge, mut all) = tokio::try_join!(images::edge(host, node_image), services)?;
+    let (edge, mut all, (prebuilt, skipped)) = tokio::try_join!(
+        images::edge(host, node_image),
+        services,
+        prebuilt_images(host, loaded, ui)
+    )?;
     all.insert(edge::SERVICE_NAME.to_string(), edge);
-    Ok(all)
+    all.extend(prebuilt);
+    Ok((all, skipped))
+}
+
+/// The services that run a prebuilt image; an optional one that cannot be
+/// had is skipped with one line, a required one fails the create.
+async fn prebuilt_images(
+    host: &Docker,
+    loaded: &LoadedSpec,
+    ui: &Ui,
+) -> Result<(BTreeMap<String, images::LocalImage>, Vec<Skipped>)> {
+    let mut found = BTreeMap::new();
+    let mut skipped = Vec::new();
+    for service in &loaded.spec.services {
+        let Some(reference) = &service.image else {
+            continue;
+        };
+        match images::prebuilt(host, reference).await {
+            Ok(image) => {
+                found.insert(service.name.clone(), image);
+            }
+            Err(err) if service.optional => {
+                let reason = format!("{reference} is not on this machine's engine, and {err}");
+                ui.warn(format!("skipping the optional {}: {reason}", service.name));
+                skipped.push(Skipped {
+                    name: service.name.clone(),
+                    reason,
+                });
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    Ok((found, skipped))
 }
 
 /// Pushes every image to the lab registry; returns what the nodes pull, by
@@ -523,6 +576,9 @@ fn print_summary(summary: &Summary, output: Output) {
     println!("  ManagerIP  {}", summary.manager_ip);
     println!("  registry   {} (push from this machine)", summary.registry);
     println!("  routing    {routing}");
+    for skipped in &summary.skipped {
+        println!("  skipped    {} ({})", skipped.name, skipped.reason);
+    }
     for service in &summary.services {
         let seen = if service.served_by.is_empty() {
             String::new()

@@ -2,6 +2,7 @@
 //! stdout, its progress to stderr.
 
 pub mod create;
+pub mod deploy;
 pub mod destroy;
 pub mod env;
 pub mod exec;
@@ -9,6 +10,7 @@ pub mod lifecycle;
 pub mod logs;
 pub mod scale;
 pub mod status;
+pub mod viz;
 
 use crate::cli::{Cli, Command};
 use crate::error::Result;
@@ -41,8 +43,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Env(args) => env::run(&args),
         Command::Status(args) => status::run(&args).await,
         Command::Ls(args) => status::ls(&args).await,
+        Command::Deploy(args) => deploy::run(&args, &ui).await,
         Command::Scale(args) => scale::run(&args, &ui).await,
         Command::Logs(args) => logs::run(&args).await,
+        Command::Viz(args) => viz::run(&args, &ui).await,
         Command::Exec(args) => exec::exec(&args).await,
         Command::Shell(args) => exec::shell(&args).await,
         Command::Stop(args) => lifecycle::stop(&args, &ui).await,

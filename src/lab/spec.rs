@@ -62,6 +62,10 @@ pub struct ServiceSpec {
     /// HTTP path `create` calls through `$ManagerIP` to know the lab is up.
     #[serde(default)]
     pub probe: Option<String>,
+    /// A prebuilt image the lab can do without: deployed when its image can
+    /// be had, else skipped with one line saying why.
+    #[serde(default)]
+    pub optional: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -147,6 +151,12 @@ impl LabSpec {
                         service.name
                     )))
                 }
+            }
+            if service.optional && service.build.is_some() {
+                return Err(fail(format!(
+                    "services.{}: `optional` is for prebuilt images; a service built from source is always deployed",
+                    service.name
+                )));
             }
             if service.ports.contains(&0) {
                 return Err(fail(format!(

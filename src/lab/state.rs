@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Context, Error, Result};
+use crate::lab::spec::BuildSpec;
 
 const STATE_VERSION: u32 = 1;
 
@@ -86,6 +87,9 @@ pub struct ServiceState {
     /// What `create` and `start` call through `$ManagerIP` to know it is up.
     #[serde(default)]
     pub probe: Option<String>,
+    /// How `deploy` rebuilds it; none for a prebuilt image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<BuildSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -100,6 +104,10 @@ pub struct LabState {
     pub registry: RegistryState,
     pub routing: Routing,
     pub services: Vec<ServiceState>,
+    /// The checkout the built services come from, so `deploy` rebuilds the
+    /// same sources `create` built.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_root: Option<PathBuf>,
 }
 
 impl LabState {
@@ -123,6 +131,7 @@ impl LabState {
             registry,
             routing: Routing::Edge,
             services: Vec::new(),
+            project_root: None,
         }
     }
 
@@ -296,7 +305,12 @@ mod tests {
             replicas: 3,
             ports: vec![6767],
             probe: Some("/accounts/10000".into()),
+            build: Some(BuildSpec {
+                package: "accountservice".into(),
+                context: "images/accountservice".into(),
+            }),
         });
+        state.project_root = Some("/src/goblog".into());
         state
     }
 

@@ -50,8 +50,11 @@ defaults
     timeout client 60s
     timeout server 60s
     timeout http-request 10s
+    # A task that is stopping may close a connection the proxy just picked;
+    # GETs are safe to send again, to another task.
     option redispatch
     retries 3
+    retry-on conn-failure empty-response response-timeout
 
 # Docker's embedded DNS, asked again every second, so new tasks get traffic
 # and stopped ones lose it within a second or two.

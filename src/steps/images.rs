@@ -9,7 +9,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use bollard::query_parameters::BuildImageOptionsBuilder;
+use std::time::Duration;
+
+use bollard::query_parameters::{BuildImageOptionsBuilder, CreateImageOptionsBuilder};
 use bollard::Docker;
 use sha2::{Digest, Sha256};
 
@@ -36,6 +38,47 @@ impl LocalImage {
             .rsplit('/')
             .next()
             .unwrap_or(&self.repository)
+    }
+}
+
+impl LocalImage {
+    /// Splits `registry:5000/name:tag`; no tag means `latest`.
+    pub fn parse(reference: &str) -> LocalImage {
+        let reference = reference.split('@').next().unwrap_or(reference);
+        let slash = reference.rfind('/').map_or(0, |i| i + 1);
+        match reference[slash..].rsplit_once(':') {
+            Some((name, tag)) => LocalImage {
+                repository: format!("{}{name}", &reference[..slash]),
+                tag: tag.to_string(),
+            },
+            None => LocalImage {
+                repository: reference.to_string(),
+                tag: "latest".into(),
+            },
+        }
+    }
+}
+
+/// A prebuilt image, made ready for the lab registry: the host engine's
+/// copy when it has one (so a workshop can `docker pull` once, before going
+/// offline), else pulled by the host engine now. The error says why not.
+pub async fn prebuilt(docker: &Docker, reference: &str) -> Result<LocalImage> {
+    let image = LocalImage::parse(reference);
+    if docker.inspect_image(&image.reference()).await.is_ok() {
+        return Ok(image);
+    }
+    let options = CreateImageOptionsBuilder::default()
+        .from_image(&image.repository)
+        .tag(&image.tag)
+        .build();
+    let action = format!("pulling {}", image.reference());
+    let pull = drain(docker.create_image(Some(options), None, None), &action);
+    match tokio::time::timeout(Duration::from_secs(120), pull).await {
+        Ok(pulled) => pulled.map(|_| image),
+        Err(_) => Err(Error::failed(format!(
+            "pulling {} took over 2 minutes",
+            image.reference()
+        ))),
     }
 }
 
@@ -77,8 +120,7 @@ pub async fn service(
     let binary = cargo_build_static(project_root, &build.package).await?;
     let context_dir = project_root.join(&build.context);
     let mut files = read_context(&context_dir)?;
-    let bytes = std::fs::read(&binary).with_context(|| format!("reading {}", binary.display()))?;
-    files.push((build.package.clone(), bytes, 0o755));
+    files.push((build.package.clone(), binary, 0o755));
     let context = tar_context(&files)?;
     let image = LocalImage {
         repository: format!("goblog-lab/{service}"),
@@ -90,11 +132,17 @@ pub async fn service(
     Ok(image)
 }
 
-/// The static binary of `package`. Uses its own target directory so it
-/// never waits on (or invalidates) the build of goblog-lab itself.
-async fn cargo_build_static(project_root: &Path, package: &str) -> Result<PathBuf> {
+/// The static binary of `package`, read into memory. Uses its own target
+/// directory so it never waits on (or invalidates) the build of goblog-lab
+/// itself; `GOBLOG_LAB_TARGET_DIR` moves it, e.g. to share compiled
+/// dependencies between checkouts. Checkouts sharing it write the same
+/// output path, so a lock spans the build and the read.
+async fn cargo_build_static(project_root: &Path, package: &str) -> Result<Vec<u8>> {
     let triple = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
-    let target_dir = project_root.join("target").join("goblog-lab");
+    let target_dir = std::env::var_os("GOBLOG_LAB_TARGET_DIR")
+        .filter(|dir| !dir.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| project_root.join("target").join("goblog-lab"));
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     if !project_root.join("Cargo.toml").is_file() {
         return Err(Error::failed(format!(
@@ -102,6 +150,14 @@ async fn cargo_build_static(project_root: &Path, package: &str) -> Result<PathBu
             project_root.display()
         )));
     }
+    std::fs::create_dir_all(&target_dir)
+        .with_context(|| format!("creating {}", target_dir.display()))?;
+    let lock = std::fs::File::create(target_dir.join("goblog-lab-build.lock"))
+        .context("creating the service build lock")?;
+    let lock = tokio::task::spawn_blocking(move || lock.lock().map(|_| lock))
+        .await
+        .expect("the lock task does not panic")
+        .context("waiting for the service build lock")?;
     let output = tokio::process::Command::new(&cargo)
         .args([
             "build",
@@ -133,7 +189,10 @@ async fn cargo_build_static(project_root: &Path, package: &str) -> Result<PathBu
             "cargo build of {package} failed: {first_error}"
         )));
     }
-    Ok(target_dir.join(&triple).join("release").join(package))
+    let binary = target_dir.join(&triple).join("release").join(package);
+    let bytes = std::fs::read(&binary).with_context(|| format!("reading {}", binary.display()))?;
+    drop(lock);
+    Ok(bytes)
 }
 
 fn read_context(dir: &Path) -> Result<Vec<(String, Vec<u8>, u32)>> {
@@ -198,4 +257,37 @@ async fn build_image(
     )
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_references_split_into_repository_and_tag() {
+        let split = |r: &str| {
+            let image = LocalImage::parse(r);
+            (image.repository, image.tag)
+        };
+        assert_eq!(
+            split("eriklupander/quotes-service"),
+            ("eriklupander/quotes-service".into(), "latest".into())
+        );
+        assert_eq!(
+            split("debian:bookworm"),
+            ("debian".into(), "bookworm".into())
+        );
+        assert_eq!(
+            split("registry:5000/quotes:1"),
+            ("registry:5000/quotes".into(), "1".into())
+        );
+        assert_eq!(
+            split("registry:5000/quotes"),
+            ("registry:5000/quotes".into(), "latest".into())
+        );
+        assert_eq!(
+            LocalImage::parse("eriklupander/quotes-service").short_name(),
+            "quotes-service"
+        );
+    }
 }

@@ -254,10 +254,15 @@ pub async fn push(docker: &Docker, registry: &RegistryState, image: &LocalImage)
         .with_context(|| format!("untagging {push_repo}:{}", image.tag));
     pushed?;
     untagged?;
-    Ok(format!(
+    Ok(pull_reference(registry, image))
+}
+
+/// The reference the nodes pull `image` by, once pushed.
+pub fn pull_reference(registry: &RegistryState, image: &LocalImage) -> String {
+    format!(
         "{}/{}:{}",
         registry.pull_address,
         image.short_name(),
         image.tag
-    ))
+    )
 }

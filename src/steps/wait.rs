@@ -12,20 +12,25 @@ use crate::http::HttpClient;
 use crate::ui::Ui;
 
 /// Waits until Swarm runs exactly `replicas` tasks of `service`, each past
-/// its health check, and the tasks it is stopping (after a scale down or an
-/// update) are gone; on timeout, says what the tasks report.
+/// its health check (and, given `image`, on that image), and the tasks it
+/// is stopping (after a scale down or an update) are gone. On timeout, or
+/// when Swarm gives up on an update and rolls it back, says what the tasks
+/// report. Returns when all wanted replicas first ran, before the stopping
+/// tasks were gone: from then on only the new tasks get traffic.
 pub async fn until_converged(
     docker: &Docker,
     ui: &Ui,
     service: &str,
     replicas: u64,
+    image: Option<&str>,
     timeout: Duration,
-) -> Result<()> {
-    use bollard::models::TaskState;
+) -> Result<Instant> {
+    use bollard::models::{ServiceUpdateStatusStateEnum as Update, Task, TaskState};
     use bollard::query_parameters::ListTasksOptions;
     let deadline = Instant::now() + timeout;
     let filters = HashMap::from([("service".to_string(), vec![service.to_string()])]);
     let mut last = (u64::MAX, u64::MAX);
+    let mut all_wanted_running: Option<Instant> = None;
     loop {
         let tasks = docker
             .list_tasks(Some(ListTasksOptions {
@@ -33,14 +38,18 @@ pub async fn until_converged(
             }))
             .await
             .with_context(|| format!("listing the tasks of {service}"))?;
-        let is_running = |t: &&bollard::models::Task| {
-            t.status.as_ref().and_then(|s| s.state) == Some(TaskState::RUNNING)
+        let is_running =
+            |t: &&Task| t.status.as_ref().and_then(|s| s.state) == Some(TaskState::RUNNING);
+        let on_image = |t: &&Task| match image {
+            None => true,
+            Some(image) => task_image(t).is_some_and(|i| i.split('@').next() == Some(image)),
         };
         let running = tasks.iter().filter(is_running).count() as u64;
         let wanted_running = tasks
             .iter()
             .filter(|t| t.desired_state == Some(TaskState::RUNNING))
             .filter(is_running)
+            .filter(on_image)
             .count() as u64;
         if (running, wanted_running) != last {
             ui.detail(format!(
@@ -48,23 +57,61 @@ pub async fn until_converged(
             ));
             last = (running, wanted_running);
         }
-        if running == replicas && wanted_running == replicas {
-            return Ok(());
+        if wanted_running == replicas {
+            let since = *all_wanted_running.get_or_insert_with(Instant::now);
+            if running == replicas {
+                return Ok(since);
+            }
         }
-        if Instant::now() > deadline {
-            let why = tasks
+        let why = || {
+            tasks
                 .iter()
                 .filter_map(|t| t.status.as_ref())
                 .find_map(|s| s.err.clone().filter(|e| !e.is_empty()))
                 .map(|e| format!(": {e}"))
-                .unwrap_or_default();
+                .unwrap_or_default()
+        };
+        if image.is_some() {
+            let update = docker
+                .inspect_service(service, None)
+                .await
+                .with_context(|| format!("reading service {service}"))?
+                .update_status;
+            let state = update.as_ref().and_then(|u| u.state);
+            if matches!(
+                state,
+                Some(
+                    Update::ROLLBACK_STARTED
+                        | Update::ROLLBACK_COMPLETED
+                        | Update::ROLLBACK_PAUSED
+                        | Update::PAUSED
+                )
+            ) {
+                let message = update.and_then(|u| u.message).unwrap_or_default();
+                return Err(Error::failed(format!(
+                    "Swarm stopped the update of {service} ({message}){}",
+                    why()
+                )));
+            }
+        }
+        if Instant::now() > deadline {
             return Err(Error::failed(format!(
-                "{service} has {wanted_running}/{replicas} replicas running after {}s{why}",
-                timeout.as_secs()
+                "{service} has {wanted_running}/{replicas} replicas running after {}s{}",
+                timeout.as_secs(),
+                why()
             )));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+fn task_image(task: &bollard::models::Task) -> Option<&str> {
+    task.spec
+        .as_ref()?
+        .container_spec
+        .as_ref()?
+        .image
+        .as_deref()
 }
 
 /// What the probe saw.

@@ -1,0 +1,311 @@
+//! `goblog-lab deploy [SERVICE]`: the blog's copyall.sh, without the copying.
+//!
+//! Rebuilds a service from the checkout the lab was created from, tags the
+//! image by its content, pushes it to the lab registry and lets Swarm roll
+//! it out start-first: each new task is healthy before an old one stops, so
+//! a client hammering `$ManagerIP` sees no failed request. The content tag
+//! is also how it knows there is nothing to do.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use serde::Serialize;
+
+use crate::cli::{DeployArgs, Output};
+use crate::commands::{open_lab, OpenLab};
+use crate::docker;
+use crate::error::{Error, Result};
+use crate::lab::spec::BuildSpec;
+use crate::lab::state::LabState;
+use crate::steps::deploy::{self, Placement};
+use crate::steps::{images, registry, wait};
+use crate::ui::{seconds, Ui};
+
+/// What one service's deploy did, as printed (text or JSON).
+#[derive(Debug, Serialize)]
+pub struct Deployed {
+    pub service: String,
+    /// The image tag that ran before, if it was one this lab built.
+    pub from: Option<String>,
+    pub to: String,
+    pub changed: bool,
+    pub replicas: u64,
+    pub seconds: Timings,
+    pub placement: Vec<Placement>,
+}
+
+/// Where the time went: the share of the build is what a workshop asks
+/// about first.
+#[derive(Debug, Default, Serialize)]
+pub struct Timings {
+    pub build: f64,
+    pub push: f64,
+    pub rollout: f64,
+    /// From the command to every replica serving the new image.
+    pub serving: f64,
+    /// Also until the old tasks are gone.
+    pub total: f64,
+}
+
+pub async fn run(args: &DeployArgs, ui: &Ui) -> Result<()> {
+    let mut lab = open_lab(&args.name).await?;
+    let targets = targets(&lab.state, args.service.as_deref())?;
+    let project_root = lab.state.project_root.clone().ok_or_else(|| {
+        Error::failed(format!(
+            "lab '{}' does not record which checkout it was built from (made by an older goblog-lab); recreate it to use deploy",
+            lab.state.name
+        ))
+    })?;
+    let host = docker::connect_host().await?;
+    let mut results = Vec::new();
+    for (service, build) in targets {
+        let result = deploy_one(
+            &host,
+            &mut lab,
+            &project_root,
+            &service,
+            &build,
+            args.replicas,
+            ui,
+        )
+        .await?;
+        results.push(result);
+    }
+    if args.output == Output::Json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&results).expect("deploy results serialise")
+        );
+    } else {
+        results.iter().for_each(print_text);
+    }
+    Ok(())
+}
+
+/// The services to rebuild: the one named, or every one built from source.
+fn targets(state: &LabState, named: Option<&str>) -> Result<Vec<(String, BuildSpec)>> {
+    let built: Vec<(String, BuildSpec)> = state
+        .services
+        .iter()
+        .filter_map(|s| Some((s.name.clone(), s.build.clone()?)))
+        .collect();
+    let Some(named) = named else {
+        if built.is_empty() {
+            return Err(Error::usage(format!(
+                "lab '{}' builds no service from source: there is nothing to deploy",
+                state.name
+            )));
+        }
+        return Ok(built);
+    };
+    match state.services.iter().find(|s| s.name == named) {
+        None => Err(deploy::no_such_service(state, named)),
+        Some(service) => match &service.build {
+            Some(build) => Ok(vec![(service.name.clone(), build.clone())]),
+            None => Err(Error::usage(format!(
+                "service '{named}' runs the prebuilt image {}; deploy rebuilds services built from source ({})",
+                service.image,
+                built
+                    .iter()
+                    .map(|(name, _)| name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        },
+    }
+}
+
+async fn deploy_one(
+    host: &Docker,
+    lab: &mut OpenLab,
+    project_root: &Path,
+    service: &str,
+    build: &BuildSpec,
+    replicas: Option<u64>,
+    ui: &Ui,
+) -> Result<Deployed> {
+    let started = Instant::now();
+    let mut timings = Timings::default();
+    let mut running = deploy::running(&lab.manager, &lab.state, service).await?;
+    let previous = running.image().map(str::to_string);
+    let replicas_before = running.replicas();
+
+    let step = ui.step(format!(
+        "Building {service} from {} 🔨",
+        project_root.display()
+    ));
+    let image = images::service(host, project_root, service, build).await?;
+    timings.build = started.elapsed().as_secs_f64();
+    step.done_with(image.tag.clone());
+
+    let target = registry::pull_reference(&lab.state.registry, &image);
+    let wanted = replicas.or(replicas_before).unwrap_or(1);
+    let mut deployed = Deployed {
+        service: service.to_string(),
+        from: previous.as_deref().map(tag_of),
+        to: image.tag.clone(),
+        changed: false,
+        replicas: wanted,
+        seconds: timings,
+        placement: Vec::new(),
+    };
+    if previous.as_deref() == Some(target.as_str())
+        && replicas.is_none_or(|r| Some(r) == replicas_before)
+    {
+        deployed.seconds.total = started.elapsed().as_secs_f64();
+        deployed.placement = deploy::placement(&lab.manager, service).await?;
+        return Ok(deployed);
+    }
+
+    let pushing = Instant::now();
+    let step = ui.step(format!(
+        "Pushing {}:{} to the lab registry 📤",
+        service, image.tag
+    ));
+    registry::push(host, &lab.state.registry, &image).await?;
+    deployed.seconds.push = pushing.elapsed().as_secs_f64();
+    step.done();
+
+    let rolling = Instant::now();
+    let step = ui.step(format!(
+        "Rolling out {service}:{} to {wanted} replica{} 🔄 (new task healthy before an old one stops)",
+        image.tag,
+        if wanted == 1 { "" } else { "s" }
+    ));
+    running.set_image(&target);
+    if let Some(replicas) = replicas {
+        running.set_replicas(replicas)?;
+    }
+    running.update(&lab.manager, "updating").await?;
+    let serving = wait::until_converged(
+        &lab.manager,
+        ui,
+        service,
+        wanted,
+        Some(&target),
+        Duration::from_secs(300),
+    )
+    .await?;
+    deployed.seconds.serving = serving.duration_since(started).as_secs_f64();
+    deployed.seconds.rollout = rolling.elapsed().as_secs_f64();
+    step.done();
+
+    if let Some(saved) = lab.state.services.iter_mut().find(|s| s.name == service) {
+        saved.image = target.clone();
+        saved.replicas = wanted;
+        lab.dir.save(&lab.state)?;
+    }
+    deployed.changed = true;
+    deployed.placement = deploy::placement(&lab.manager, service).await?;
+    deployed.seconds.total = started.elapsed().as_secs_f64();
+    Ok(deployed)
+}
+
+/// `registry:5000/accountservice:3f2a9c1d4e5b` → `3f2a9c1d4e5b`.
+fn tag_of(reference: &str) -> String {
+    let name = reference.rsplit('/').next().unwrap_or(reference);
+    name.split_once(':')
+        .map_or("latest", |(_, tag)| tag)
+        .to_string()
+}
+
+fn print_text(deployed: &Deployed) {
+    let secs = |s: f64| seconds(Duration::from_secs_f64(s));
+    if !deployed.changed {
+        println!(
+            "{} is up to date ({}): nothing to deploy",
+            deployed.service, deployed.to
+        );
+        return;
+    }
+    println!(
+        "{} {} → {} on {} replica{} in {} (build {}, push {}, rollout {}; all serving the new image after {})",
+        deployed.service,
+        deployed.from.as_deref().unwrap_or("?"),
+        deployed.to,
+        deployed.replicas,
+        if deployed.replicas == 1 { "" } else { "s" },
+        secs(deployed.seconds.total),
+        secs(deployed.seconds.build),
+        secs(deployed.seconds.push),
+        secs(deployed.seconds.rollout),
+        secs(deployed.seconds.serving),
+    );
+    deploy::print_placement(&deployed.placement);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lab::state::{NetworkState, RegistryState, ServiceState};
+
+    fn lab() -> LabState {
+        let mut state = LabState::new(
+            "goblog",
+            "dind",
+            NetworkState {
+                name: "goblog".into(),
+                subnet: "172.28.3.0/24".into(),
+            },
+            "my_network",
+            RegistryState {
+                container: "goblog-registry".into(),
+                push_address: "127.0.0.1:5000".into(),
+                pull_address: "goblog-registry:5000".into(),
+            },
+        );
+        let service = |name: &str, build: Option<BuildSpec>| ServiceState {
+            name: name.into(),
+            image: format!("{name}:1"),
+            replicas: 1,
+            ports: vec![],
+            probe: None,
+            build,
+        };
+        state.services = vec![
+            service(
+                "accountservice",
+                Some(BuildSpec {
+                    package: "accountservice".into(),
+                    context: "images/accountservice".into(),
+                }),
+            ),
+            service("quotes-service", None),
+        ];
+        state
+    }
+
+    #[test]
+    fn deploy_without_a_name_rebuilds_every_built_service() {
+        let targets = targets(&lab(), None).unwrap();
+        assert_eq!(targets.len(), 1);
+        assert_eq!(targets[0].0, "accountservice");
+    }
+
+    #[test]
+    fn deploy_of_an_unknown_or_prebuilt_service_says_why() {
+        let unknown = targets(&lab(), Some("nosuch")).unwrap_err().to_string();
+        assert!(unknown.contains("no service 'nosuch'"), "{unknown}");
+        assert!(
+            unknown.contains("accountservice, quotes-service"),
+            "{unknown}"
+        );
+        let prebuilt = targets(&lab(), Some("quotes-service"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            prebuilt.contains("prebuilt image quotes-service:1"),
+            "{prebuilt}"
+        );
+    }
+
+    #[test]
+    fn tags_are_read_from_registry_references() {
+        assert_eq!(
+            tag_of("goblog-registry:5000/accountservice:3f2a9c1d4e5b"),
+            "3f2a9c1d4e5b"
+        );
+        assert_eq!(tag_of("eriklupander/quotes-service"), "latest");
+    }
+}

@@ -1,0 +1,417 @@
+//! The workshop loop against real labs: `deploy` after a source change while
+//! a client hammers $ManagerIP, and the visualizer in a real headless
+//! Chromium (Debian's, driven through chromedriver by fantoccini) while the
+//! lab is scaled and a node is killed.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A copy of the service's sources the test may edit; it shares the
+/// checkout's compiled dependencies, so only the edited crate compiles.
+fn service_workspace(name: &str) -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dest = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let status = Command::new(manifest.join("scripts/service-workspace.sh"))
+        .arg(&dest)
+        .status()
+        .expect("scripts/service-workspace.sh runs");
+    assert!(status.success());
+    dest
+}
+
+fn shared_target_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/goblog-lab")
+}
+
+fn manager_ip(lab: &str) -> String {
+    let env = run(&["env", "--name", lab, "--shell", "bash"]);
+    assert!(env.status.success());
+    env_vars(&stdout(&env))["ManagerIP"].clone()
+}
+
+/// Threads calling `url` on new connections until stopped, like a
+/// workshop's curl loops; every answer that is not a 200 is a failure a
+/// user would have seen.
+struct Hammer {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failures: Arc<Mutex<Vec<String>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Hammer {
+    fn start(host: &str, path: &'static str, threads: usize) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let threads = (0..threads)
+            .map(|_| {
+                let (stop, ok, failures, host) =
+                    (stop.clone(), ok.clone(), failures.clone(), host.to_string());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        match http_get(&host, 6767, path) {
+                            Ok((200, _)) => {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Ok((status, body)) => failures
+                                .lock()
+                                .unwrap()
+                                .push(format!("HTTP {status}: {body}")),
+                            Err(err) => failures.lock().unwrap().push(err),
+                        }
+                        // A pause, so TIME_WAIT does not use up the ephemeral ports.
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                })
+            })
+            .collect();
+        Hammer {
+            stop,
+            ok,
+            failures,
+            threads,
+        }
+    }
+
+    fn stop(self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads {
+            thread.join().unwrap();
+        }
+        let failures = self.failures.lock().unwrap().clone();
+        (self.ok.load(Ordering::Relaxed), failures)
+    }
+}
+
+#[test]
+fn deploy_after_a_source_change_rolls_out_with_no_failed_request() {
+    let lab = "t-deploy";
+    let _guard = LabGuard::new(lab);
+    let src = service_workspace("deploy-src");
+    let spec = src.join("lab/goblog.toml");
+    let target = shared_target_dir();
+    let gl = |args: &[&str]| {
+        let output = goblog_lab(args)
+            .env("GOBLOG_LAB_TARGET_DIR", &target)
+            .output()
+            .unwrap();
+        eprintln!(
+            "$ goblog-lab {}\n{}{}",
+            args.join(" "),
+            stdout(&output),
+            stderr(&output)
+        );
+        output
+    };
+    let created = gl(&[
+        "create",
+        "-q",
+        "--name",
+        lab,
+        "--file",
+        spec.to_str().unwrap(),
+    ]);
+    assert!(created.status.success());
+    let manager = manager_ip(lab);
+
+    // Nothing changed: it says so and leaves the service alone.
+    let unchanged = gl(&["deploy", "-q", "--name", lab]);
+    assert!(unchanged.status.success());
+    assert!(
+        stdout(&unchanged).contains("accountservice is up to date"),
+        "{}",
+        stdout(&unchanged)
+    );
+
+    // The one-line change a workshop makes.
+    let routes = src.join("accountservice/src/routes.rs");
+    let code = std::fs::read_to_string(&routes).unwrap();
+    let old_line = r##"br#"{"status":"UP"}"#"##;
+    assert!(code.contains(old_line), "routes.rs has the /health answer");
+    std::fs::write(
+        &routes,
+        code.replace(old_line, r##"br#"{"status":"UP","build":"second"}"#"##),
+    )
+    .unwrap();
+
+    let hammer = Hammer::start(&manager, "/accounts/10000", 4);
+    std::thread::sleep(Duration::from_millis(500));
+    let deployed = gl(&["deploy", "accountservice", "--name", lab, "-o", "json"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let (ok, failures) = hammer.stop();
+    assert!(deployed.status.success());
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed during the update: {:?}",
+        failures.len(),
+        ok as usize + failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(ok > 100, "the hammer got through only {ok} requests");
+
+    let report: serde_json::Value = serde_json::from_slice(&deployed.stdout).unwrap();
+    let report = &report[0];
+    assert_eq!(report["changed"], true);
+    assert_eq!(report["replicas"], 3);
+    assert_eq!(report["placement"].as_array().unwrap().len(), 3);
+    let new_tag = report["to"].as_str().unwrap().to_string();
+    let old_tag = report["from"].as_str().unwrap().to_string();
+    assert_ne!(new_tag, old_tag);
+
+    // Every replica serves the new build...
+    for _ in 0..12 {
+        let (status, body) = http_get(&manager, 6767, "/health").unwrap();
+        assert_eq!(status, 200);
+        assert!(
+            body.contains(r#""build":"second""#),
+            "an old replica answered: {body}"
+        );
+    }
+    // ...and the old tasks are gone: Swarm runs none, and no node has an
+    // old container left running.
+    let env = env_vars(&stdout(&run(&["env", "--name", lab, "--shell", "bash"])));
+    let tasks = lab_docker(
+        &env,
+        &[
+            "service",
+            "ps",
+            "accountservice",
+            "--format",
+            "{{.Image}}|{{.CurrentState}}",
+        ],
+    );
+    let tasks = stdout(&tasks);
+    let running: Vec<&str> = tasks.lines().filter(|l| l.contains("|Running")).collect();
+    assert_eq!(running.len(), 3, "{tasks}");
+    assert!(running.iter().all(|l| l.contains(&new_tag)), "{tasks}");
+    for node in ["swarm-manager-0", "swarm-worker-0", "swarm-worker-1"] {
+        let ps = run(&[
+            "exec",
+            "--name",
+            lab,
+            node,
+            "--",
+            "docker",
+            "ps",
+            "--format",
+            "{{.Image}}",
+        ]);
+        assert!(ps.status.success());
+        assert!(
+            !stdout(&ps).contains(&old_tag),
+            "{node} still runs {old_tag}"
+        );
+    }
+
+    // Bad input: one line, non-zero.
+    assert_one_line_error(
+        &gl(&["deploy", "-q", "--name", lab, "nosuch"]),
+        2,
+        "no service 'nosuch'",
+    );
+    assert_one_line_error(
+        &gl(&["deploy", "-q", "--name", "t-no-such-lab"]),
+        1,
+        "t-no-such-lab",
+    );
+    let too_many = gl(&["deploy", "--name", lab, "--replicas", "65"]);
+    assert_eq!(too_many.status.code(), Some(2));
+}
+
+/// chromedriver on a free port, stopped with the test.
+struct ChromeDriver {
+    child: Child,
+    url: String,
+}
+
+impl ChromeDriver {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver runs (.ci/run installs Debian's chromium-driver)");
+        let url = format!("http://127.0.0.1:{port}");
+        wait_until("chromedriver", Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        ChromeDriver { child, url }
+    }
+}
+
+impl Drop for ChromeDriver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What the page draws, read from the hooks it keeps for tests.
+#[derive(Debug, serde::Deserialize, PartialEq)]
+struct Drawn {
+    nodes: usize,
+    down: Vec<String>,
+    running: usize,
+    summary_running: String,
+}
+
+async fn drawn(page: &fantoccini::Client) -> Drawn {
+    let value = page
+        .execute(
+            r#"const q = s => [...document.querySelectorAll(s)];
+            const summary = document.getElementById('summary');
+            return {
+              nodes: q('g.node').length,
+              down: q('g.node[data-state="down"]').map(n => n.dataset.hostname),
+              running: q('g.task[data-service="accountservice"][data-group="running"]').length,
+              summary_running: summary ? (summary.dataset.runningTasks || '') : '',
+            };"#,
+            vec![],
+        )
+        .await
+        .expect("the page runs the script");
+    serde_json::from_value(value).expect("the hooks have the expected shape")
+}
+
+async fn wait_for_page(
+    page: &fantoccini::Client,
+    what: &str,
+    timeout: Duration,
+    check: impl Fn(&Drawn) -> bool,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        let now = drawn(page).await;
+        if check(&now) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "the page did not show {what} within {timeout:?}; it shows {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viz_shows_the_swarm_live_in_a_real_browser() {
+    let lab = "t-viz";
+    let _guard = LabGuard::new(lab);
+    assert!(run(&["create", "-q", "--name", lab, "--workers", "2"])
+        .status
+        .success());
+
+    let mut viz = goblog_lab(&["viz", "--name", lab, "--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut first_line = String::new();
+    BufReader::new(viz.stdout.take().unwrap())
+        .read_line(&mut first_line)
+        .unwrap();
+    let url = first_line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://127.0.0.1:"))
+        .unwrap_or_else(|| panic!("viz prints its URL: {first_line:?}"))
+        .to_string();
+    struct Kill(Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _viz = Kill(viz);
+    let port: u16 = url
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    // A second viz on the same port: one line, non-zero, nothing served.
+    assert_one_line_error(
+        &run(&["viz", "-q", "--name", lab, "--port", &port.to_string()]),
+        1,
+        &format!("port {port} on 127.0.0.1 is in use"),
+    );
+
+    // The JSON model, for scripts.
+    let (status, body) = http_get("127.0.0.1", port, "/api/state").unwrap();
+    assert_eq!(status, 200);
+    let state: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(state["lab"], lab);
+    assert_eq!(state["nodes"].as_array().unwrap().len(), 3);
+
+    let driver = ChromeDriver::start();
+    let profile = Path::new(env!("CARGO_TARGET_TMPDIR")).join("viz-chromium-profile");
+    let _ = std::fs::remove_dir_all(&profile);
+    let capabilities = serde_json::json!({
+        "goog:chromeOptions": {
+            "binary": "/usr/bin/chromium",
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync",
+                "--window-size=1400,900",
+                format!("--user-data-dir={}", profile.display()),
+            ]
+        }
+    });
+    let page = fantoccini::ClientBuilder::native()
+        .capabilities(capabilities.as_object().unwrap().clone())
+        .connect(&driver.url)
+        .await
+        .expect("a Chromium session through chromedriver");
+    page.goto(&url).await.unwrap();
+
+    wait_for_page(
+        &page,
+        "3 nodes and 3 running tasks",
+        Duration::from_secs(10),
+        |d| d.nodes == 3 && d.running == 3,
+    )
+    .await;
+
+    // Scaled from the CLI: the page shows the new tasks within 2 s of Swarm
+    // running them, without a reload.
+    let scaled = run(&["scale", "-q", "accountservice=5", "--name", lab]);
+    assert!(scaled.status.success());
+    let took = wait_for_page(&page, "5 running tasks", Duration::from_secs(2), |d| {
+        d.running == 5
+    })
+    .await;
+    eprintln!("the page showed 5 tasks {took:?} after scale returned");
+
+    let screenshot = page.screenshot().await.unwrap();
+    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::write(docs.join("viz.png"), screenshot).unwrap();
+
+    // A killed node is shown down once the manager notices.
+    let killed = docker(&["kill", &format!("{lab}-swarm-worker-1")]);
+    assert!(killed.status.success(), "{}", stderr(&killed));
+    wait_for_page(&page, "swarm-worker-1 down", Duration::from_secs(60), |d| {
+        d.down == ["swarm-worker-1"]
+    })
+    .await;
+
+    page.close().await.unwrap();
+}
