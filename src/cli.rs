@@ -43,12 +43,25 @@ pub enum Command {
     #[command(visible_alias = "list")]
     Ls(LsArgs),
     /// Rebuild a service from source and roll it out with no failed request (replaces copyall.sh).
+    #[command(
+        long_about = "Rebuild a service from source and roll it out with no failed request.\n\n\
+        Compiles the service from the checkout the lab was created from, tags the image by its\n\
+        content, pushes it to the lab registry and updates the Swarm service two tasks at a time,\n\
+        each new task healthy before an old one stops. Waits until every replica runs the new\n\
+        image, then prints where they run. When the image is unchanged it says so and does nothing."
+    )]
     Deploy(DeployArgs),
     /// Scale a service and wait until Swarm converges: `scale accountservice=5`.
     Scale(ScaleArgs),
     /// A service's logs from every node, each line prefixed by task and node.
     Logs(LogsArgs),
     /// Serve a live picture of the Swarm (nodes, services, tasks) on http://127.0.0.1:6969.
+    #[command(
+        long_about = "Serve a live picture of the Swarm, in the spirit of dvizz.\n\n\
+        Nodes, services and tasks as a graph, tasks coloured by state, updated within a second of\n\
+        every change (Server-Sent Events). The page is built into goblog-lab and needs no internet.\n\
+        GET /api/state returns the same model as JSON, for scripts."
+    )]
     Viz(VizArgs),
     /// Run a command inside a node: `exec swarm-worker-0 -- docker ps`.
     Exec(ExecArgs),
@@ -159,13 +172,6 @@ pub struct LsArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(
-    long_about = "Rebuild a service from source and roll it out with no failed request.\n\n\
-    Compiles the service from the checkout the lab was created from, tags the image by its\n\
-    content, pushes it to the lab registry and updates the Swarm service one task at a time,\n\
-    each new task healthy before an old one stops. Waits until every replica runs the new\n\
-    image, then prints where they run. When the image is unchanged it says so and does nothing."
-)]
 pub struct DeployArgs {
     /// The service to rebuild [default: every service the lab builds from source].
     pub service: Option<String>,
@@ -232,12 +238,6 @@ pub struct LogsArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(
-    long_about = "Serve a live picture of the Swarm, in the spirit of dvizz.\n\n\
-    Nodes, services and tasks as a graph, tasks coloured by state, updated within a second of\n\
-    every change (Server-Sent Events). The page is built into goblog-lab and needs no internet.\n\
-    GET /api/state returns the same model as JSON, for scripts."
-)]
 pub struct VizArgs {
     /// Port to serve on; 0 takes any free port.
     #[arg(long, default_value_t = 6969)]
