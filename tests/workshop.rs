@@ -212,6 +212,34 @@ fn deploy_after_a_source_change_rolls_out_with_no_failed_request() {
         );
     }
 
+    // Each deploy makes a new image on the host; the one it replaced goes
+    // once no lab runs it (the first one may still run in other test labs).
+    let code = std::fs::read_to_string(&routes).unwrap();
+    std::fs::write(
+        &routes,
+        code.replace(r#""build":"second""#, r#""build":"third""#),
+    )
+    .unwrap();
+    let third = gl(&["deploy", "-q", "--name", lab, "-o", "json"]);
+    assert!(third.status.success());
+    let third: serde_json::Value = serde_json::from_slice(&third.stdout).unwrap();
+    assert_eq!(third[0]["from"], new_tag.as_str());
+    let host_images = docker(&[
+        "images",
+        "goblog-lab/accountservice",
+        "--format",
+        "{{.Tag}}",
+    ]);
+    let host_tags = stdout(&host_images);
+    assert!(
+        !host_tags.lines().any(|t| t == new_tag),
+        "{new_tag} is left on the host: {host_tags}"
+    );
+    assert!(
+        host_tags.lines().any(|t| t == third[0]["to"]),
+        "{host_tags}"
+    );
+
     // Bad input: one line, non-zero.
     assert_one_line_error(
         &gl(&["deploy", "-q", "--name", lab, "nosuch"]),
@@ -414,4 +442,139 @@ async fn viz_shows_the_swarm_live_in_a_real_browser() {
     .await;
 
     page.close().await.unwrap();
+}
+
+/// Builds `goblog-lab-test/quotes-service:1` on the host engine: HAProxy
+/// from the lab's node image answering `/api/quote` as the blog's
+/// quotes-service does, so the optional service has an image to deploy.
+fn build_fake_quotes_service() -> String {
+    let images = docker(&[
+        "images",
+        "goblog-lab/node",
+        "--format",
+        "{{.Repository}}:{{.Tag}}",
+    ]);
+    if stdout(&images).trim().is_empty() {
+        // The node image is built by the first create; make it now.
+        let lab = "t-quotes-prep";
+        let _guard = LabGuard::new(lab);
+        assert!(run(&[
+            "create",
+            "-q",
+            "--name",
+            lab,
+            "--workers",
+            "0",
+            "--no-deploy"
+        ])
+        .status
+        .success());
+    }
+    let images = docker(&[
+        "images",
+        "goblog-lab/node",
+        "--format",
+        "{{.Repository}}:{{.Tag}}",
+    ]);
+    let node_image = stdout(&images)
+        .lines()
+        .next()
+        .expect("the node image")
+        .to_string();
+    let context = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fake-quotes");
+    std::fs::create_dir_all(&context).unwrap();
+    std::fs::write(
+        context.join("haproxy.cfg"),
+        r#"defaults
+    mode http
+    timeout connect 2s
+    timeout client 10s
+    timeout server 10s
+frontend quotes
+    bind :8080
+    http-request return status 200 content-type application/json string "{\"quote\":\"Do or do not, there is no try.\",\"ipAddress\":\"fake-quotes\",\"language\":\"en\"}" if { path /api/quote }
+    http-request return status 404
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        context.join("Dockerfile"),
+        format!(
+            "FROM {node_image}\nCOPY haproxy.cfg /etc/quotes.cfg\nENTRYPOINT [\"/usr/sbin/haproxy\", \"-db\", \"-f\", \"/etc/quotes.cfg\"]\n"
+        ),
+    )
+    .unwrap();
+    let tag = "goblog-lab-test/quotes-service:1";
+    let built = docker(&["build", "-q", "-t", tag, context.to_str().unwrap()]);
+    assert!(built.status.success(), "{}", stderr(&built));
+    tag.to_string()
+}
+
+#[test]
+fn optional_services_deploy_when_their_image_is_here_and_are_skipped_when_not() {
+    let lab = "t-quotes";
+    let _guard = LabGuard::new(lab);
+    let fake = build_fake_quotes_service();
+    let src = service_workspace("quotes-src");
+    let spec = src.join("lab/goblog.toml");
+    let text = std::fs::read_to_string(&spec).unwrap();
+    assert!(text.contains(r#"image = "eriklupander/quotes-service""#));
+    let text = text.replace(
+        r#"image = "eriklupander/quotes-service""#,
+        &format!(r#"image = "{fake}""#),
+    ) + r#"
+[[services]]
+name = "absent-service"
+image = "goblog-lab-test/absent-service:never"
+optional = true
+"#;
+    std::fs::write(&spec, text).unwrap();
+
+    let created = goblog_lab(&[
+        "create",
+        "--name",
+        lab,
+        "--workers",
+        "1",
+        "--file",
+        spec.to_str().unwrap(),
+        "-o",
+        "json",
+    ])
+    .env("GOBLOG_LAB_TARGET_DIR", shared_target_dir())
+    .output()
+    .unwrap();
+    eprintln!("{}{}", stdout(&created), stderr(&created));
+    assert!(created.status.success());
+    // The absent one: one line saying why, and the lab goes on without it.
+    let skip_lines: Vec<String> = stderr(&created)
+        .lines()
+        .filter(|l| l.contains("skipping the optional absent-service"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(skip_lines.len(), 1, "{}", stderr(&created));
+    assert!(skip_lines[0].contains("goblog-lab-test/absent-service:never"));
+    let summary: serde_json::Value = serde_json::from_slice(&created.stdout).unwrap();
+    assert_eq!(summary["skipped"][0]["name"], "absent-service");
+    let deployed: Vec<&str> = summary["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(deployed, ["accountservice", "quotes-service"]);
+
+    // The present one runs on my_network, and the accountservice's quote
+    // comes from it rather than the fallback.
+    let manager = manager_ip(lab);
+    let mut body = String::new();
+    wait_until("a live quote", Duration::from_secs(30), || {
+        body = http_get(&manager, 6767, "/accounts/10000")
+            .map(|(_, b)| b)
+            .unwrap_or_default();
+        body.contains("Do or do not")
+    });
+    let account: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(account["quote"]["ipAddress"], "fake-quotes");
+    let _ = docker(&["rmi", &fake]);
 }

@@ -197,6 +197,9 @@ async fn deploy_one(
         lab.dir.save(&lab.state)?;
     }
     deployed.changed = true;
+    if let Some(from) = &deployed.from {
+        images::forget_if_unused(host, service, from).await;
+    }
     deployed.placement = deploy::placement(&lab.manager, service).await?;
     deployed.seconds.total = started.elapsed().as_secs_f64();
     Ok(deployed)

@@ -132,6 +132,28 @@ pub async fn service(
     Ok(image)
 }
 
+/// Removes the host engine's copy of a built service image that no saved
+/// lab runs any more. Every deploy makes a new tag; without this, a day of
+/// workshop edits leaves dozens behind. Best effort: an image still in use
+/// (a container, another tag) stays.
+pub async fn forget_if_unused(docker: &Docker, service: &str, tag: &str) {
+    let suffix = format!("/{service}:{tag}");
+    let in_use = crate::lab::state::saved_labs().iter().any(|lab| {
+        crate::lab::state::LabDir::new(lab)
+            .load()
+            .is_ok_and(|state| state.services.iter().any(|s| s.image.ends_with(&suffix)))
+    });
+    if !in_use {
+        let _ = docker
+            .remove_image(
+                &format!("goblog-lab/{service}:{tag}"),
+                None::<bollard::query_parameters::RemoveImageOptions>,
+                None,
+            )
+            .await;
+    }
+}
+
 /// The static binary of `package`, read into memory. Uses its own target
 /// directory so it never waits on (or invalidates) the build of goblog-lab
 /// itself; `GOBLOG_LAB_TARGET_DIR` moves it, e.g. to share compiled
