@@ -13,6 +13,7 @@ use bollard::Docker;
 use serde::Serialize;
 
 use crate::cli::{DeployArgs, Output};
+use crate::commands::create::interrupted;
 use crate::commands::{open_lab, OpenLab};
 use crate::docker;
 use crate::error::{Error, Result};
@@ -60,7 +61,7 @@ pub async fn run(args: &DeployArgs, ui: &Ui) -> Result<()> {
     let host = docker::connect_host().await?;
     let mut results = Vec::new();
     for (service, build) in targets {
-        let result = deploy_one(
+        let deployed = deploy_one(
             &host,
             &mut lab,
             &project_root,
@@ -68,8 +69,19 @@ pub async fn run(args: &DeployArgs, ui: &Ui) -> Result<()> {
             &build,
             args.replicas,
             ui,
-        )
-        .await?;
+        );
+        // Once the update is sent, Swarm carries it through on its own;
+        // Ctrl-C only stops the waiting.
+        let result = tokio::select! {
+            result = deployed => result?,
+            () = interrupted() => {
+                ui.warn(format!(
+                    "if the rollout of {service} had begun, Swarm carries it on; `goblog-lab status --name {}` shows where it stands",
+                    lab.state.name
+                ));
+                return Err(Error::Interrupted);
+            }
+        };
         results.push(result);
     }
     if args.output == Output::Json {
@@ -153,6 +165,9 @@ async fn deploy_one(
     if previous.as_deref() == Some(target.as_str())
         && replicas.is_none_or(|r| Some(r) == replicas_before)
     {
+        // Swarm is the truth; the saved state may lag it after an
+        // interrupted deploy.
+        remember(lab, service, &target, wanted)?;
         deployed.seconds.total = started.elapsed().as_secs_f64();
         deployed.placement = deploy::placement(&lab.manager, service).await?;
         return Ok(deployed);
@@ -191,11 +206,7 @@ async fn deploy_one(
     deployed.seconds.rollout = rolling.elapsed().as_secs_f64();
     step.done();
 
-    if let Some(saved) = lab.state.services.iter_mut().find(|s| s.name == service) {
-        saved.image = target.clone();
-        saved.replicas = wanted;
-        lab.dir.save(&lab.state)?;
-    }
+    remember(lab, service, &target, wanted)?;
     deployed.changed = true;
     if let Some(from) = &deployed.from {
         images::forget_if_unused(host, service, from).await;
@@ -203,6 +214,19 @@ async fn deploy_one(
     deployed.placement = deploy::placement(&lab.manager, service).await?;
     deployed.seconds.total = started.elapsed().as_secs_f64();
     Ok(deployed)
+}
+
+/// Saves what the service now runs, if the state says otherwise.
+fn remember(lab: &mut OpenLab, service: &str, image: &str, replicas: u64) -> Result<()> {
+    let Some(saved) = lab.state.services.iter_mut().find(|s| s.name == service) else {
+        return Ok(());
+    };
+    if saved.image != image || saved.replicas != replicas {
+        saved.image = image.to_string();
+        saved.replicas = replicas;
+        lab.dir.save(&lab.state)?;
+    }
+    Ok(())
 }
 
 /// `registry:5000/accountservice:3f2a9c1d4e5b` → `3f2a9c1d4e5b`.

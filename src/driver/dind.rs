@@ -312,8 +312,10 @@ impl Driver for DindDriver {
     ) -> Result<Vec<NodeState>> {
         let marker = self.refusal_marker().await;
         if marker.as_ref().is_some_and(|m| m.exists()) {
+            // Said in full the first time; later labs only mention it (-v).
             self.unprivileged.store(true, Ordering::SeqCst);
-            self.warn_unprivileged();
+            self.ui
+                .detail("this engine refuses --privileged (remembered): nodes get the fallback capability set");
             return try_join_all(
                 plans
                     .iter()

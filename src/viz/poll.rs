@@ -113,7 +113,10 @@ impl Poller {
             // Tasks that had ended before the page opened are history.
             let (since, since_ms) = match self.seen.get(&key) {
                 Some(&known) => known,
-                None if first_poll => (now - ENDED_TASK_SHOWN_FOR, unix_ms()),
+                None if first_poll => (
+                    now.checked_sub(ENDED_TASK_SHOWN_FOR).unwrap_or(now),
+                    unix_ms(),
+                ),
                 None => (now, unix_ms()),
             };
             seen.insert(key, (since, since_ms));
