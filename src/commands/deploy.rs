@@ -162,9 +162,8 @@ async fn deploy_one(
         seconds: timings,
         placement: Vec::new(),
     };
-    if previous.as_deref() == Some(target.as_str())
-        && replicas.is_none_or(|r| Some(r) == replicas_before)
-    {
+    let new_image = previous.as_deref() != Some(target.as_str());
+    if !new_image && replicas.is_none_or(|r| Some(r) == replicas_before) {
         // Swarm is the truth; the saved state may lag it after an
         // interrupted deploy.
         remember(lab, service, &target, wanted)?;
@@ -173,21 +172,27 @@ async fn deploy_one(
         return Ok(deployed);
     }
 
-    let pushing = Instant::now();
-    let step = ui.step(format!(
-        "Pushing {}:{} to the lab registry 📤",
-        service, image.tag
-    ));
-    registry::push(host, &lab.state.registry, &image).await?;
-    deployed.seconds.push = pushing.elapsed().as_secs_f64();
-    step.done();
+    if new_image {
+        let pushing = Instant::now();
+        let step = ui.step(format!(
+            "Pushing {}:{} to the lab registry 📤",
+            service, image.tag
+        ));
+        registry::push(host, &lab.state.registry, &image).await?;
+        deployed.seconds.push = pushing.elapsed().as_secs_f64();
+        step.done();
+    }
 
     let rolling = Instant::now();
-    let step = ui.step(format!(
-        "Rolling out {service}:{} to {wanted} replica{} 🔄 (new task healthy before an old one stops)",
-        image.tag,
-        if wanted == 1 { "" } else { "s" }
-    ));
+    let plural = if wanted == 1 { "" } else { "s" };
+    let step = ui.step(if new_image {
+        format!(
+            "Rolling out {service}:{} to {wanted} replica{plural} 🔄 (new task healthy before an old one stops)",
+            image.tag
+        )
+    } else {
+        format!("Scaling {service} to {wanted} replica{plural} ⚖ (the image is unchanged)")
+    });
     running.set_image(&target);
     if let Some(replicas) = replicas {
         running.set_replicas(replicas)?;
@@ -208,7 +213,7 @@ async fn deploy_one(
 
     remember(lab, service, &target, wanted)?;
     deployed.changed = true;
-    if let Some(from) = &deployed.from {
+    if let Some(from) = deployed.from.as_ref().filter(|_| new_image) {
         images::forget_if_unused(host, service, from).await;
     }
     deployed.placement = deploy::placement(&lab.manager, service).await?;
@@ -244,6 +249,18 @@ fn print_text(deployed: &Deployed) {
             "{} is up to date ({}): nothing to deploy",
             deployed.service, deployed.to
         );
+        return;
+    }
+    if deployed.from.as_deref() == Some(deployed.to.as_str()) {
+        println!(
+            "{} {} is unchanged; scaled to {} replica{} in {}",
+            deployed.service,
+            deployed.to,
+            deployed.replicas,
+            if deployed.replicas == 1 { "" } else { "s" },
+            secs(deployed.seconds.total),
+        );
+        deploy::print_placement(&deployed.placement);
         return;
     }
     println!(
