@@ -5,9 +5,10 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -31,10 +32,22 @@ fn shared_target_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("target/goblog-lab")
 }
 
-fn manager_ip(lab: &str) -> String {
+/// goblog-lab building services into the checkout's target directory.
+fn run_sharing_target_dir(args: &[&str]) -> Output {
+    let mut command = goblog_lab(args);
+    command.env("GOBLOG_LAB_TARGET_DIR", shared_target_dir());
+    run_command(command, args)
+}
+
+/// What `goblog-lab env` exports for `lab`.
+fn lab_env(lab: &str) -> HashMap<String, String> {
     let env = run(&["env", "--name", lab, "--shell", "bash"]);
     assert!(env.status.success());
-    env_vars(&stdout(&env))["ManagerIP"].clone()
+    env_vars(&stdout(&env))
+}
+
+fn manager_ip(lab: &str) -> String {
+    lab_env(lab)["ManagerIP"].clone()
 }
 
 /// Threads calling `url` on new connections until stopped, like a
@@ -98,21 +111,7 @@ fn deploy_after_a_source_change_rolls_out_with_no_failed_request() {
     let _guard = LabGuard::new(lab);
     let src = service_workspace("deploy-src");
     let spec = src.join("lab/goblog.toml");
-    let target = shared_target_dir();
-    let gl = |args: &[&str]| {
-        let output = goblog_lab(args)
-            .env("GOBLOG_LAB_TARGET_DIR", &target)
-            .output()
-            .unwrap();
-        eprintln!(
-            "$ goblog-lab {}\n{}{}",
-            args.join(" "),
-            stdout(&output),
-            stderr(&output)
-        );
-        output
-    };
-    let created = gl(&[
+    let created = run_sharing_target_dir(&[
         "create",
         "-q",
         "--name",
@@ -124,7 +123,7 @@ fn deploy_after_a_source_change_rolls_out_with_no_failed_request() {
     let manager = manager_ip(lab);
 
     // Nothing changed: it says so and leaves the service alone.
-    let unchanged = gl(&["deploy", "-q", "--name", lab]);
+    let unchanged = run_sharing_target_dir(&["deploy", "-q", "--name", lab]);
     assert!(unchanged.status.success());
     assert!(
         stdout(&unchanged).contains("accountservice is up to date"),
@@ -145,7 +144,8 @@ fn deploy_after_a_source_change_rolls_out_with_no_failed_request() {
 
     let hammer = Hammer::start(&manager, "/accounts/10000", 4);
     std::thread::sleep(Duration::from_millis(500));
-    let deployed = gl(&["deploy", "accountservice", "--name", lab, "-o", "json"]);
+    let deployed =
+        run_sharing_target_dir(&["deploy", "accountservice", "--name", lab, "-o", "json"]);
     std::thread::sleep(Duration::from_millis(500));
     let (ok, failures) = hammer.stop();
     assert!(deployed.status.success());
@@ -178,7 +178,7 @@ fn deploy_after_a_source_change_rolls_out_with_no_failed_request() {
     }
     // ...and the old tasks are gone: Swarm runs none, and no node has an
     // old container left running.
-    let env = env_vars(&stdout(&run(&["env", "--name", lab, "--shell", "bash"])));
+    let env = lab_env(lab);
     let tasks = lab_docker(
         &env,
         &[
@@ -220,7 +220,7 @@ fn deploy_after_a_source_change_rolls_out_with_no_failed_request() {
         code.replace(r#""build":"second""#, r#""build":"third""#),
     )
     .unwrap();
-    let third = gl(&["deploy", "-q", "--name", lab, "-o", "json"]);
+    let third = run_sharing_target_dir(&["deploy", "-q", "--name", lab, "-o", "json"]);
     assert!(third.status.success());
     let third: serde_json::Value = serde_json::from_slice(&third.stdout).unwrap();
     assert_eq!(third[0]["from"], new_tag.as_str());
@@ -242,16 +242,16 @@ fn deploy_after_a_source_change_rolls_out_with_no_failed_request() {
 
     // Bad input: one line, non-zero.
     assert_one_line_error(
-        &gl(&["deploy", "-q", "--name", lab, "nosuch"]),
+        &run_sharing_target_dir(&["deploy", "-q", "--name", lab, "nosuch"]),
         2,
         "no service 'nosuch'",
     );
     assert_one_line_error(
-        &gl(&["deploy", "-q", "--name", "t-no-such-lab"]),
+        &run_sharing_target_dir(&["deploy", "-q", "--name", "t-no-such-lab"]),
         1,
         "t-no-such-lab",
     );
-    let too_many = gl(&["deploy", "--name", lab, "--replicas", "65"]);
+    let too_many = run_sharing_target_dir(&["deploy", "--name", lab, "--replicas", "65"]);
     assert_eq!(too_many.status.code(), Some(2));
 }
 
@@ -458,17 +458,7 @@ fn build_fake_quotes_service() -> String {
         // The node image is built by the first create; make it now.
         let lab = "t-quotes-prep";
         let _guard = LabGuard::new(lab);
-        assert!(run(&[
-            "create",
-            "-q",
-            "--name",
-            lab,
-            "--workers",
-            "0",
-            "--no-deploy"
-        ])
-        .status
-        .success());
+        assert!(create_bare(lab, "0").status.success());
     }
     let images = docker(&[
         "images",
@@ -530,7 +520,7 @@ optional = true
 "#;
     std::fs::write(&spec, text).unwrap();
 
-    let created = goblog_lab(&[
+    let created = run_sharing_target_dir(&[
         "create",
         "--name",
         lab,
@@ -540,11 +530,7 @@ optional = true
         spec.to_str().unwrap(),
         "-o",
         "json",
-    ])
-    .env("GOBLOG_LAB_TARGET_DIR", shared_target_dir())
-    .output()
-    .unwrap();
-    eprintln!("{}{}", stdout(&created), stderr(&created));
+    ]);
     assert!(created.status.success());
     // The absent one: one line saying why, and the lab goes on without it.
     let skip_lines: Vec<String> = stderr(&created)

@@ -27,7 +27,7 @@ use crate::ui::{seconds, Ui};
 #[derive(Debug, Serialize)]
 pub struct Deployed {
     pub service: String,
-    /// The image tag that ran before, if it was one this lab built.
+    /// The image tag that ran before.
     pub from: Option<String>,
     pub to: String,
     pub changed: bool,
@@ -155,7 +155,9 @@ async fn deploy_one(
     let wanted = replicas.or(replicas_before).unwrap_or(1);
     let mut deployed = Deployed {
         service: service.to_string(),
-        from: previous.as_deref().map(tag_of),
+        from: previous
+            .as_deref()
+            .map(|p| images::LocalImage::parse(p).tag),
         to: image.tag.clone(),
         changed: false,
         replicas: wanted,
@@ -232,14 +234,6 @@ fn remember(lab: &mut OpenLab, service: &str, image: &str, replicas: u64) -> Res
         lab.dir.save(&lab.state)?;
     }
     Ok(())
-}
-
-/// `registry:5000/accountservice:3f2a9c1d4e5b` → `3f2a9c1d4e5b`.
-fn tag_of(reference: &str) -> String {
-    let name = reference.rsplit('/').next().unwrap_or(reference);
-    name.split_once(':')
-        .map_or("latest", |(_, tag)| tag)
-        .to_string()
 }
 
 fn print_text(deployed: &Deployed) {
@@ -342,14 +336,5 @@ mod tests {
             prebuilt.contains("prebuilt image quotes-service:1"),
             "{prebuilt}"
         );
-    }
-
-    #[test]
-    fn tags_are_read_from_registry_references() {
-        assert_eq!(
-            tag_of("goblog-registry:5000/accountservice:3f2a9c1d4e5b"),
-            "3f2a9c1d4e5b"
-        );
-        assert_eq!(tag_of("eriklupander/quotes-service"), "latest");
     }
 }

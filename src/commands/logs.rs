@@ -11,17 +11,17 @@ use futures_util::stream::{select_all, StreamExt};
 
 use crate::cli::LogsArgs;
 use crate::commands::open_lab;
-use crate::error::{docker_message, Context, Error, Result};
+use crate::error::{docker_message, Context, Result};
 
 pub async fn run(args: &LogsArgs) -> Result<()> {
     let lab = open_lab(&args.name).await?;
     let manager = &lab.manager;
     if let Err(err) = manager.inspect_service(&args.service, None).await {
         if crate::docker::has_status(&err, crate::docker::GONE) {
-            return Err(Error::usage(format!(
-                "no service '{}' in lab '{}'",
-                args.service, lab.state.name
-            )));
+            return Err(crate::steps::deploy::no_such_service(
+                &lab.state,
+                &args.service,
+            ));
         }
         return Err(err).with_context(|| format!("reading service {}", args.service));
     }

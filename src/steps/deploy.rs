@@ -101,15 +101,7 @@ pub fn no_such_service(lab: &LabState, name: &str) -> Error {
 impl Running {
     /// The image reference the tasks run, without a digest Swarm may have pinned.
     pub fn image(&self) -> Option<&str> {
-        let image = self
-            .spec
-            .task_template
-            .as_ref()?
-            .container_spec
-            .as_ref()?
-            .image
-            .as_deref()?;
-        Some(image.split('@').next().unwrap_or(image))
+        crate::steps::images::template_image(self.spec.task_template.as_ref())
     }
 
     pub fn set_image(&mut self, image: &str) {

@@ -8,7 +8,6 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-
 use std::time::Duration;
 
 use bollard::query_parameters::{BuildImageOptionsBuilder, CreateImageOptionsBuilder};
@@ -39,12 +38,10 @@ impl LocalImage {
             .next()
             .unwrap_or(&self.repository)
     }
-}
 
-impl LocalImage {
     /// Splits `registry:5000/name:tag`; no tag means `latest`.
     pub fn parse(reference: &str) -> LocalImage {
-        let reference = reference.split('@').next().unwrap_or(reference);
+        let reference = without_digest(reference);
         let slash = reference.rfind('/').map_or(0, |i| i + 1);
         match reference[slash..].rsplit_once(':') {
             Some((name, tag)) => LocalImage {
@@ -57,6 +54,18 @@ impl LocalImage {
             },
         }
     }
+}
+
+/// `name:tag@sha256:...` → `name:tag`: Swarm may pin a digest to what it
+/// was given, and comparisons are by tag.
+pub fn without_digest(reference: &str) -> &str {
+    reference.split('@').next().unwrap_or(reference)
+}
+
+/// The image a task template runs, without a pinned digest.
+pub fn template_image(template: Option<&bollard::models::TaskSpec>) -> Option<&str> {
+    let image = template?.container_spec.as_ref()?.image.as_deref()?;
+    Some(without_digest(image))
 }
 
 /// A prebuilt image, made ready for the lab registry: the host engine's
@@ -311,5 +320,10 @@ mod tests {
             LocalImage::parse("eriklupander/quotes-service").short_name(),
             "quotes-service"
         );
+        assert_eq!(
+            LocalImage::parse("goblog-registry:5000/accountservice:3f2a9c1d4e5b").tag,
+            "3f2a9c1d4e5b"
+        );
+        assert_eq!(without_digest("quotes:1@sha256:abc"), "quotes:1");
     }
 }

@@ -9,6 +9,7 @@ use bollard::Docker;
 
 use crate::error::{Context, Error, Result};
 use crate::http::HttpClient;
+use crate::steps::images::template_image;
 use crate::ui::Ui;
 
 /// Waits until Swarm runs exactly `replicas` tasks of `service`, each past
@@ -42,7 +43,7 @@ pub async fn until_converged(
             |t: &&Task| t.status.as_ref().and_then(|s| s.state) == Some(TaskState::RUNNING);
         let on_image = |t: &&Task| match image {
             None => true,
-            Some(image) => task_image(t).is_some_and(|i| i.split('@').next() == Some(image)),
+            Some(image) => template_image(t.spec.as_ref()) == Some(image),
         };
         let running = tasks.iter().filter(is_running).count() as u64;
         let wanted_running = tasks
@@ -105,21 +106,11 @@ pub async fn until_converged(
     }
 }
 
-fn task_image(task: &bollard::models::Task) -> Option<&str> {
-    task.spec
-        .as_ref()?
-        .container_spec
-        .as_ref()?
-        .image
-        .as_deref()
-}
-
 /// What the probe saw.
 #[derive(Debug, Default, Clone)]
 pub struct Answer {
     /// Distinct `servedBy` values in the JSON answers: one per replica reached.
     pub served_by: BTreeSet<String>,
-    pub requests: u32,
 }
 
 /// Calls `url` until it answers 200, then for a moment more to see which
@@ -134,7 +125,6 @@ pub async fn until_answers(ui: &Ui, url: &str, replicas: u64, timeout: Duration)
     loop {
         match http.get(url, Duration::from_secs(3)).await {
             Ok(response) if response.status == 200 => {
-                answer.requests += 1;
                 first_success.get_or_insert_with(Instant::now);
                 if let Some(ip) = served_by(&response.body) {
                     if answer.served_by.insert(ip.clone()) {

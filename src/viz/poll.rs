@@ -13,6 +13,7 @@ use bollard::models::{Node, NodeSpecRoleEnum, Service, Task, TaskState};
 use bollard::Docker;
 
 use crate::error::{Context, Result};
+use crate::steps::images::template_image;
 use crate::viz::model::{ManagerStatus, VizNode, VizService, VizState, VizTask};
 use crate::viz::server::Hub;
 
@@ -238,13 +239,9 @@ fn service_model(service: &Service, tasks: &[Task], node_count: usize) -> Option
         .count() as u64;
     Some(VizService {
         name: spec.name.clone()?,
-        image: spec
-            .task_template
-            .as_ref()
-            .and_then(|t| t.container_spec.as_ref())
-            .and_then(|c| c.image.as_deref())
-            .map(without_digest)
-            .unwrap_or_default(),
+        image: template_image(spec.task_template.as_ref())
+            .unwrap_or_default()
+            .to_string(),
         mode: if replicated.is_some() {
             "replicated"
         } else {
@@ -277,20 +274,12 @@ fn task_model(task: &Task, service_names: &HashMap<String, String>) -> Option<Vi
         desired_state: task
             .desired_state
             .map_or_else(|| "running".to_string(), |s| s.to_string()),
-        image: task
-            .spec
-            .as_ref()
-            .and_then(|s| s.container_spec.as_ref())
-            .and_then(|c| c.image.as_deref())
-            .map(without_digest)
-            .unwrap_or_default(),
+        image: template_image(task.spec.as_ref())
+            .unwrap_or_default()
+            .to_string(),
         error: status.and_then(|s| s.err.clone()).filter(|e| !e.is_empty()),
         updated_unix_ms: 0,
     })
-}
-
-fn without_digest(image: &str) -> String {
-    image.split('@').next().unwrap_or(image).to_string()
 }
 
 fn unix_ms() -> u64 {

@@ -29,7 +29,13 @@ pub fn goblog_lab(args: &[&str]) -> Command {
 }
 
 pub fn run(args: &[&str]) -> Output {
-    let output = goblog_lab(args).output().expect("goblog-lab runs");
+    run_command(goblog_lab(args), args)
+}
+
+/// Runs a command made by `goblog_lab(args)` (perhaps given more
+/// environment), echoing what it printed for the test's log.
+pub fn run_command(mut command: Command, args: &[&str]) -> Output {
+    let output = command.output().expect("goblog-lab runs");
     eprintln!(
         "$ goblog-lab {}\n{}{}",
         args.join(" "),
