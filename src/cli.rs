@@ -35,6 +35,13 @@ pub struct Cli {
 pub enum Command {
     /// Create a lab: nodes, Swarm, my_network, registry, and the deployed services.
     Create(CreateArgs),
+    /// Build every image a lab needs (node, registry, edge, services) ahead of time.
+    #[command(
+        long_about = "Build every image a lab needs ahead of time: the node image (debootstrap, about a\n\
+        minute, once), the registry and edge images, and the services built from source.\n\
+        A workshop leader runs it once on each laptop; every `create` after it starts at once."
+    )]
+    Prepare(PrepareArgs),
     /// Print the shell commands that point `docker` and `$ManagerIP` at a lab.
     Env(EnvArgs),
     /// Show a lab's nodes, services and where each task runs.
@@ -127,7 +134,50 @@ pub struct CreateArgs {
     #[arg(long, value_enum, default_value_t = RoutingChoice::Auto)]
     pub routing: RoutingChoice,
 
+    /// What the nodes are [default: from the lab file, else dind].
+    #[arg(long, value_enum, help_heading = "Machines")]
+    pub driver: Option<crate::provider::ProviderKind>,
+
+    /// --driver ssh: a manager host, USER@HOST[:PORT] (repeat for more managers).
+    #[arg(
+        long = "manager",
+        value_name = "USER@HOST[:PORT]",
+        help_heading = "Machines"
+    )]
+    pub ssh_managers: Vec<String>,
+
+    /// --driver ssh: a worker host, USER@HOST[:PORT] (repeat for each worker).
+    #[arg(
+        long = "worker",
+        value_name = "USER@HOST[:PORT]",
+        help_heading = "Machines"
+    )]
+    pub ssh_workers: Vec<String>,
+
+    /// --driver ssh: a private key to try after ssh-agent [default: ~/.ssh/id_ed25519, ~/.ssh/id_rsa].
+    #[arg(long, value_name = "PATH", help_heading = "Machines")]
+    pub ssh_key: Option<PathBuf>,
+
+    /// --driver ssh: trust and record the key of a host never seen before (OpenSSH's accept-new), in the lab's own known_hosts. A changed key is always refused.
+    #[arg(long, help_heading = "Machines")]
+    pub accept_new_host_keys: bool,
+
+    /// --driver ssh: install Debian's or Ubuntu's docker.io on hosts that have no Docker.
+    #[arg(long, help_heading = "Machines")]
+    pub install_docker: bool,
+
     /// Format of the summary on stdout.
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+#[derive(Debug, Args)]
+pub struct PrepareArgs {
+    /// Lab definition whose services to build [default: the built-in lab/goblog.toml].
+    #[arg(long, value_name = "SPEC.toml")]
+    pub file: Option<PathBuf>,
+
+    /// Format of the list of images on stdout.
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
 }

@@ -56,6 +56,37 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    #[error("the lab registry did not answer on {url}: {last}")]
+    RegistryDown { url: String, last: String },
+
+    #[error("making the lab's TLS certificates: {0}")]
+    Pki(String),
+
+    #[error("no free /24 left in 172.28.0.0/14 for the lab network: remove unused Docker networks (`docker network prune`) or labs (`goblog-lab ls`)")]
+    NoFreeSubnet,
+
+    #[error("the Docker engine of {node} did not answer on {host} within 90s")]
+    EngineSilent { node: String, host: String },
+
+    #[error("node {node} stopped ({why})")]
+    NodeStopped { node: String, why: String },
+
+    #[error(transparent)]
+    Ssh(#[from] crate::ssh::SshError),
+
+    /// A host an ssh lab would use is not fit for it; nothing was changed.
+    #[error("{host}: {reason}")]
+    HostUnfit { host: String, reason: String },
+
+    /// A command the lab ran on a machine failed.
+    #[error("{node}: `{command}` exited with {status}: {output}")]
+    Remote {
+        node: String,
+        command: String,
+        status: i64,
+        output: String,
+    },
+
     /// A step that failed for a reason of its own (a timeout, a dead node).
     #[error("{0}")]
     Failed(String),
@@ -136,5 +167,12 @@ impl<T> Context<T> for std::result::Result<T, std::io::Error> {
             action: action(),
             source,
         })
+    }
+}
+
+/// A malformed `USER@HOST[:PORT]` is something the user typed.
+impl From<crate::ssh::TargetParseError> for Error {
+    fn from(err: crate::ssh::TargetParseError) -> Self {
+        Error::Usage(err.to_string())
     }
 }

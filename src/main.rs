@@ -5,11 +5,13 @@
 mod cli;
 mod commands;
 mod docker;
-mod driver;
 mod error;
 mod http;
 mod lab;
 mod pki;
+mod provider;
+mod provision;
+mod ssh;
 mod steps;
 mod tarball;
 mod ui;

@@ -28,19 +28,31 @@ pub struct Authority {
 
 impl Authority {
     pub fn create(lab: &str) -> Result<Self> {
-        let mut params = CertificateParams::default();
-        params.distinguished_name = name(&format!("goblog-lab {lab} CA"));
-        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        let params = ca_params(lab);
         let key = KeyPair::generate().map_err(pki_error)?;
         let cert = params.self_signed(&key).map_err(pki_error)?;
         Ok(Authority {
             cert_pem: cert.pem(),
             issuer: Issuer::new(params, key),
+        })
+    }
+
+    /// The lab's CA as `save` left it, to sign a node certificate again
+    /// when a machine's address changed (docker-machine's most reported
+    /// bug was certificates that broke when a VirtualBox IP changed).
+    /// The issuer is the same name and key, so what it signs chains to
+    /// the CA certificate every client already trusts.
+    pub fn load(dir: &LabDir) -> Result<Self> {
+        let read = |path: std::path::PathBuf| {
+            std::fs::read_to_string(&path).map_err(|source| Error::Io {
+                action: format!("reading {}", path.display()),
+                source,
+            })
+        };
+        let key = KeyPair::from_pem(&read(dir.ca_key())?).map_err(pki_error)?;
+        Ok(Authority {
+            cert_pem: read(dir.client_certs().join("ca.pem"))?,
+            issuer: Issuer::new(ca_params(&dir.name), key),
         })
     }
 
@@ -97,6 +109,18 @@ impl Authority {
     }
 }
 
+fn ca_params(lab: &str) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = name(&format!("goblog-lab {lab} CA"));
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params
+}
+
 fn name(common_name: &str) -> DistinguishedName {
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "goblog-lab");
@@ -105,7 +129,7 @@ fn name(common_name: &str) -> DistinguishedName {
 }
 
 fn pki_error(err: rcgen::Error) -> Error {
-    Error::failed(format!("making the lab's TLS certificates: {err}"))
+    Error::Pki(err.to_string())
 }
 
 #[cfg(test)]

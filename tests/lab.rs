@@ -286,14 +286,6 @@ fn assert_rolled_back(lab: &str) {
     assert!(!home().join("labs").join(lab).exists());
 }
 
-fn interrupt(child: &Child) {
-    let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
 #[test]
 fn port_in_use_is_refused_before_anything_is_made() {
     let lab = "t-port";

@@ -1,14 +1,15 @@
 //! `goblog-lab create`: from nothing to the accountservice answering on
 //! `$ManagerIP:6767`.
 //!
-//! The order of the steps follows what each needs: images before nodes,
-//! engines before the Swarm, the registry (started while the engines boot)
-//! before the deploy, and the deploy before the probe. If any step fails or
-//! the user presses Ctrl-C, everything labelled with the lab is removed
-//! again, unless `--retain` asks to keep it for inspection.
+//! Like kind's `create/actions`, a create is an ordered list of small
+//! steps over one context ([`Lab`]), each with its own status line: images,
+//! machines (from the provider), engines (the provisioner), the Swarm with
+//! the registry beside it, the deploy, routing, and the wait for answers.
+//! Only the machines step and the provisioner know which provider made the
+//! nodes. If any step fails or the user presses Ctrl-C, what was made is
+//! removed again, unless `--retain` asks to keep it for inspection.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
@@ -17,13 +18,17 @@ use serde::Serialize;
 
 use crate::cli::{CreateArgs, Output, RoutingChoice};
 use crate::docker::{self, Labelled};
-use crate::driver::dind::DindDriver;
-use crate::driver::{Driver, LabNetwork, NodeFile, NodePlan};
 use crate::error::{Error, Result};
 use crate::lab::name;
 use crate::lab::spec::{self, LoadedSpec};
-use crate::lab::state::{LabDir, LabState, Role, Routing, ServiceState};
+use crate::lab::state::{
+    LabDir, LabState, NodeState, RegistryState, Role, Routing, ServiceState, SshState,
+};
 use crate::pki::Authority;
+use crate::provider::dind::DindProvider;
+use crate::provider::ssh::SshProvider;
+use crate::provider::{MachinePlan, Provider, ProviderKind};
+use crate::provision::{self, EngineConfig};
 use crate::steps::{deploy, edge, engines, images, node_image, registry, swarm, wait};
 use crate::ui::{seconds, Ui};
 
@@ -31,6 +36,8 @@ use crate::ui::{seconds, Ui};
 #[derive(Debug, Serialize)]
 pub struct Summary {
     pub name: String,
+    /// The provider that made the machines: dind or ssh.
+    pub driver: String,
     pub manager_ip: String,
     pub managers: u32,
     pub workers: u32,
@@ -59,16 +66,7 @@ pub struct ServiceSummary {
 pub async fn run(args: CreateArgs, ui: &Ui) -> Result<()> {
     name::validate(&args.name)?;
     let mut loaded = spec::load(args.file.as_deref())?;
-    if let Some(workers) = args.workers {
-        loaded.spec.workers = workers;
-    }
-    if let Some(managers) = args.managers {
-        loaded.spec.managers = managers;
-    }
-    if let Some(port) = args.registry_port {
-        loaded.spec.registry.port = port;
-    }
-    spec::check_counts(loaded.spec.managers, loaded.spec.workers)?;
+    apply_flags(&mut loaded, &args)?;
     registry::check_port_free(loaded.spec.registry.port)?;
 
     let host = docker::connect_host().await?;
@@ -76,286 +74,562 @@ pub async fn run(args: CreateArgs, ui: &Ui) -> Result<()> {
     if dir.exists() || !Labelled::of_lab(&host, &args.name).await?.is_empty() {
         return Err(Error::LabExists(args.name.clone()));
     }
+    let provider = make_provider(&host, &loaded, &args, &dir, ui)?;
+    let mut lab = Lab {
+        name: args.name.clone(),
+        host,
+        dir,
+        loaded,
+        args,
+        ui: ui.clone(),
+        provider,
+        node_image: String::new(),
+        built: None,
+        nodes: Vec::new(),
+        authority: None,
+        engines: Vec::new(),
+        state: None,
+        pulled: BTreeMap::new(),
+        skipped: Vec::new(),
+        routing: Routing::Edge,
+        services: Vec::new(),
+    };
 
     let started = Instant::now();
     let outcome = tokio::select! {
-        outcome = build_lab(&host, &dir, &loaded, &args, ui) => outcome,
+        outcome = lab.run_steps() => outcome,
         () = interrupted() => Err(Error::Interrupted),
     };
     match outcome {
-        Ok(mut summary) => {
-            summary.seconds = started.elapsed().as_secs_f64();
-            print_summary(&summary, args.output);
+        Ok(()) => {
+            let summary = lab.summary(started.elapsed());
+            print_summary(&summary, lab.args.output);
             Ok(())
         }
         Err(err) => {
-            if args.retain {
+            if lab.args.retain {
                 ui.warn(format!(
                     "--retain: keeping the partial lab; `goblog-lab destroy --name {}` removes it",
-                    args.name
+                    lab.name
                 ));
             } else {
-                roll_back(&host, &dir, ui).await;
+                roll_back(&lab, ui).await;
             }
             Err(err)
         }
     }
 }
 
-async fn build_lab(
+/// The command line's overrides of the lab file, and their consistency.
+fn apply_flags(loaded: &mut LoadedSpec, args: &CreateArgs) -> Result<()> {
+    let spec = &mut loaded.spec;
+    if let Some(workers) = args.workers {
+        spec.workers = workers;
+    }
+    if let Some(managers) = args.managers {
+        spec.managers = managers;
+    }
+    if let Some(port) = args.registry_port {
+        spec.registry.port = port;
+    }
+    if let Some(driver) = args.driver {
+        spec.driver = Some(driver);
+    }
+    let driver = spec.driver.unwrap_or(ProviderKind::Dind);
+    let hosts_given = !args.ssh_managers.is_empty() || !args.ssh_workers.is_empty();
+    match driver {
+        ProviderKind::Dind if hosts_given || args.ssh_key.is_some() => {
+            return Err(Error::usage(
+                "--manager, --worker and --ssh-key name SSH hosts: add --driver ssh",
+            ))
+        }
+        ProviderKind::Dind => {}
+        ProviderKind::Ssh => {
+            let ssh = spec.ssh.get_or_insert_with(Default::default);
+            if hosts_given {
+                ssh.managers = args.ssh_managers.clone();
+                ssh.workers = args.ssh_workers.clone();
+            }
+            if let Some(key) = &args.ssh_key {
+                ssh.key = Some(key.clone());
+            }
+            if ssh.managers.is_empty() {
+                return Err(Error::usage(
+                    "--driver ssh needs at least one --manager USER@HOST[:PORT] (and a --worker for each worker)",
+                ));
+            }
+            if args.workers.is_some() || args.managers.is_some() {
+                return Err(Error::usage(
+                    "--driver ssh counts the hosts given with --manager and --worker: drop --workers/--managers",
+                ));
+            }
+            spec.managers = ssh.managers.len() as u32;
+            spec.workers = ssh.workers.len() as u32;
+        }
+    }
+    spec::check_counts(spec.managers, spec.workers)
+}
+
+fn make_provider(
     host: &Docker,
-    dir: &LabDir,
     loaded: &LoadedSpec,
     args: &CreateArgs,
+    dir: &LabDir,
     ui: &Ui,
-) -> Result<Summary> {
-    let spec = &loaded.spec;
-    let lab = args.name.as_str();
+) -> Result<Box<dyn Provider>> {
+    Ok(match loaded.spec.driver.unwrap_or(ProviderKind::Dind) {
+        ProviderKind::Dind => Box::new(DindProvider::new(host.clone(), &args.name, ui.clone())),
+        ProviderKind::Ssh => {
+            let ssh = loaded.spec.ssh.as_ref().expect("checked by apply_flags");
+            let hosts: Vec<String> = ssh.managers.iter().chain(&ssh.workers).cloned().collect();
+            Box::new(SshProvider::new(
+                dir,
+                &hosts,
+                ssh.key.clone(),
+                args.accept_new_host_keys,
+                ui.clone(),
+            )?)
+        }
+    })
+}
 
-    // 1. The node image: built with debootstrap once, then cached. On that
-    //    first run the services compile meanwhile; later runs compile them
-    //    while the nodes start.
-    let (node_image, prebuilt) = if node_image::is_cached(host).await {
-        let step = ui.step("Ensuring the node image 🖼");
-        let node_image = node_image::ensure(host).await?;
-        step.done_with(format!("{node_image} (cached)"));
-        (node_image, None)
-    } else {
-        let step = ui.step("Building the node image with debootstrap, and the services 🖼 (once; about two minutes)");
+/// One create in progress: what the steps share, filled in as they run.
+struct Lab {
+    name: String,
+    host: Docker,
+    dir: LabDir,
+    loaded: LoadedSpec,
+    args: CreateArgs,
+    ui: Ui,
+    provider: Box<dyn Provider>,
+    node_image: String,
+    /// Services compiled while the node image was built (a cold create).
+    built: Option<BTreeMap<String, images::LocalImage>>,
+    nodes: Vec<NodeState>,
+    authority: Option<Authority>,
+    /// Each node's engine, in the order of `nodes`.
+    engines: Vec<Docker>,
+    state: Option<LabState>,
+    /// What the nodes pull, by service name.
+    pulled: BTreeMap<String, String>,
+    skipped: Vec<Skipped>,
+    routing: Routing,
+    services: Vec<ServiceSummary>,
+}
+
+impl Lab {
+    /// The steps, in order.
+    async fn run_steps(&mut self) -> Result<()> {
+        self.ensure_node_image().await?;
+        let images = self.make_machines().await?;
+        self.provision_engines().await?;
+        self.engines_swarm_and_registry(images).await?;
+        if self.args.no_deploy {
+            return Ok(());
+        }
+        self.deploy_services().await?;
+        self.route_edge().await?;
+        self.wait_for_services().await
+    }
+
+    fn spec(&self) -> &spec::LabSpec {
+        &self.loaded.spec
+    }
+
+    fn state(&mut self) -> &mut LabState {
+        self.state.as_mut().expect("saved once the machines exist")
+    }
+
+    /// 1. The node image: built with debootstrap once, then cached. On that
+    ///    first run the services compile meanwhile; later runs compile them
+    ///    while the machines start.
+    async fn ensure_node_image(&mut self) -> Result<()> {
+        if node_image::is_cached(&self.host).await {
+            let step = self.ui.step("Ensuring the node image 🖼");
+            self.node_image = node_image::ensure(&self.host).await?;
+            step.done_with(format!("{} (cached)", self.node_image));
+            return Ok(());
+        }
+        let step = self.ui.step("Building the node image with debootstrap, and the services 🖼 (once; about two minutes)");
         let (node_image, built) = tokio::try_join!(
-            node_image::ensure(host),
-            build_services(host, loaded, args.no_deploy)
+            node_image::ensure(&self.host),
+            build_services(&self.host, &self.loaded, self.args.no_deploy)
         )?;
         step.done_with(node_image.clone());
-        (node_image, Some(built))
-    };
+        self.node_image = node_image;
+        self.built = Some(built);
+        Ok(())
+    }
 
-    // 2. The nodes start while the registry starts and the images the
-    //    nodes will pull (edge proxy, services) are built.
-    let step = ui.step(format!(
-        "Starting nodes 📦 ({} manager{}, {} worker{}) and the lab registry",
-        spec.managers,
-        plural(spec.managers),
-        spec.workers,
-        plural(spec.workers)
-    ));
-    let driver = DindDriver::new(host.clone(), lab, ui.clone());
-    let network = driver.create_network().await?;
-    let authority = Authority::create(lab)?;
-    authority.save(dir)?;
-    let plans = node_plans(
-        spec.managers,
-        spec.workers,
-        &network,
-        &authority,
-        &registry::container_name(lab),
-    )?;
-    let (nodes, (registry_state, (images, skipped))) =
-        tokio::try_join!(driver.create_nodes(&network, &node_image, &plans), async {
-            tokio::try_join!(
-                registry::start(host, lab, &network, &node_image, spec.registry.port),
-                build_images(host, loaded, &node_image, args.no_deploy, prebuilt, ui),
+    /// 2. The machines, from the provider, while this machine builds the
+    ///    images they will pull. Returns those images.
+    async fn make_machines(&mut self) -> Result<Images> {
+        let spec = self.spec();
+        let step = self.ui.step(format!(
+            "{} 📦 ({} manager{}, {} worker{})",
+            match self.provider.kind() {
+                ProviderKind::Dind => "Starting nodes",
+                ProviderKind::Ssh => "Connecting to the hosts and checking them",
+            },
+            spec.managers,
+            plural(spec.managers),
+            spec.workers,
+            plural(spec.workers)
+        ));
+        let plans = machine_plans(spec.managers, spec.workers);
+        let (nodes, images) = tokio::try_join!(
+            async {
+                let nodes = self.provider.create(&plans).await?;
+                if self.provider.kind() == ProviderKind::Ssh {
+                    if self.args.install_docker {
+                        try_join_all(
+                            nodes
+                                .iter()
+                                .map(|n| provision::install_docker(&*self.provider, n)),
+                        )
+                        .await?;
+                    }
+                    provision::preflight(&*self.provider, &nodes).await?;
+                }
+                Ok::<_, Error>(nodes)
+            },
+            build_images(
+                &self.host,
+                &self.loaded,
+                &self.node_image,
+                self.args.no_deploy,
+                self.built.take(),
+                &self.ui,
             )
-        })?;
-    let mut state = LabState::new(
-        lab,
-        driver.name(),
-        network.state.clone(),
-        &spec.network,
-        registry_state,
-    );
-    state.nodes = nodes.clone();
-    state.project_root = Some(loaded.project_root.clone());
-    dir.save(&state)?;
-    step.done();
+        )?;
+        let leader = &nodes[0];
+        let mut state = LabState::new(
+            &self.name,
+            self.provider.kind().as_str(),
+            &self.spec().network,
+            RegistryState {
+                runs_on: crate::lab::state::RegistryHost::Manager,
+                container: registry::CONTAINER.into(),
+                push_address: String::new(),
+                pull_address: registry::pull_address(leader.address),
+            },
+        );
+        if self.provider.kind() == ProviderKind::Dind {
+            state.network = Some(crate::lab::state::NetworkState {
+                name: DindProvider::network_name(&self.name),
+                subnet: format!("{}/24", with_last_octet(leader.address, 0)),
+            });
+        } else {
+            state.ssh = Some(SshState {
+                key: self.spec().ssh.as_ref().and_then(|s| s.key.clone()),
+            });
+        }
+        state.nodes = nodes.clone();
+        state.project_root = Some(self.loaded.project_root.clone());
+        self.dir.save(&state)?;
+        self.state = Some(state);
+        self.nodes = nodes;
+        self.skipped = images.1.clone();
+        step.done();
+        Ok(images.0)
+    }
 
-    // 3-4. The pushes go on while the engines come up and form the Swarm;
-    //      only the deploy needs them.
-    let pushes = push_all(host, &state.registry, &images, ui);
-    let swarm_formed = async {
-        let step = ui.step("Waiting for the node engines 🐳");
-        let certs = dir.client_certs();
-        let engines = try_join_all(
-            nodes
+    /// 3. Each engine configured for the address its machine reported.
+    async fn provision_engines(&mut self) -> Result<()> {
+        let step = self.ui.step("Configuring the engines for TLS on :2376 🔐");
+        let authority = Authority::create(&self.name)?;
+        authority.save(&self.dir)?;
+        let registry = self.state().registry.pull_address.clone();
+        let config = EngineConfig {
+            authority: &authority,
+            registry: &registry,
+        };
+        try_join_all(
+            self.nodes
                 .iter()
-                .map(|node| engines::wait_for_engine(ui, &driver, node, &certs)),
+                .map(|node| provision::provision(&*self.provider, node, &config)),
         )
         .await?;
+        self.authority = Some(authority);
         step.done();
+        Ok(())
+    }
 
-        let step = ui.step(format!(
+    /// 4-5. Every engine answering over TLS, then the Swarm. Meanwhile, as
+    ///      soon as the manager's engine answers, the registry starts there
+    ///      and the images go into it: only the deploy needs them.
+    async fn engines_swarm_and_registry(&mut self, images: Images) -> Result<()> {
+        let certs = self.dir.client_certs();
+        let provider = &*self.provider;
+        let leader = &self.nodes[0];
+        let registry_filled = async {
+            let manager = engines::wait_for_engine(&self.ui, leader, &certs, || {
+                provider.ensure_running(leader)
+            })
+            .await?;
+            self.fill_registry(&manager, images).await
+        };
+        let swarm_formed = async {
+            let step = self.ui.step("Waiting for the node engines 🐳");
+            let engines = try_join_all(self.nodes.iter().map(|node| {
+                engines::wait_for_engine(&self.ui, node, &certs, || provider.ensure_running(node))
+            }))
+            .await?;
+            step.done();
+            let routing = self.form_swarm(&engines).await?;
+            Ok::<_, Error>((engines, routing))
+        };
+        let (pulled, (engines, routing)) = tokio::try_join!(registry_filled, swarm_formed)?;
+        self.pulled = pulled;
+        self.engines = engines;
+        self.routing = routing;
+        let state = self.state.as_mut().expect("saved");
+        state.routing = routing;
+        self.dir.save(state)
+    }
+
+    async fn fill_registry(
+        &self,
+        manager: &Docker,
+        images: Images,
+    ) -> Result<BTreeMap<String, String>> {
+        let leader = &self.nodes[0];
+        let registry_image = images::registry(&self.host, &self.node_image).await?;
+        images::copy(&self.host, manager, &registry_image).await?;
+        let tls = self
+            .authority
+            .as_ref()
+            .expect("made by provision_engines")
+            .server(&[leader.hostname.as_str()], &[leader.address.into()])?;
+        let registry =
+            registry::start(manager, &self.name, leader.address, &registry_image, &tls).await?;
+        if images.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let relay = self
+            .provider
+            .forward(leader, RegistryState::PORT, self.spec().registry.port)
+            .await?;
+        registry::wait_ready_through(relay.local).await?;
+        self.ui
+            .detail(format!("registry answers on {}", registry.pull_address));
+        let push_address = relay.local.to_string();
+        let pushed = try_join_all(images.iter().map(|(service, image)| {
+            let push_address = &push_address;
+            let registry = &registry;
+            async move {
+                let pulled = registry::push(&self.host, push_address, registry, image).await?;
+                self.ui.detail(format!("pushed {pulled}"));
+                Ok::<_, Error>((service.clone(), pulled))
+            }
+        }))
+        .await?;
+        Ok(pushed.into_iter().collect())
+    }
+
+    async fn form_swarm(&self, engines: &[Docker]) -> Result<Routing> {
+        let step = self.ui.step(format!(
             "Forming the Swarm 🐝 (init, {} join{}, {})",
-            nodes.len() - 1,
-            plural(nodes.len() as u32 - 1),
-            spec.network
+            self.nodes.len() - 1,
+            plural(self.nodes.len() as u32 - 1),
+            self.spec().network
         ));
-        let leader = &nodes[0];
+        let leader = &self.nodes[0];
         let manager = &engines[0];
-        let routing = match args.routing {
+        let routing = match self.args.routing {
             RoutingChoice::Mesh => Routing::Mesh,
             RoutingChoice::Edge => Routing::Edge,
-            RoutingChoice::Auto if driver.has_ipvs(leader).await? => Routing::Mesh,
+            RoutingChoice::Auto if provision::has_ipvs(&*self.provider, leader).await? => {
+                Routing::Mesh
+            }
             RoutingChoice::Auto => Routing::Edge,
         };
-        let tokens = swarm::init(manager, leader, dir).await?;
+        let tokens = swarm::init(manager, leader, &self.dir).await?;
         if routing == Routing::Edge {
             swarm::remove_ingress(manager).await?;
         }
         try_join_all(
-            nodes
+            self.nodes
                 .iter()
-                .zip(&engines)
+                .zip(engines)
                 .skip(1)
                 .map(|(node, engine)| async {
                     swarm::join(engine, node, leader, &tokens).await?;
-                    ui.detail(format!("{} joined", node.hostname));
-                    driver.ensure_running(node).await
+                    self.ui.detail(format!("{} joined", node.hostname));
+                    self.provider.ensure_running(node).await
                 }),
         )
         .await?;
-        swarm::create_overlay(manager, &spec.network, lab).await?;
+        swarm::create_overlay(manager, &self.spec().network, &self.name).await?;
         step.done();
-        Ok::<_, Error>((engines, routing))
-    };
-    let (pulled, (engines, routing)) = tokio::try_join!(pushes, swarm_formed)?;
-    let leader = &nodes[0];
-    let manager = &engines[0];
-    state.routing = routing;
-
-    let mut summary = Summary {
-        name: lab.to_string(),
-        manager_ip: leader.address.to_string(),
-        managers: spec.managers,
-        workers: spec.workers,
-        registry: state.registry.push_address.clone(),
-        routing,
-        services: Vec::new(),
-        skipped: skipped.clone(),
-        seconds: 0.0,
-    };
-    if args.no_deploy {
-        dir.save(&state)?;
-        return Ok(summary);
+        Ok(routing)
     }
 
-    // 5. The services, from the lab registry.
-    let services: Vec<&spec::ServiceSpec> = spec
-        .services
-        .iter()
-        .filter(|s| !skipped.iter().any(|skip| skip.name == s.name))
-        .collect();
-    let step = ui.step(format!(
-        "Deploying {} 🚀",
-        services
-            .iter()
-            .map(|s| s.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    ));
-    for service in &services {
-        let image = pulled
-            .get(&service.name)
-            .cloned()
-            .expect("every deployed service's image was pushed");
-        let deployment = deploy::Deployment {
-            name: service.name.clone(),
-            image,
-            replicas: service.replicas.map_or(nodes.len() as u64, u64::from),
-            ports: service.ports.clone(),
-            env: service
-                .env
+    /// 6. The services, from the lab registry.
+    async fn deploy_services(&mut self) -> Result<()> {
+        let services: Vec<spec::ServiceSpec> = self.deployed_specs();
+        let step = self.ui.step(format!(
+            "Deploying {} 🚀",
+            services
                 .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect(),
-            network: spec.network.clone(),
-        };
-        deploy::create(manager, lab, &deployment, routing).await?;
-        state.services.push(ServiceState {
-            name: deployment.name,
-            image: deployment.image,
-            replicas: deployment.replicas,
-            ports: deployment.ports,
-            probe: service.probe.clone(),
-            build: service.build.clone(),
-        });
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        let manager = self.engines[0].clone();
+        for service in &services {
+            let image = self
+                .pulled
+                .get(&service.name)
+                .cloned()
+                .expect("every deployed service's image was pushed");
+            let deployment = deploy::Deployment {
+                name: service.name.clone(),
+                image,
+                replicas: service.replicas.map_or(self.nodes.len() as u64, u64::from),
+                ports: service.ports.clone(),
+                env: service
+                    .env
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect(),
+                network: self.spec().network.clone(),
+            };
+            deploy::create(&manager, &self.name, &deployment, self.routing).await?;
+            self.state().services.push(ServiceState {
+                name: deployment.name,
+                image: deployment.image,
+                replicas: deployment.replicas,
+                ports: deployment.ports,
+                probe: service.probe.clone(),
+                build: service.build.clone(),
+            });
+        }
+        let state = self.state.as_ref().expect("saved");
+        self.dir.save(state)?;
+        step.done();
+        Ok(())
     }
-    dir.save(&state)?;
-    step.done();
 
-    let routes: Vec<edge::Route> = services
-        .iter()
-        .flat_map(|s| {
-            s.ports.iter().map(move |&port| edge::Route {
-                service: s.name.clone(),
-                port,
-                health_path: s.health_path.clone(),
+    fn deployed_specs(&self) -> Vec<spec::ServiceSpec> {
+        self.spec()
+            .services
+            .iter()
+            .filter(|s| !self.skipped.iter().any(|skip| skip.name == s.name))
+            .cloned()
+            .collect()
+    }
+
+    /// 7. Without IPVS, HAProxy on the manager stands in for the mesh.
+    async fn route_edge(&mut self) -> Result<()> {
+        let routes: Vec<edge::Route> = self
+            .deployed_specs()
+            .iter()
+            .flat_map(|s| {
+                s.ports.iter().map(move |&port| edge::Route {
+                    service: s.name.clone(),
+                    port,
+                    health_path: s.health_path.clone(),
+                })
             })
-        })
-        .collect();
-    if routing == Routing::Edge && !routes.is_empty() {
-        let step = ui.step(format!(
+            .collect();
+        if self.routing != Routing::Edge || routes.is_empty() {
+            return Ok(());
+        }
+        let leader = &self.nodes[0];
+        let step = self.ui.step(format!(
             "Routing $ManagerIP to the replicas through HAProxy on {} 🔀 (no IPVS in this kernel)",
             leader.hostname
         ));
-        let edge_image = &pulled[edge::SERVICE_NAME];
         edge::deploy(
-            manager,
-            lab,
-            edge_image,
-            &spec.network,
+            &self.engines[0],
+            &self.name,
+            &self.pulled[edge::SERVICE_NAME],
+            &self.spec().network,
             &leader.hostname,
             &routes,
         )
         .await?;
         step.done();
+        Ok(())
     }
 
-    // 6. Up means every replica running and the service answering through
-    //    $ManagerIP, as the tutorial will call it.
-    for service in &services {
-        let replicas = state
-            .services
-            .iter()
-            .find(|s| s.name == service.name)
-            .map_or(1, |s| s.replicas);
-        let step = ui.step(format!(
-            "Waiting for {} replicas of {} ⏳",
-            replicas, service.name
-        ));
-        wait::until_converged(
-            manager,
-            ui,
-            &service.name,
-            replicas,
-            None,
-            Duration::from_secs(180),
-        )
-        .await?;
-        step.done();
-        let (Some(&port), Some(probe)) = (service.ports.first(), service.probe.as_ref()) else {
-            summary.services.push(ServiceSummary {
+    /// 8. Up means every replica running and the service answering through
+    ///    `$ManagerIP`, as the tutorial will call it.
+    async fn wait_for_services(&mut self) -> Result<()> {
+        let leader = self.nodes[0].clone();
+        let manager = self.engines[0].clone();
+        for service in self.deployed_specs() {
+            let replicas = self
+                .state()
+                .services
+                .iter()
+                .find(|s| s.name == service.name)
+                .map_or(1, |s| s.replicas);
+            let step = self.ui.step(format!(
+                "Waiting for {} replicas of {} ⏳",
+                replicas, service.name
+            ));
+            wait::until_converged(
+                &manager,
+                &self.ui,
+                &service.name,
+                replicas,
+                None,
+                Duration::from_secs(180),
+            )
+            .await?;
+            step.done();
+            let (Some(&port), Some(probe)) = (service.ports.first(), service.probe.as_ref()) else {
+                self.services.push(ServiceSummary {
+                    name: service.name.clone(),
+                    replicas,
+                    url: None,
+                    served_by: Vec::new(),
+                });
+                continue;
+            };
+            let url = format!("http://{}:{port}{probe}", leader.address);
+            let step = self.ui.step(format!(
+                "Waiting for {} to answer on {url} ⏳",
+                service.name
+            ));
+            let answer =
+                wait::until_answers(&self.ui, &url, replicas, Duration::from_secs(120)).await?;
+            step.done();
+            self.services.push(ServiceSummary {
                 name: service.name.clone(),
                 replicas,
-                url: None,
-                served_by: Vec::new(),
+                url: Some(url),
+                served_by: answer.served_by.into_iter().collect(),
             });
-            continue;
-        };
-        let url = format!("http://{}:{port}{probe}", leader.address);
-        let step = ui.step(format!(
-            "Waiting for {} to answer on {url} ⏳",
-            service.name
-        ));
-        let answer = wait::until_answers(ui, &url, replicas, Duration::from_secs(120)).await?;
-        step.done();
-        summary.services.push(ServiceSummary {
-            name: service.name.clone(),
-            replicas,
-            url: Some(url),
-            served_by: answer.served_by.into_iter().collect(),
-        });
+        }
+        Ok(())
     }
-    Ok(summary)
+
+    fn summary(&mut self, took: Duration) -> Summary {
+        let leader = &self.nodes[0];
+        Summary {
+            name: self.name.clone(),
+            driver: self.provider.kind().as_str().to_string(),
+            manager_ip: leader.address.to_string(),
+            managers: self.spec().managers,
+            workers: self.spec().workers,
+            registry: registry::pull_address(leader.address),
+            routing: self.routing,
+            services: std::mem::take(&mut self.services),
+            skipped: self.skipped.clone(),
+            seconds: took.as_secs_f64(),
+        }
+    }
+}
+
+/// The images the nodes pull, by service name.
+type Images = BTreeMap<String, images::LocalImage>;
+
+fn with_last_octet(addr: std::net::Ipv4Addr, last: u8) -> std::net::Ipv4Addr {
+    let [a, b, c, _] = addr.octets();
+    std::net::Ipv4Addr::new(a, b, c, last)
 }
 
 /// The services built from this repository (cargo, then their images).
@@ -439,66 +713,15 @@ async fn prebuilt_images(
     Ok((found, skipped))
 }
 
-/// Pushes every image to the lab registry; returns what the nodes pull, by
-/// service name.
-async fn push_all(
-    host: &Docker,
-    registry: &crate::lab::state::RegistryState,
-    images: &BTreeMap<String, images::LocalImage>,
-    ui: &Ui,
-) -> Result<BTreeMap<String, String>> {
-    let pushed = try_join_all(images.iter().map(|(service, image)| async move {
-        let pulled = registry::push(host, registry, image).await?;
-        ui.detail(format!("pushed {pulled}"));
-        Ok::<_, Error>((service.clone(), pulled))
-    }))
-    .await?;
-    Ok(pushed.into_iter().collect())
-}
-
 /// Nodes are named as in the blog: swarm-manager-0, swarm-worker-0, ...
-fn node_plans(
-    managers: u32,
-    workers: u32,
-    network: &LabNetwork,
-    authority: &Authority,
-    registry: &str,
-) -> Result<Vec<NodePlan>> {
-    let roles = (0..managers)
+/// (a provider that adopts hosts keeps the hosts' own names).
+fn machine_plans(managers: u32, workers: u32) -> Vec<MachinePlan> {
+    (0..managers)
         .map(|i| (Role::Manager, i))
-        .chain((0..workers).map(|i| (Role::Worker, i)));
-    roles
-        .map(|(role, index)| {
-            let hostname = format!("swarm-{}-{index}", role.as_str());
-            let address = network.node_address(role, index);
-            let server = authority.server(&[hostname.as_str(), "localhost"], &[IpAddr::V4(address), IpAddr::from([127, 0, 0, 1])])?;
-            let daemon = serde_json::json!({
-                "hosts": ["unix:///var/run/docker.sock", format!("tcp://{address}:{}", crate::driver::DOCKER_TLS_PORT)],
-                "tls": true,
-                "tlsverify": true,
-                "tlscacert": "/etc/docker/tls/ca.pem",
-                "tlscert": "/etc/docker/tls/cert.pem",
-                "tlskey": "/etc/docker/tls/key.pem",
-                "insecure-registries": [format!("{registry}:5000")],
-                "log-driver": "json-file",
-                "log-opts": {"max-size": "10m", "max-file": "2"},
-            });
-            let file = |path: &str, contents: Vec<u8>, mode: u32| NodeFile {
-                path: path.to_string(),
-                contents,
-                mode,
-            };
-            Ok(NodePlan {
-                hostname,
-                role,
-                address,
-                files: vec![
-                    file("/etc/docker/daemon.json", serde_json::to_vec_pretty(&daemon).expect("json"), 0o644),
-                    file("/etc/docker/tls/ca.pem", authority.cert_pem().as_bytes().to_vec(), 0o644),
-                    file("/etc/docker/tls/cert.pem", server.cert_pem.into_bytes(), 0o644),
-                    file("/etc/docker/tls/key.pem", server.key_pem.into_bytes(), 0o600),
-                ],
-            })
+        .chain((0..workers).map(|i| (Role::Worker, i)))
+        .map(|(role, index)| MachinePlan {
+            hostname: format!("swarm-{}-{index}", role.as_str()),
+            role,
         })
         .collect()
 }
@@ -506,21 +729,25 @@ fn node_plans(
 /// Removes what the failed create made. A request that was in flight when
 /// the create was abandoned can still land a moment later, so it sweeps
 /// until a pass finds nothing.
-async fn roll_back(host: &Docker, dir: &LabDir, ui: &Ui) {
-    let step = ui.step(format!("Rolling back lab '{}'", dir.name));
+async fn roll_back(lab: &Lab, ui: &Ui) {
+    let step = ui.step(format!("Rolling back lab '{}'", lab.name));
     let mut failures = Vec::new();
-    for pass in 0..6 {
-        match DindDriver::new(host.clone(), &dir.name, ui.clone())
-            .destroy()
-            .await
-        {
+    let passes = if lab.provider.kind() == ProviderKind::Dind {
+        6
+    } else {
+        1
+    };
+    for pass in 0..passes {
+        match lab.provider.remove(lab.state.as_ref()).await {
             Ok(removed) if removed.is_empty() && pass > 0 => break,
             Ok(_) => {}
             Err(err) => failures.push(err.to_string()),
         }
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        if passes > 1 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
     }
-    if let Err(err) = dir.remove() {
+    if let Err(err) = lab.dir.remove() {
         failures.push(err.to_string());
     }
     if failures.is_empty() {
@@ -530,7 +757,7 @@ async fn roll_back(host: &Docker, dir: &LabDir, ui: &Ui) {
         ui.warn(format!(
             "rollback incomplete ({}); `goblog-lab destroy --name {}` retries it",
             failures.join("; "),
-            dir.name
+            lab.name
         ));
     }
 }
@@ -555,7 +782,7 @@ fn print_summary(summary: &Summary, output: Output) {
     }
     let routing = match summary.routing {
         Routing::Mesh => "Swarm routing mesh",
-        Routing::Edge => "edge proxy on swarm-manager-0 (this kernel has no IPVS)",
+        Routing::Edge => "edge proxy on the first manager (this kernel has no IPVS)",
     };
     let flag = if summary.name == name::DEFAULT {
         String::new()
@@ -574,7 +801,10 @@ fn print_summary(summary: &Summary, output: Output) {
     );
     println!();
     println!("  ManagerIP  {}", summary.manager_ip);
-    println!("  registry   {} (push from this machine)", summary.registry);
+    println!(
+        "  registry   {} (TLS with the lab CA; push with the `docker` of `goblog-lab env`)",
+        summary.registry
+    );
     println!("  routing    {routing}");
     for skipped in &summary.skipped {
         println!("  skipped    {} ({})", skipped.name, skipped.reason);

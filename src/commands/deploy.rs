@@ -18,7 +18,8 @@ use crate::commands::{open_lab, OpenLab};
 use crate::docker;
 use crate::error::{Error, Result};
 use crate::lab::spec::BuildSpec;
-use crate::lab::state::LabState;
+use crate::lab::state::{LabState, RegistryHost, RegistryState};
+use crate::provider;
 use crate::steps::deploy::{self, Placement};
 use crate::steps::{images, registry, wait};
 use crate::ui::{seconds, Ui};
@@ -93,6 +94,24 @@ pub async fn run(args: &DeployArgs, ui: &Ui) -> Result<()> {
         results.iter().for_each(print_text);
     }
     Ok(())
+}
+
+/// Pushes through a relay to the registry on the manager, held open for
+/// the push; an older lab's registry on this machine takes it directly.
+async fn push(host: &Docker, lab: &OpenLab, image: &images::LocalImage, ui: &Ui) -> Result<()> {
+    let registry = &lab.state.registry;
+    if registry.runs_on == RegistryHost::HostEngine {
+        return registry::push(host, &registry.push_address, registry, image)
+            .await
+            .map(drop);
+    }
+    let provider = provider::for_lab(&lab.state, &lab.dir, ui).await?;
+    let relay = provider
+        .forward(lab.state.leader()?, RegistryState::PORT, 0)
+        .await?;
+    registry::push(host, &relay.local.to_string(), registry, image)
+        .await
+        .map(drop)
 }
 
 /// The services to rebuild: the one named, or every one built from source.
@@ -180,7 +199,7 @@ async fn deploy_one(
             "Pushing {}:{} to the lab registry 📤",
             service, image.tag
         ));
-        registry::push(host, &lab.state.registry, &image).await?;
+        push(host, lab, &image, ui).await?;
         deployed.seconds.push = pushing.elapsed().as_secs_f64();
         step.done();
     }
@@ -276,21 +295,18 @@ fn print_text(deployed: &Deployed) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lab::state::{NetworkState, RegistryState, ServiceState};
+    use crate::lab::state::ServiceState;
 
     fn lab() -> LabState {
         let mut state = LabState::new(
             "goblog",
             "dind",
-            NetworkState {
-                name: "goblog".into(),
-                subnet: "172.28.3.0/24".into(),
-            },
             "my_network",
             RegistryState {
-                container: "goblog-registry".into(),
-                push_address: "127.0.0.1:5000".into(),
-                pull_address: "goblog-registry:5000".into(),
+                runs_on: RegistryHost::Manager,
+                container: "goblog-lab-registry".into(),
+                push_address: String::new(),
+                pull_address: "172.28.3.10:5000".into(),
             },
         );
         let service = |name: &str, build: Option<BuildSpec>| ServiceState {

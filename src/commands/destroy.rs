@@ -1,7 +1,9 @@
 //! `goblog-lab destroy`: everything gone, every time.
 //!
-//! It finds the lab's objects by label, not from the state file, so it
-//! works after a crash, after the state was deleted, and a second time.
+//! The provider that made the lab does the removing. A dind lab's objects
+//! are found by label, not from the state file, so destroy works after a
+//! crash, after the state was deleted, and a second time; an ssh lab's
+//! hosts are given back as they were before the lab.
 
 use std::collections::BTreeSet;
 
@@ -9,11 +11,11 @@ use bollard::Docker;
 
 use crate::cli::DestroyArgs;
 use crate::docker::{self, Labelled};
-use crate::driver::dind::DindDriver;
-use crate::driver::Driver;
 use crate::error::Result;
 use crate::lab::name;
 use crate::lab::state::{saved_labs, LabDir};
+use crate::provider::dind::DindProvider;
+use crate::provider::{self, Provider};
 use crate::ui::Ui;
 
 pub async fn run(args: &DestroyArgs, ui: &Ui) -> Result<()> {
@@ -33,23 +35,20 @@ pub async fn run(args: &DestroyArgs, ui: &Ui) -> Result<()> {
     }
     for lab in names {
         let step = ui.step(format!("Deleting lab '{lab}' 🔥"));
-        let removed = DindDriver::new(host.clone(), &lab, ui.clone())
-            .destroy()
-            .await?;
-        let had_state = LabDir::new(&lab).exists();
-        LabDir::new(&lab).remove()?;
+        let dir = LabDir::new(&lab);
+        // A damaged or missing state still leaves the labels to go by.
+        let state = dir.load().ok();
+        let provider: Box<dyn Provider> = match &state {
+            Some(state) => provider::for_lab(state, &dir, ui).await?,
+            None => Box::new(DindProvider::new(host.clone(), &lab, ui.clone())),
+        };
+        let removed = provider.remove(state.as_ref()).await?;
+        let had_state = dir.exists();
+        dir.remove()?;
         if removed.is_empty() && !had_state {
             step.done_with("(nothing to remove)");
         } else {
-            step.done_with(format!(
-                "({} container{}, {} volume{}, {} network{})",
-                removed.containers,
-                s(removed.containers),
-                removed.volumes,
-                s(removed.volumes),
-                removed.networks,
-                s(removed.networks)
-            ));
+            step.done_with(format!("({})", removed.summary()));
         }
     }
     Ok(())
@@ -58,12 +57,4 @@ pub async fn run(args: &DestroyArgs, ui: &Ui) -> Result<()> {
 /// Lab names found on any container, volume or network carrying the label.
 pub async fn labelled_labs(host: &Docker) -> Result<BTreeSet<String>> {
     Ok(Labelled::of_all_labs(host).await?.lab_names())
-}
-
-fn s(n: usize) -> &'static str {
-    if n == 1 {
-        ""
-    } else {
-        "s"
-    }
 }

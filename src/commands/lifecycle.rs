@@ -1,7 +1,8 @@
 //! `goblog-lab stop` and `goblog-lab start`: put a lab aside between
-//! workshop sessions without losing it. Nodes keep their disks, addresses
-//! and certificates, so the Swarm comes back as it was; `start` returns
-//! when the services answer through `$ManagerIP` again.
+//! workshop sessions without losing it. Machines keep their disks and Swarm
+//! state, so the Swarm comes back as it was; `start` returns when the
+//! services answer through `$ManagerIP` again. The provider that made the
+//! lab is read from its state, so neither takes a flag.
 
 use std::time::Duration;
 
@@ -9,11 +10,12 @@ use futures_util::future::try_join_all;
 
 use crate::cli::LifecycleArgs;
 use crate::docker;
-use crate::driver::dind::DindDriver;
-use crate::driver::Driver;
 use crate::error::Result;
 use crate::lab::name;
-use crate::lab::state::LabDir;
+use crate::lab::state::{LabDir, RegistryHost};
+use crate::pki::Authority;
+use crate::provider;
+use crate::provision::{self, EngineConfig};
 use crate::steps::{engines, registry, wait};
 use crate::ui::Ui;
 
@@ -21,15 +23,22 @@ pub async fn stop(args: &LifecycleArgs, ui: &Ui) -> Result<()> {
     name::validate(&args.name)?;
     let dir = LabDir::new(&args.name);
     let state = dir.load()?;
-    let host = docker::connect_host().await?;
-    let driver = DindDriver::new(host.clone(), &state.name, ui.clone());
+    let provider = provider::for_lab(&state, &dir, ui).await?;
+    let legacy_registry = state.registry.runs_on == RegistryHost::HostEngine;
     let step = ui.step(format!(
-        "Stopping lab '{}' ({} nodes and the registry) 💤",
+        "Stopping lab '{}' ({} nodes{}) 💤",
         state.name,
-        state.nodes.len()
+        state.nodes.len(),
+        if legacy_registry {
+            " and the registry"
+        } else {
+            ""
+        }
     ));
-    try_join_all(state.nodes.iter().map(|node| driver.stop_node(node))).await?;
-    registry::stop(&host, &state.registry).await?;
+    try_join_all(state.nodes.iter().map(|node| provider.stop(node))).await?;
+    if legacy_registry {
+        registry::stop(&docker::connect_host().await?, &state.registry).await?;
+    }
     step.done();
     Ok(())
 }
@@ -38,29 +47,52 @@ pub async fn start(args: &LifecycleArgs, ui: &Ui) -> Result<()> {
     name::validate(&args.name)?;
     let dir = LabDir::new(&args.name);
     let mut state = dir.load()?;
-    let host = docker::connect_host().await?;
-    let driver = DindDriver::new(host.clone(), &state.name, ui.clone());
+    let provider = provider::for_lab(&state, &dir, ui).await?;
 
     let step = ui.step(format!(
-        "Starting lab '{}' ({} nodes and the registry) 📦",
+        "Starting lab '{}' ({} nodes) 📦",
         state.name,
         state.nodes.len()
     ));
-    let (registry, _) = tokio::try_join!(
-        registry::restart(&host, &state.registry),
-        try_join_all(state.nodes.iter().map(|node| driver.start_node(node)))
-    )?;
-    state.registry = registry;
+    let addresses = try_join_all(state.nodes.iter().map(|node| provider.start(node))).await?;
+    if state.registry.runs_on == RegistryHost::HostEngine {
+        state.registry = registry::restart(&docker::connect_host().await?, &state.registry).await?;
+    }
+    // A machine whose address changed gets a certificate for the new one
+    // before anything talks to its engine.
+    let moved: Vec<usize> = state
+        .nodes
+        .iter()
+        .zip(&addresses)
+        .enumerate()
+        .filter(|(_, (node, address))| node.address != **address)
+        .map(|(i, _)| i)
+        .collect();
+    if !moved.is_empty() {
+        let authority = Authority::load(&dir)?;
+        for &i in &moved {
+            ui.warn(format!(
+                "{} moved from {} to {}: issuing its engine a certificate for the new address",
+                state.nodes[i].hostname, state.nodes[i].address, addresses[i]
+            ));
+            state.nodes[i].address = addresses[i];
+            let config = EngineConfig {
+                authority: &authority,
+                registry: &state.registry.pull_address,
+            };
+            provision::reissue(&*provider, &state.nodes[i], &config).await?;
+        }
+    }
     dir.save(&state)?;
     step.done();
 
     let step = ui.step("Waiting for the node engines 🐳");
     let certs = dir.client_certs();
+    let provider = &*provider;
     try_join_all(
-        state
-            .nodes
-            .iter()
-            .map(|node| engines::wait_for_engine(ui, &driver, node, &certs)),
+        state.nodes.iter().map(|node| {
+            engines::wait_for_engine(ui, node, &certs, || provider.ensure_running(node))
+        }),
     )
     .await?;
     step.done();

@@ -8,6 +8,7 @@ pub mod env;
 pub mod exec;
 pub mod lifecycle;
 pub mod logs;
+pub mod prepare;
 pub mod scale;
 pub mod status;
 pub mod viz;
@@ -40,6 +41,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     let ui = Ui::new(cli.quiet, cli.verbose);
     match cli.command {
         Command::Create(args) => create::run(args, &ui).await,
+        Command::Prepare(args) => prepare::run(&args, &ui).await,
         Command::Env(args) => env::run(&args),
         Command::Status(args) => status::run(&args).await,
         Command::Ls(args) => status::ls(&args).await,
@@ -47,8 +49,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Scale(args) => scale::run(&args, &ui).await,
         Command::Logs(args) => logs::run(&args).await,
         Command::Viz(args) => viz::run(&args, &ui).await,
-        Command::Exec(args) => exec::exec(&args).await,
-        Command::Shell(args) => exec::shell(&args).await,
+        Command::Exec(args) => exec::exec(&args, &ui).await,
+        Command::Shell(args) => exec::shell(&args, &ui).await,
         Command::Stop(args) => lifecycle::stop(&args, &ui).await,
         Command::Start(args) => lifecycle::start(&args, &ui).await,
         Command::Destroy(args) => destroy::run(&args, &ui).await,

@@ -213,7 +213,7 @@ pub async fn collect(lab: &str) -> Result<Status> {
         name: state.name.clone(),
         manager_ip: leader.address.to_string(),
         routing: state.routing,
-        registry: state.registry.push_address.clone(),
+        registry: state.registry.pull_address.clone(),
         nodes: node_rows,
         services: service_rows,
         tasks: task_rows,
@@ -300,6 +300,8 @@ pub async fn run(args: &StatusArgs) -> Result<()> {
 #[derive(Debug, Serialize)]
 pub struct LabRow {
     pub name: String,
+    /// The provider that made it (dind, ssh); none for an orphan.
+    pub driver: Option<String>,
     pub nodes: usize,
     pub manager_ip: Option<String>,
     pub state: String,
@@ -313,6 +315,7 @@ pub async fn ls(args: &LsArgs) -> Result<()> {
         .into_iter()
         .map(|name| match LabDir::new(&name).load() {
             Ok(state) => LabRow {
+                driver: Some(state.driver.clone()),
                 manager_ip: state.leader().ok().map(|l| l.address.to_string()),
                 nodes: state.nodes.len(),
                 state: "saved".into(),
@@ -320,6 +323,7 @@ pub async fn ls(args: &LsArgs) -> Result<()> {
             },
             Err(_) => LabRow {
                 name,
+                driver: None,
                 nodes: 0,
                 manager_ip: None,
                 state: "orphaned (no state; `destroy` removes it)".into(),
@@ -335,6 +339,7 @@ pub async fn ls(args: &LsArgs) -> Result<()> {
     }
     let mut table = vec![vec![
         "NAME".to_string(),
+        "DRIVER".into(),
         "NODES".into(),
         "MANAGER IP".into(),
         "STATE".into(),
@@ -342,6 +347,7 @@ pub async fn ls(args: &LsArgs) -> Result<()> {
     for r in rows {
         table.push(vec![
             r.name,
+            r.driver.unwrap_or_else(|| "-".into()),
             r.nodes.to_string(),
             r.manager_ip.unwrap_or_else(|| "-".into()),
             r.state,

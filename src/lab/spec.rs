@@ -19,6 +19,12 @@ pub const MAX_MANAGERS: u32 = 7;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LabSpec {
+    /// Which provider makes the machines: `dind` (default) or `ssh`.
+    #[serde(default)]
+    pub driver: Option<crate::provider::ProviderKind>,
+    /// The hosts of an ssh lab.
+    #[serde(default)]
+    pub ssh: Option<SshSpec>,
     #[serde(default = "one")]
     pub managers: u32,
     #[serde(default = "two")]
@@ -31,10 +37,23 @@ pub struct LabSpec {
     pub services: Vec<ServiceSpec>,
 }
 
+/// Existing hosts for `driver = "ssh"`, each `user@host[:port]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshSpec {
+    pub managers: Vec<String>,
+    #[serde(default)]
+    pub workers: Vec<String>,
+    /// A private key to try after ssh-agent.
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegistrySpec {
-    /// Host port on 127.0.0.1; 0 picks a free one.
+    /// Port on 127.0.0.1 through which this machine pushes to the lab
+    /// registry while goblog-lab pushes; 0 picks a free one.
     #[serde(default)]
     pub port: u16,
 }

@@ -19,7 +19,7 @@ use crate::lab::spec::BuildSpec;
 
 const STATE_VERSION: u32 = 1;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Manager,
@@ -71,11 +71,35 @@ pub struct NetworkState {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RegistryState {
+    /// Where the registry container runs.
+    #[serde(default)]
+    pub runs_on: RegistryHost,
     pub container: String,
-    /// `127.0.0.1:PORT`: where this machine pushes.
+    /// Labs made before the registry moved to the manager: `127.0.0.1:PORT`,
+    /// where this machine pushes. Empty now: pushes go through a relay
+    /// opened for the push (`Provider::forward`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub push_address: String,
-    /// `NAME:5000`: where the nodes pull, by the registry's name on the lab network.
+    /// Where the nodes pull: `MANAGER_IP:5000` over TLS with the lab CA (or,
+    /// for older labs, `NAME:5000` on the lab's bridge).
     pub pull_address: String,
+}
+
+/// Where a lab's registry runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RegistryHost {
+    /// On this machine's engine, published on 127.0.0.1: labs made before
+    /// providers (state files without this field).
+    #[default]
+    HostEngine,
+    /// On the first manager's engine, on its lab address, over TLS.
+    Manager,
+}
+
+impl RegistryState {
+    /// The registry's port on the manager, for the push relay.
+    pub const PORT: u16 = 5000;
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -98,7 +122,9 @@ pub struct LabState {
     pub name: String,
     pub driver: String,
     pub created_unix: u64,
-    pub network: NetworkState,
+    /// The dind provider's bridge network; none for other providers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkState>,
     pub overlay_network: String,
     pub nodes: Vec<NodeState>,
     pub registry: RegistryState,
@@ -108,16 +134,22 @@ pub struct LabState {
     /// same sources `create` built.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project_root: Option<PathBuf>,
+    /// How an ssh lab reaches its hosts again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<SshState>,
+}
+
+/// What an ssh lab needs to reach its hosts again (the hosts themselves
+/// are the nodes' ids, `user@host:port`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SshState {
+    /// `--ssh-key`, when one was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
 }
 
 impl LabState {
-    pub fn new(
-        name: &str,
-        driver: &str,
-        network: NetworkState,
-        overlay: &str,
-        registry: RegistryState,
-    ) -> Self {
+    pub fn new(name: &str, driver: &str, overlay: &str, registry: RegistryState) -> Self {
         LabState {
             version: STATE_VERSION,
             name: name.to_string(),
@@ -125,13 +157,14 @@ impl LabState {
             created_unix: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
-            network,
+            network: None,
             overlay_network: overlay.to_string(),
             nodes: Vec::new(),
             registry,
             routing: Routing::Edge,
             services: Vec::new(),
             project_root: None,
+            ssh: None,
         }
     }
 
@@ -182,6 +215,10 @@ impl LabDir {
     }
     pub fn ca_key(&self) -> PathBuf {
         self.root.join("ca-key.pem")
+    }
+    /// Host keys accepted with `--accept-new-host-keys`, for this lab only.
+    pub fn known_hosts(&self) -> PathBuf {
+        self.root.join("known_hosts")
     }
     pub fn join_token(&self, role: Role) -> PathBuf {
         self.root.join(format!("swarm-{}.token", role.as_str()))
@@ -281,17 +318,18 @@ mod tests {
         let mut state = LabState::new(
             "goblog",
             "dind",
-            NetworkState {
-                name: "goblog-net".into(),
-                subnet: "172.28.3.0/24".into(),
-            },
             "my_network",
             RegistryState {
+                runs_on: RegistryHost::Manager,
                 container: "goblog-registry".into(),
-                push_address: "127.0.0.1:41000".into(),
-                pull_address: "goblog-registry:5000".into(),
+                push_address: String::new(),
+                pull_address: "172.28.3.10:5000".into(),
             },
         );
+        state.network = Some(NetworkState {
+            name: "goblog-net".into(),
+            subnet: "172.28.3.0/24".into(),
+        });
         state.nodes.push(NodeState {
             id: "goblog-swarm-manager-0".into(),
             hostname: "swarm-manager-0".into(),

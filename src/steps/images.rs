@@ -19,6 +19,7 @@ use crate::error::{Context, Error, Result};
 use crate::lab::spec::BuildSpec;
 
 const EDGE_DOCKERFILE: &str = include_str!("../../images/edge/Dockerfile");
+const REGISTRY_DOCKERFILE: &str = include_str!("../../images/registry/Dockerfile");
 
 /// An image on the host engine: `repository:tag`.
 #[derive(Debug, Clone)]
@@ -93,21 +94,39 @@ pub async fn prebuilt(docker: &Docker, reference: &str) -> Result<LocalImage> {
 
 /// The edge proxy image, built from the node image (no registry needed).
 pub async fn edge(docker: &Docker, node_image: &str) -> Result<LocalImage> {
+    from_node_image(docker, "goblog-lab/edge", EDGE_DOCKERFILE, node_image).await
+}
+
+/// The lab registry's image: docker-registry alone, out of the node image.
+pub async fn registry(docker: &Docker, node_image: &str) -> Result<LocalImage> {
+    from_node_image(
+        docker,
+        "goblog-lab/registry",
+        REGISTRY_DOCKERFILE,
+        node_image,
+    )
+    .await
+}
+
+/// An image made by copying a program out of the node image, tagged by
+/// the Dockerfile and the node image it came from.
+async fn from_node_image(
+    docker: &Docker,
+    repository: &str,
+    dockerfile: &str,
+    node_image: &str,
+) -> Result<LocalImage> {
     let mut hash = Sha256::new();
-    hash.update(EDGE_DOCKERFILE);
+    hash.update(dockerfile);
     hash.update(node_image);
     let image = LocalImage {
-        repository: "goblog-lab/edge".into(),
+        repository: repository.into(),
         tag: hex::encode(hash.finalize())[..12].to_string(),
     };
     if docker.inspect_image(&image.reference()).await.is_ok() {
         return Ok(image);
     }
-    let context = tar_context(&[(
-        "Dockerfile".into(),
-        EDGE_DOCKERFILE.as_bytes().to_vec(),
-        0o644,
-    )])?;
+    let context = tar_context(&[("Dockerfile".into(), dockerfile.as_bytes().to_vec(), 0o644)])?;
     build_image(
         docker,
         &image,
@@ -116,6 +135,28 @@ pub async fn edge(docker: &Docker, node_image: &str) -> Result<LocalImage> {
     )
     .await?;
     Ok(image)
+}
+
+/// Copies an image from one engine to another (`docker save | docker
+/// load`), for the one image the lab registry cannot serve: its own.
+pub async fn copy(from: &Docker, to: &Docker, image: &LocalImage) -> Result<()> {
+    use futures_util::StreamExt;
+    if to.inspect_image(&image.reference()).await.is_ok() {
+        return Ok(());
+    }
+    let reference = image.reference();
+    let saved = from.export_image(&reference);
+    let mut loading = to.import_image_stream(
+        bollard::query_parameters::ImportImageOptionsBuilder::default()
+            .quiet(true)
+            .build(),
+        saved,
+        None,
+    );
+    while let Some(progress) = loading.next().await {
+        progress.with_context(|| format!("copying {reference} to the manager's engine"))?;
+    }
+    Ok(())
 }
 
 /// Compiles `build.package` statically with cargo and builds its image from

@@ -19,7 +19,7 @@ use crate::lab::state::home;
 
 pub const RECIPE: &str = include_str!("../../images/node/recipe.toml");
 /// Bumped when the way the recipe is turned into an image changes.
-const BUILDER_VERSION: &str = "1";
+const BUILDER_VERSION: &str = "2";
 pub const REPOSITORY: &str = "goblog-lab/node";
 
 #[derive(Debug, Deserialize)]
@@ -28,7 +28,22 @@ struct Recipe {
     suite: String,
     variant: String,
     packages: Vec<String>,
+    /// Paths relative to the root, removed after debootstrap (directories
+    /// with their contents); `*` in the last component matches any name.
     remove: Vec<String>,
+    /// Files written into the tree after `remove`.
+    #[serde(default)]
+    files: Vec<RootfsFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RootfsFile {
+    /// Relative to the root, e.g. `etc/machine-id`.
+    path: String,
+    /// Permission bits, e.g. `0o644` in TOML.
+    mode: u32,
+    contents: String,
 }
 
 pub fn tag() -> String {
@@ -74,10 +89,120 @@ async fn build(docker: &Docker, tag: &str) -> Result<()> {
     std::fs::create_dir_all(&work).context("creating the image build directory")?;
     let _cleanup = RootfsGuard(rootfs.clone());
     debootstrap(&recipe, &rootfs, &mirror, &work.join("debootstrap.log")).await?;
-    for path in &recipe.remove {
-        let _ = std::fs::remove_dir_all(rootfs.join(path));
+    for pattern in &recipe.remove {
+        remove_matching(&rootfs, pattern)?;
+    }
+    for file in &recipe.files {
+        write_file(&rootfs, file)?;
     }
     import(docker, &rootfs, tag).await
+}
+
+/// A recipe path as components under the root: relative, no `..`, so
+/// nothing outside the tree is touched.
+fn components(path: &str) -> Result<Vec<&str>> {
+    let parts: Vec<&str> = path
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
+    if path.starts_with('/') || parts.is_empty() || parts.contains(&"..") {
+        return Err(Error::failed(format!(
+            "recipe path {path:?} must be relative to the root, without `..`"
+        )));
+    }
+    Ok(parts)
+}
+
+/// Removes what `pattern` names under `rootfs`, never following a symbolic
+/// link: the tree holds absolute links that point into this machine.
+fn remove_matching(rootfs: &Path, pattern: &str) -> Result<()> {
+    let mut parts = components(pattern)?;
+    let last = parts.pop().expect("at least one component");
+    let dir = parts
+        .iter()
+        .fold(rootfs.to_path_buf(), |dir, p| dir.join(p));
+    if parts.iter().any(|p| p.contains('*')) || !no_links_between(rootfs, &dir) {
+        return Err(Error::failed(format!(
+            "recipe path {pattern:?}: only its last component may hold `*`, and none may be a link"
+        )));
+    }
+    let names: Vec<String> = if last.contains('*') {
+        std::fs::read_dir(&dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|name| wildcard_match(last, name))
+                    .collect()
+            })
+            .unwrap_or_default()
+    } else {
+        vec![last.to_string()]
+    };
+    for name in names {
+        let path = dir.join(&name);
+        let result = match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&path),
+            Ok(_) => std::fs::remove_file(&path),
+            Err(_) => continue, // already absent
+        };
+        result.with_context(|| format!("removing {} from the node image tree", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Writes one recipe file, replacing whatever was there (a link included,
+/// rather than writing through it), and creating its directories.
+fn write_file(rootfs: &Path, file: &RootfsFile) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let parts = components(&file.path)?;
+    let path = parts
+        .iter()
+        .fold(rootfs.to_path_buf(), |dir, p| dir.join(p));
+    let dir = path.parent().expect("below the root");
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating {} in the node image tree", dir.display()))?;
+    if !no_links_between(rootfs, dir) {
+        return Err(Error::failed(format!(
+            "recipe file {:?} lies under a symbolic link",
+            file.path
+        )));
+    }
+    if std::fs::symlink_metadata(&path).is_ok() {
+        std::fs::remove_file(&path)
+            .with_context(|| format!("replacing {} in the node image tree", path.display()))?;
+    }
+    std::fs::write(&path, &file.contents)
+        .and_then(|()| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(file.mode)))
+        .with_context(|| format!("writing {} into the node image tree", path.display()))
+}
+
+/// True when no directory from `rootfs` (exclusive) down to `dir` is a
+/// symbolic link.
+fn no_links_between(rootfs: &Path, dir: &Path) -> bool {
+    let Ok(below) = dir.strip_prefix(rootfs) else {
+        return false;
+    };
+    let mut at = rootfs.to_path_buf();
+    below.components().all(|c| {
+        at.push(c);
+        std::fs::symlink_metadata(&at).map_or(true, |m| !m.file_type().is_symlink())
+    })
+}
+
+/// Shell-style matching with `*` only.
+fn wildcard_match(pattern: &str, name: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == name,
+        Some((head, tail)) => {
+            let Some(rest) = name.strip_prefix(head) else {
+                return false;
+            };
+            (0..=rest.len())
+                .filter(|&i| rest.is_char_boundary(i))
+                .any(|i| wildcard_match(tail, &rest[i..]))
+        }
+    }
 }
 
 /// Removes the ~400 MiB build tree however the build ends: success, error,
@@ -286,8 +411,61 @@ mod tests {
     fn recipe_parses_and_tag_is_stable() {
         let recipe: Recipe = toml::from_str(RECIPE).unwrap();
         assert!(recipe.packages.iter().any(|p| p == "docker.io"));
+        for file in &recipe.files {
+            components(&file.path).unwrap();
+            assert!(file.mode <= 0o7777, "{}", file.path);
+        }
         assert_eq!(tag(), tag());
         assert!(tag().starts_with("goblog-lab/node:"));
+    }
+
+    #[test]
+    fn wildcards_and_recipe_paths() {
+        assert!(wildcard_match("ssh_host_*", "ssh_host_ed25519_key.pub"));
+        assert!(wildcard_match("*_key", "ssh_host_rsa_key"));
+        assert!(!wildcard_match("*_key", "ssh_host_rsa_key.pub"));
+        assert!(wildcard_match("a*b*c", "aXbYc"));
+        assert!(!wildcard_match("sshd_config", "ssh_config"));
+        assert!(components("/etc/passwd").is_err());
+        assert!(components("etc/../../x").is_err());
+        assert_eq!(components("etc//ssh/").unwrap(), ["etc", "ssh"]);
+    }
+
+    #[test]
+    fn removes_and_writes_inside_the_tree_only() {
+        let root = std::env::temp_dir().join(format!("node-image-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("etc/ssh")).unwrap();
+        for name in ["ssh_host_rsa_key", "ssh_host_rsa_key.pub", "sshd_config"] {
+            std::fs::write(root.join("etc/ssh").join(name), "x").unwrap();
+        }
+        // An absolute link, as debootstrap trees hold: never followed.
+        let outside = root.with_extension("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("link")).unwrap();
+        remove_matching(&root, "etc/ssh/ssh_host_*").unwrap();
+        remove_matching(&root, "absent/dir").unwrap();
+        let left: Vec<_> = std::fs::read_dir(root.join("etc/ssh"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(left, ["sshd_config"]);
+        let file = |path: &str| RootfsFile {
+            path: path.into(),
+            mode: 0o444,
+            contents: String::new(),
+        };
+        write_file(&root, &file("etc/machine-id")).unwrap();
+        write_file(&root, &file("etc/systemd/system/a.service.d/b.conf")).unwrap();
+        assert!(write_file(&root, &file("link/evil")).is_err());
+        assert!(remove_matching(&root, "link/*").is_err());
+        assert!(!outside.join("evil").exists());
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(root.join("etc/machine-id")).unwrap();
+        assert_eq!((meta.len(), meta.permissions().mode() & 0o7777), (0, 0o444));
+        std::fs::remove_dir_all(&root).unwrap();
+        std::fs::remove_dir_all(&outside).unwrap();
     }
 
     #[test]

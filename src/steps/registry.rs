@@ -1,20 +1,25 @@
 //! The lab's own registry: the piece that replaces a Docker Hub account.
 //!
-//! It runs Debian's docker-registry from the node image on the host engine,
-//! joined to the lab network under the name `LAB-registry`, and is
-//! published on 127.0.0.1 only. This machine pushes to 127.0.0.1:PORT (which
-//! dockerd treats as insecure-by-default loopback); the nodes pull from
-//! `LAB-registry:5000`, which each inner engine lists as an insecure
-//! registry. Debian's default config turns on htpasswd auth (every request
-//! answers 401), so the container gets a config of its own.
+//! Debian's docker-registry (the CNCF distribution registry), alone in a
+//! small image, runs on the first manager's engine and listens on the
+//! manager's lab address, port 5000, over TLS with a certificate from the
+//! lab CA. Every node trusts that CA for that address through
+//! `/etc/docker/certs.d` (the provisioner puts it there), so no engine
+//! needs `insecure-registries`. This machine pushes through a relay on
+//! 127.0.0.1 that the command holds open while it pushes; dockerd accepts
+//! a loopback registry's certificate without any daemon setting.
+//!
+//! Labs made before the registry moved to the manager keep theirs on this
+//! machine's engine ([`RegistryHost::HostEngine`]); `stop`, `start` and
+//! `deploy` still drive those with the functions at the end.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
 use bollard::models::{
-    ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HostConfig, NetworkingConfig,
-    PortBinding,
+    ContainerCreateBody, HostConfig, Mount, MountType, PortBinding, RestartPolicy,
+    RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, PushImageOptionsBuilder, RemoveImageOptionsBuilder,
@@ -23,10 +28,10 @@ use bollard::query_parameters::{
 use bollard::Docker;
 
 use crate::docker::{drain, tolerate, ALREADY, LABEL_LAB, LABEL_ROLE};
-use crate::driver::LabNetwork;
 use crate::error::{Context, Error, Result};
 use crate::http::HttpClient;
-use crate::lab::state::RegistryState;
+use crate::lab::state::{RegistryHost, RegistryState};
+use crate::pki::Bundle;
 use crate::steps::images::LocalImage;
 
 const CONFIG: &str = "version: 0.1
@@ -39,10 +44,16 @@ storage:
     enabled: true
 http:
   addr: :5000
+  tls:
+    certificate: /etc/goblog-lab/registry-cert.pem
+    key: /etc/goblog-lab/registry-key.pem
 ";
 
-pub fn container_name(lab: &str) -> String {
-    format!("{lab}-registry")
+pub const CONTAINER: &str = "goblog-lab-registry";
+
+/// Where the nodes pull from: the manager's lab address.
+pub fn pull_address(manager: Ipv4Addr) -> String {
+    format!("{manager}:{}", RegistryState::PORT)
 }
 
 /// Refuses a fixed port that something already holds, before the lab makes
@@ -60,167 +71,142 @@ pub fn check_port_free(port: u16) -> Result<()> {
         })
 }
 
-/// Starts the registry and waits until it answers on 127.0.0.1.
+/// Starts the registry on the manager's engine, from `image` (already on
+/// that engine), with `tls` made for the manager's address.
 pub async fn start(
-    docker: &Docker,
+    manager: &Docker,
     lab: &str,
-    network: &LabNetwork,
-    node_image: &str,
-    port: u16,
+    address: Ipv4Addr,
+    image: &LocalImage,
+    tls: &Bundle,
 ) -> Result<RegistryState> {
-    let name = container_name(lab);
+    let labels = HashMap::from([
+        (LABEL_LAB.to_string(), lab.to_string()),
+        (LABEL_ROLE.to_string(), "registry".to_string()),
+    ]);
+    manager
+        .create_volume(VolumeCreateRequest {
+            name: Some(CONTAINER.into()),
+            labels: Some(labels.clone()),
+            ..Default::default()
+        })
+        .await
+        .context("creating the lab registry's volume")?;
+    let port = RegistryState::PORT;
     let host = HostConfig {
-        network_mode: Some(network.state.name.clone()),
+        // Only on the lab address: the manager's other networks see nothing.
         port_bindings: Some(HashMap::from([(
-            "5000/tcp".to_string(),
+            format!("{port}/tcp"),
             Some(vec![PortBinding {
-                host_ip: Some("127.0.0.1".into()),
-                host_port: Some(if port == 0 {
-                    String::new()
-                } else {
-                    port.to_string()
-                }),
+                host_ip: Some(address.to_string()),
+                host_port: Some(port.to_string()),
             }]),
         )])),
-        init: Some(true),
-        ..Default::default()
-    };
-    let body = ContainerCreateBody {
-        image: Some(node_image.to_string()),
-        hostname: Some(name.clone()),
-        cmd: Some(vec![
-            "docker-registry".into(),
-            "serve".into(),
-            "/etc/goblog-lab/registry.yml".into(),
-        ]),
-        exposed_ports: Some(vec!["5000/tcp".to_string()]),
-        labels: Some(HashMap::from([
-            (LABEL_LAB.to_string(), lab.to_string()),
-            (LABEL_ROLE.to_string(), "registry".to_string()),
-        ])),
-        host_config: Some(host),
-        networking_config: Some(NetworkingConfig {
-            endpoints_config: Some(HashMap::from([(
-                network.state.name.clone(),
-                EndpointSettings {
-                    ipam_config: Some(EndpointIpamConfig {
-                        ipv4_address: Some(network.registry_address().to_string()),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
-            )])),
+        mounts: Some(vec![Mount {
+            target: Some("/var/lib/docker-registry".into()),
+            source: Some(CONTAINER.into()),
+            typ: Some(MountType::VOLUME),
+            ..Default::default()
+        }]),
+        // Back with the manager's engine after `stop`/`start`.
+        restart_policy: Some(RestartPolicy {
+            name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+            ..Default::default()
         }),
         ..Default::default()
     };
-    docker
+    let body = ContainerCreateBody {
+        image: Some(image.reference()),
+        exposed_ports: Some(vec![format!("{port}/tcp")]),
+        labels: Some(labels),
+        host_config: Some(host),
+        ..Default::default()
+    };
+    manager
         .create_container(
-            Some(CreateContainerOptionsBuilder::default().name(&name).build()),
+            Some(
+                CreateContainerOptionsBuilder::default()
+                    .name(CONTAINER)
+                    .build(),
+            ),
             body,
         )
         .await
         .context("creating the lab registry")?;
-    docker
+    manager
         .upload_to_container(
-            &name,
+            CONTAINER,
             Some(UploadToContainerOptionsBuilder::default().path("/").build()),
             bollard::body_full(
-                crate::tarball::pack([("etc/goblog-lab/registry.yml", CONFIG.as_bytes(), 0o644)])?
-                    .into(),
+                crate::tarball::pack([
+                    ("etc/goblog-lab/registry.yml", CONFIG.as_bytes(), 0o644),
+                    (
+                        "etc/goblog-lab/registry-cert.pem",
+                        tls.cert_pem.as_bytes(),
+                        0o644,
+                    ),
+                    (
+                        "etc/goblog-lab/registry-key.pem",
+                        tls.key_pem.as_bytes(),
+                        0o600,
+                    ),
+                ])?
+                .into(),
             ),
         )
         .await
         .context("configuring the lab registry")?;
-    docker.start_container(&name, None).await.map_err(|err| {
-        let message = crate::error::docker_message(&err);
-        if port != 0
-            && (message.contains("address already in use")
-                || message.contains("port is already allocated"))
-        {
-            Error::PortInUse {
-                port,
-                purpose: "the lab registry",
-                flag: "--registry-port",
-            }
-        } else {
-            Error::Docker {
-                action: "starting the lab registry".into(),
-                message,
-            }
-        }
-    })?;
-    let host_port = published_port(docker, &name).await?;
-    let state = RegistryState {
-        container: name.clone(),
-        push_address: format!("127.0.0.1:{host_port}"),
-        pull_address: format!("{name}:5000"),
-    };
-    wait_ready(&state.push_address).await?;
-    Ok(state)
-}
-
-/// Starts the lab's registry again after `goblog-lab stop`. Docker picks a
-/// new host port when the lab asked for any free one, so this returns the
-/// address to push to now.
-pub async fn restart(docker: &Docker, registry: &RegistryState) -> Result<RegistryState> {
-    tolerate(
-        docker.start_container(&registry.container, None).await,
-        ALREADY,
-    )
-    .context("starting the lab registry")?;
-    let port = published_port(docker, &registry.container).await?;
-    let state = RegistryState {
-        push_address: format!("127.0.0.1:{port}"),
-        ..registry.clone()
-    };
-    wait_ready(&state.push_address).await?;
-    Ok(state)
-}
-
-pub async fn stop(docker: &Docker, registry: &RegistryState) -> Result<()> {
-    tolerate(
-        docker.stop_container(&registry.container, None).await,
-        ALREADY,
-    )
-    .context("stopping the lab registry")
-}
-
-async fn published_port(docker: &Docker, name: &str) -> Result<u16> {
-    let inspect = docker
-        .inspect_container(name, None)
+    manager
+        .start_container(CONTAINER, None)
         .await
-        .context("inspecting the lab registry")?;
-    inspect
-        .network_settings
-        .and_then(|n| n.ports)
-        .and_then(|ports| ports.get("5000/tcp").cloned().flatten())
-        .and_then(|bindings| bindings.into_iter().find_map(|b| b.host_port?.parse().ok()))
-        .ok_or_else(|| Error::failed("the lab registry has no published port"))
+        .context("starting the lab registry")?;
+    Ok(RegistryState {
+        runs_on: RegistryHost::Manager,
+        container: CONTAINER.into(),
+        push_address: String::new(),
+        pull_address: pull_address(address),
+    })
 }
 
-async fn wait_ready(push_address: &str) -> Result<()> {
+/// Waits until the registry answers through `relay`. It speaks TLS, so a
+/// plain request gets Go's "400: client sent an HTTP request to an HTTPS
+/// server": proof enough that it listens.
+pub async fn wait_ready_through(relay: SocketAddr) -> Result<()> {
+    wait_for(&format!("http://{relay}/v2/"), |status| {
+        status == 400 || status == 200
+    })
+    .await
+}
+
+async fn wait_for(url: &str, ready: impl Fn(u16) -> bool) -> Result<()> {
     let http = HttpClient::new();
-    let url = format!("http://{push_address}/v2/");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let last = match http.get(&url, Duration::from_secs(2)).await {
-            Ok(response) if response.status == 200 => return Ok(()),
+        let last = match http.get(url, Duration::from_secs(2)).await {
+            Ok(response) if ready(response.status) => return Ok(()),
             Ok(response) => format!("HTTP {}", response.status),
             Err(err) => err,
         };
         if Instant::now() > deadline {
-            return Err(Error::failed(format!(
-                "the lab registry did not answer on {url}: {last}"
-            )));
+            return Err(Error::RegistryDown {
+                url: url.to_string(),
+                last,
+            });
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
-/// Pushes a host image into the lab registry; returns the reference the
+/// Pushes a host image to the lab registry through `push_address` (the
+/// relay, or an older lab's published port); returns the reference the
 /// nodes pull it by.
-pub async fn push(docker: &Docker, registry: &RegistryState, image: &LocalImage) -> Result<String> {
-    let push_repo = format!("{}/{}", registry.push_address, image.short_name());
+pub async fn push(
+    docker: &Docker,
+    push_address: &str,
+    registry: &RegistryState,
+    image: &LocalImage,
+) -> Result<String> {
+    let push_repo = format!("{push_address}/{}", image.short_name());
     docker
         .tag_image(
             &image.reference(),
@@ -242,7 +228,7 @@ pub async fn push(docker: &Docker, registry: &RegistryState, image: &LocalImage)
         &format!("pushing {} to the lab registry", image.reference()),
     )
     .await;
-    // The push tag names this lab's port; left behind, every lab would add
+    // The push tag names a passing port; left behind, every push would add
     // one more tag to the host engine. Untag only: the image stays.
     let untagged = docker
         .remove_image(
@@ -265,4 +251,49 @@ pub fn pull_reference(registry: &RegistryState, image: &LocalImage) -> String {
         image.short_name(),
         image.tag
     )
+}
+
+/// Starts an older lab's registry (on this machine's engine) again after `goblog-lab stop`. Docker picks a
+/// new host port when the lab asked for any free one, so this returns the
+/// address to push to now.
+pub async fn restart(docker: &Docker, registry: &RegistryState) -> Result<RegistryState> {
+    tolerate(
+        docker.start_container(&registry.container, None).await,
+        ALREADY,
+    )
+    .context("starting the lab registry")?;
+    let port = published_port(docker, &registry.container).await?;
+    let state = RegistryState {
+        push_address: format!("127.0.0.1:{port}"),
+        ..registry.clone()
+    };
+    wait_for(&format!("http://{}/v2/", state.push_address), |status| {
+        status == 200
+    })
+    .await?;
+    Ok(state)
+}
+
+pub async fn stop(docker: &Docker, registry: &RegistryState) -> Result<()> {
+    tolerate(
+        docker.stop_container(&registry.container, None).await,
+        ALREADY,
+    )
+    .context("stopping the lab registry")
+}
+
+async fn published_port(docker: &Docker, name: &str) -> Result<u16> {
+    let inspect = docker
+        .inspect_container(name, None)
+        .await
+        .context("inspecting the lab registry")?;
+    inspect
+        .network_settings
+        .and_then(|n| n.ports)
+        .and_then(|ports| ports.get("5000/tcp").cloned().flatten())
+        .and_then(|bindings| bindings.into_iter().find_map(|b| b.host_port?.parse().ok()))
+        .ok_or_else(|| Error::RegistryDown {
+            url: name.to_string(),
+            last: "it has no published port".into(),
+        })
 }

@@ -1,10 +1,13 @@
-//! Nodes as Docker-in-Docker containers on the host engine.
+//! Machines as Docker-in-Docker containers on this machine's engine.
 //!
 //! Each node is a container of the lab's node image running its own
-//! dockerd, on a user-defined bridge network with a fixed address. The
-//! inner engine keeps `/var/lib/docker` on a named volume (overlay2 cannot
-//! sit on the container's own overlayfs) and listens for TLS clients on its
-//! lab address only.
+//! dockerd, on a user-defined bridge network. The provider picks each
+//! node's address on that network itself and keeps it across restarts (a
+//! Swarm whose manager moves breaks); the lab learns it only once the node
+//! exists. The node waits for `/etc/docker/daemon.json` (written by the
+//! provisioner once the address is known and its certificate made), then
+//! runs dockerd, which keeps `/var/lib/docker` on a named volume (overlay2
+//! cannot sit on the container's own overlayfs).
 //!
 //! Docker-in-Docker normally wants `--privileged`. Some engines refuse it
 //! (this machine's bounding set lacks CAP_SYS_RESOURCE, so runc cannot grant
@@ -12,7 +15,8 @@
 //! which is what dockerd actually needs, and we say so once.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
@@ -27,13 +31,21 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures_util::future::try_join_all;
 
-use super::{Driver, LabNetwork, NodePlan, Removed, DOCKER_TLS_PORT};
+use super::{
+    CommandOutput, EngineSetup, Forward, MachinePlan, NodeFile, Provider, ProviderKind, Removed,
+    DOCKER_TLS_PORT,
+};
 use crate::docker::{tolerate, Labelled, ALREADY, GONE, LABEL_LAB, LABEL_ROLE};
 use crate::error::{docker_message, Context, Error, Result};
-use crate::lab::state::{NetworkState, NodeState};
+use crate::lab::state::{LabState, NodeState, Role};
 use crate::ui::Ui;
 
-pub struct DindDriver {
+/// The node's command: dockerd, once the provisioner has written its
+/// configuration. A restarted node finds it there and starts at once.
+const NODE_COMMAND: &str =
+    "until [ -s /etc/docker/daemon.json ]; do sleep 0.05; done; exec dockerd";
+
+pub struct DindProvider {
     docker: Docker,
     lab: String,
     ui: Ui,
@@ -41,9 +53,26 @@ pub struct DindDriver {
     unprivileged: AtomicBool,
 }
 
-impl DindDriver {
+/// The lab's bridge network: its name and the /24 the nodes sit on.
+struct LabNetwork {
+    name: String,
+    base: Ipv4Addr,
+}
+
+impl LabNetwork {
+    /// Managers from .10 and workers from .100, so an address tells the role.
+    fn node_address(&self, role: Role, index: u32) -> Ipv4Addr {
+        let first = match role {
+            Role::Manager => 10,
+            Role::Worker => 100,
+        };
+        with_last_octet(self.base, first + index as u8)
+    }
+}
+
+impl DindProvider {
     pub fn new(docker: Docker, lab: &str, ui: Ui) -> Self {
-        DindDriver {
+        DindProvider {
             docker,
             lab: lab.to_string(),
             ui,
@@ -70,7 +99,8 @@ impl DindDriver {
         &self,
         network: &LabNetwork,
         image: &str,
-        plan: &NodePlan,
+        plan: &MachinePlan,
+        address: Ipv4Addr,
     ) -> Result<NodeState> {
         let name = Self::container_name(&self.lab, &plan.hostname);
         let volume = format!("{name}-docker");
@@ -85,17 +115,17 @@ impl DindDriver {
             .await
             .with_context(|| format!("creating volume {volume}"))?;
 
-        let privileged = !self.unprivileged.load(Ordering::SeqCst);
-        self.create_container(
-            &name,
-            &volume,
+        let node = Node {
+            name: &name,
+            volume: &volume,
             network,
             image,
             plan,
-            labels.clone(),
-            privileged,
-        )
-        .await?;
+            address,
+        };
+        let privileged = !self.unprivileged.load(Ordering::SeqCst);
+        self.create_container(&node, labels.clone(), privileged)
+            .await?;
         match self.docker.start_container(&name, None).await {
             Ok(()) => {}
             Err(err) if privileged && refuses_privileged(&docker_message(&err)) => {
@@ -103,8 +133,7 @@ impl DindDriver {
                     self.warn_unprivileged();
                 }
                 self.remove_container(&name).await?;
-                self.create_container(&name, &volume, network, image, plan, labels, false)
-                    .await?;
+                self.create_container(&node, labels, false).await?;
                 self.docker
                     .start_container(&name, None)
                     .await
@@ -119,28 +148,25 @@ impl DindDriver {
             id: name,
             hostname: plan.hostname.clone(),
             role: plan.role,
-            address: plan.address,
+            address: self
+                .address_of(&Self::container_name(&self.lab, &plan.hostname))
+                .await?,
             docker_port: DOCKER_TLS_PORT,
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn create_container(
         &self,
-        name: &str,
-        volume: &str,
-        network: &LabNetwork,
-        image: &str,
-        plan: &NodePlan,
+        node: &Node<'_>,
         labels: HashMap<String, String>,
         privileged: bool,
     ) -> Result<()> {
         let mut host = HostConfig {
             init: Some(true),
-            network_mode: Some(network.state.name.clone()),
+            network_mode: Some(node.network.name.clone()),
             mounts: Some(vec![Mount {
                 target: Some("/var/lib/docker".into()),
-                source: Some(volume.to_string()),
+                source: Some(node.volume.to_string()),
                 typ: Some(MountType::VOLUME),
                 ..Default::default()
             }]),
@@ -165,48 +191,54 @@ impl DindDriver {
             host.readonly_paths = Some(Vec::new());
             host.binds = Some(vec!["/sys/fs/cgroup:/sys/fs/cgroup:rw".into()]);
         }
+        // A fixed address, so a restarted node comes back where the Swarm
+        // and its certificate expect it.
         let endpoint = EndpointSettings {
             ipam_config: Some(EndpointIpamConfig {
-                ipv4_address: Some(plan.address.to_string()),
+                ipv4_address: Some(node.address.to_string()),
                 ..Default::default()
             }),
-            aliases: Some(vec![plan.hostname.clone()]),
+            aliases: Some(vec![node.plan.hostname.clone()]),
             ..Default::default()
         };
         let body = ContainerCreateBody {
-            image: Some(image.to_string()),
-            hostname: Some(plan.hostname.clone()),
-            cmd: Some(vec!["dockerd".into()]),
+            image: Some(node.image.to_string()),
+            hostname: Some(node.plan.hostname.clone()),
+            cmd: Some(vec!["sh".into(), "-c".into(), NODE_COMMAND.into()]),
             env: Some(vec![
                 "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
             ]),
             labels: Some(labels),
             host_config: Some(host),
             networking_config: Some(NetworkingConfig {
-                endpoints_config: Some(HashMap::from([(network.state.name.clone(), endpoint)])),
+                endpoints_config: Some(HashMap::from([(node.network.name.clone(), endpoint)])),
             }),
             ..Default::default()
         };
-        let options = CreateContainerOptionsBuilder::default().name(name).build();
+        let options = CreateContainerOptionsBuilder::default()
+            .name(node.name)
+            .build();
         self.docker
             .create_container(Some(options), body)
             .await
-            .with_context(|| format!("creating node {}", plan.hostname))?;
-        self.docker
-            .upload_to_container(
-                name,
-                Some(UploadToContainerOptionsBuilder::default().path("/").build()),
-                bollard::body_full(
-                    crate::tarball::pack(
-                        plan.files
-                            .iter()
-                            .map(|f| (f.path.as_str(), f.contents.as_slice(), f.mode)),
-                    )?
-                    .into(),
-                ),
-            )
+            .with_context(|| format!("creating node {}", node.plan.hostname))
+            .map(drop)
+    }
+
+    async fn address_of(&self, container: &str) -> Result<Ipv4Addr> {
+        let inspect = self
+            .docker
+            .inspect_container(container, None)
             .await
-            .with_context(|| format!("copying TLS files into node {}", plan.hostname))
+            .with_context(|| format!("inspecting node {container}"))?;
+        let network = Self::network_name(&self.lab);
+        inspect
+            .network_settings
+            .and_then(|n| n.networks)
+            .and_then(|mut networks| networks.remove(&network))
+            .and_then(|endpoint| endpoint.ip_address)
+            .and_then(|ip| ip.parse().ok())
+            .ok_or_else(|| Error::failed(format!("node {container} has no address on {network}")))
     }
 
     fn warn_unprivileged(&self) {
@@ -253,13 +285,6 @@ impl DindDriver {
         used.extend(host_routes());
         Ok(used)
     }
-}
-
-#[async_trait]
-impl Driver for DindDriver {
-    fn name(&self) -> &'static str {
-        "dind"
-    }
 
     async fn create_network(&self) -> Result<LabNetwork> {
         let name = Self::network_name(&self.lab);
@@ -270,9 +295,7 @@ impl Driver for DindDriver {
         for _attempt in 0..16 {
             let mut used = self.used_subnets().await?;
             used.extend(refused.iter().map(|&base| (base, 24)));
-            let base = first_free_subnet(&used).ok_or_else(|| {
-                Error::failed("no free /24 left in 172.28.0.0/14 for the lab network")
-            })?;
+            let base = first_free_subnet(&used).ok_or(Error::NoFreeSubnet)?;
             let subnet = format!("{base}/24");
             let request = NetworkCreateRequest {
                 name: name.clone(),
@@ -289,27 +312,39 @@ impl Driver for DindDriver {
                 ..Default::default()
             };
             match self.docker.create_network(request).await {
-                Ok(_) => {
-                    return Ok(LabNetwork {
-                        state: NetworkState { name, subnet },
-                        base,
-                    })
-                }
+                Ok(_) => return Ok(LabNetwork { name, base }),
                 Err(err) if docker_message(&err).contains("overlaps") => refused.push(base),
                 Err(err) => return Err(err).with_context(|| format!("creating network {name}")),
             }
         }
-        Err(Error::failed(
-            "could not find a free subnet for the lab network",
-        ))
+        Err(Error::NoFreeSubnet)
     }
+}
 
-    async fn create_nodes(
-        &self,
-        network: &LabNetwork,
-        image: &str,
-        plans: &[NodePlan],
-    ) -> Result<Vec<NodeState>> {
+/// One node being made: what `create_container` needs.
+struct Node<'a> {
+    name: &'a str,
+    volume: &'a str,
+    network: &'a LabNetwork,
+    image: &'a str,
+    plan: &'a MachinePlan,
+    address: Ipv4Addr,
+}
+
+impl DindProvider {
+    /// Makes the lab network and one node per plan from `image`.
+    async fn create_nodes(&self, image: &str, plans: &[MachinePlan]) -> Result<Vec<NodeState>> {
+        let network = self.create_network().await?;
+        let mut counters = HashMap::new();
+        let addressed: Vec<(&MachinePlan, Ipv4Addr)> = plans
+            .iter()
+            .map(|plan| {
+                let index = counters.entry(plan.role).or_insert(0u32);
+                let address = network.node_address(plan.role, *index);
+                *index += 1;
+                (plan, address)
+            })
+            .collect();
         let marker = self.refusal_marker().await;
         if marker.as_ref().is_some_and(|m| m.exists()) {
             // Said in full the first time; later labs only mention it (-v).
@@ -317,18 +352,20 @@ impl Driver for DindDriver {
             self.ui
                 .detail("this engine refuses --privileged (remembered): nodes get the fallback capability set");
             return try_join_all(
-                plans
+                addressed
                     .iter()
-                    .map(|plan| self.create_node(network, image, plan)),
+                    .map(|(plan, address)| self.create_node(&network, image, plan, *address)),
             )
             .await;
         }
-        let Some((first, rest)) = plans.split_first() else {
+        let Some(((first, first_address), rest)) = addressed.split_first() else {
             return Ok(Vec::new());
         };
         // The first node finds out whether --privileged works, so the others
         // don't all fail and retry at once; the answer is kept for next time.
-        let first = self.create_node(network, image, first).await?;
+        let first = self
+            .create_node(&network, image, first, *first_address)
+            .await?;
         if self.unprivileged.load(Ordering::SeqCst) {
             if let Some(marker) = marker {
                 let _ = std::fs::create_dir_all(marker.parent().unwrap_or(&marker));
@@ -339,14 +376,55 @@ impl Driver for DindDriver {
         nodes.extend(
             try_join_all(
                 rest.iter()
-                    .map(|plan| self.create_node(network, image, plan)),
+                    .map(|(plan, address)| self.create_node(&network, image, plan, *address)),
             )
             .await?,
         );
         Ok(nodes)
     }
+}
 
-    async fn stop_node(&self, node: &NodeState) -> Result<()> {
+#[async_trait]
+impl Provider for DindProvider {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Dind
+    }
+
+    fn engine_setup(&self) -> EngineSetup {
+        EngineSetup::DaemonJson
+    }
+
+    async fn create(&self, plans: &[MachinePlan]) -> Result<Vec<NodeState>> {
+        let image = crate::steps::node_image::ensure(&self.docker).await?;
+        self.create_nodes(&image, plans).await
+    }
+
+    async fn put_files(&self, node: &NodeState, files: &[NodeFile]) -> Result<()> {
+        self.docker
+            .upload_to_container(
+                &node.id,
+                Some(UploadToContainerOptionsBuilder::default().path("/").build()),
+                bollard::body_full(
+                    crate::tarball::pack(files.iter().map(|f| {
+                        (
+                            f.path.trim_start_matches('/'),
+                            f.contents.as_slice(),
+                            f.mode,
+                        )
+                    }))?
+                    .into(),
+                ),
+            )
+            .await
+            .with_context(|| format!("copying files into node {}", node.hostname))
+    }
+
+    async fn run(&self, node: &NodeState, command: &str) -> Result<CommandOutput> {
+        let (status, output) = exec_in(&self.docker, &node.id, &["sh", "-c", command]).await?;
+        Ok(CommandOutput { status, output })
+    }
+
+    async fn stop(&self, node: &NodeState) -> Result<()> {
         // dockerd drains its containers and leaves the Swarm state on disk.
         let options = bollard::query_parameters::StopContainerOptionsBuilder::default()
             .t(20)
@@ -358,9 +436,10 @@ impl Driver for DindDriver {
         .with_context(|| format!("stopping node {}", node.hostname))
     }
 
-    async fn start_node(&self, node: &NodeState) -> Result<()> {
+    async fn start(&self, node: &NodeState) -> Result<Ipv4Addr> {
         tolerate(self.docker.start_container(&node.id, None).await, ALREADY)
-            .with_context(|| format!("starting node {}", node.hostname))
+            .with_context(|| format!("starting node {}", node.hostname))?;
+        self.address_of(&node.id).await
     }
 
     async fn ensure_running(&self, node: &NodeState) -> Result<()> {
@@ -373,39 +452,54 @@ impl Driver for DindDriver {
         if state.running == Some(true) {
             return Ok(());
         }
-        Err(Error::failed(format!(
-            "node {} stopped (exit code {}{})",
-            node.hostname,
-            state.exit_code.unwrap_or(-1),
-            state
-                .error
-                .filter(|e| !e.is_empty())
-                .map(|e| format!(": {e}"))
-                .unwrap_or_default()
-        )))
+        Err(Error::NodeStopped {
+            node: node.hostname.clone(),
+            why: format!(
+                "exit code {}{}",
+                state.exit_code.unwrap_or(-1),
+                state
+                    .error
+                    .filter(|e| !e.is_empty())
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            ),
+        })
     }
 
-    async fn has_ipvs(&self, node: &NodeState) -> Result<bool> {
-        // The nodes share the host's kernel; dockerd inside can only use IPVS
-        // when the module is there already (it cannot load modules from here).
-        let (code, _) = self
-            .exec(
-                node,
-                &[
-                    "sh",
-                    "-c",
-                    "test -e /proc/net/ip_vs || test -d /sys/module/ip_vs",
-                ],
-            )
-            .await?;
-        Ok(code == 0)
+    async fn forward(&self, node: &NodeState, port: u16, local_port: u16) -> Result<Forward> {
+        // This host routes to container addresses; a plain TCP relay on
+        // loopback lets its engine push over 127.0.0.1, which dockerd
+        // trusts without any daemon setting.
+        super::relay::tcp(local_port, SocketAddr::from((node.address, port))).await
     }
 
-    async fn exec(&self, node: &NodeState, command: &[&str]) -> Result<(i64, String)> {
-        exec_in(&self.docker, &node.id, command).await
+    async fn interactive(&self, node: &NodeState, command: &[String]) -> Result<i32> {
+        use std::io::IsTerminal;
+        let mut docker_args = vec!["exec".to_string(), "-i".to_string()];
+        if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
+            docker_args.push("-t".to_string());
+        }
+        docker_args.push(node.id.clone());
+        docker_args.extend(command.iter().cloned());
+        // The docker CLI already does TTYs, signals and exit codes right.
+        let status = tokio::process::Command::new("docker")
+            .args(&docker_args)
+            // The host engine, even after `eval "$(goblog-lab env)"`.
+            .env("DOCKER_HOST", crate::docker::host_address())
+            .env_remove("DOCKER_TLS_VERIFY")
+            .env_remove("DOCKER_CERT_PATH")
+            .env_remove("DOCKER_CONTEXT")
+            .stdin(Stdio::inherit())
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit())
+            .status()
+            .await
+            .context("running the docker CLI (is it installed?)")?;
+        Ok(status.code().unwrap_or(1))
     }
 
-    async fn destroy(&self) -> Result<Removed> {
+    async fn remove(&self, _state: Option<&LabState>) -> Result<Removed> {
+        // By label, not from the state: it works after a crash and twice.
         remove_labelled(&self.docker, &self.lab).await
     }
 }
@@ -481,9 +575,11 @@ pub async fn remove_labelled(docker: &Docker, lab: &str) -> Result<Removed> {
     )
     .await?;
     Ok(Removed {
-        containers: found.containers.len(),
-        volumes: found.volumes.len(),
-        networks: found.networks.len(),
+        items: vec![
+            (found.containers.len(), "container"),
+            (found.volumes.len(), "volume"),
+            (found.networks.len(), "network"),
+        ],
     })
 }
 

@@ -1,0 +1,67 @@
+//! `goblog-lab prepare`: every image a lab needs, built before anyone
+//! waits for it. The node image takes a minute of debootstrap the first
+//! time; a workshop leader would rather pay that before the room fills.
+
+use std::collections::BTreeMap;
+
+use futures_util::future::try_join_all;
+use serde::Serialize;
+
+use crate::cli::{Output, PrepareArgs};
+use crate::docker;
+use crate::error::{Error, Result};
+use crate::lab::spec;
+use crate::steps::{images, node_image};
+use crate::ui::Ui;
+
+#[derive(Debug, Serialize)]
+struct Prepared {
+    node_image: String,
+    registry_image: String,
+    edge_image: String,
+    /// Services built from source, by name.
+    services: BTreeMap<String, String>,
+}
+
+pub async fn run(args: &PrepareArgs, ui: &Ui) -> Result<()> {
+    let loaded = spec::load(args.file.as_deref())?;
+    let host = docker::connect_host().await?;
+    let step = ui.step("Building the node image 🖼 (debootstrap; about a minute the first time)");
+    let node = node_image::ensure(&host).await?;
+    step.done_with(node.clone());
+    let step = ui.step("Building the registry and edge images, and the services 🔨");
+    let built = try_join_all(loaded.spec.services.iter().filter_map(|service| {
+        let build = service.build.as_ref()?;
+        let (host, root) = (&host, &loaded.project_root);
+        Some(async move {
+            let image = images::service(host, root, &service.name, build).await?;
+            Ok::<_, Error>((service.name.clone(), image.reference()))
+        })
+    }));
+    let (registry, edge, services) = tokio::try_join!(
+        images::registry(&host, &node),
+        images::edge(&host, &node),
+        built
+    )?;
+    step.done();
+    let prepared = Prepared {
+        node_image: node,
+        registry_image: registry.reference(),
+        edge_image: edge.reference(),
+        services: services.into_iter().collect(),
+    };
+    if args.output == Output::Json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&prepared).expect("serialises")
+        );
+    } else {
+        println!("node      {}", prepared.node_image);
+        println!("registry  {}", prepared.registry_image);
+        println!("edge      {}", prepared.edge_image);
+        for (name, image) in &prepared.services {
+            println!("service   {image} ({name})");
+        }
+    }
+    Ok(())
+}

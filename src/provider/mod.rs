@@ -1,0 +1,219 @@
+//! The boundary between "a lab needs N machines that run dockerd" and how
+//! those machines come to exist.
+//!
+//! A provider answers machine questions only, as docker-machine's drivers
+//! did (`libmachine/drivers/drivers.go`): make or adopt machines, tell each
+//! one's address *after* it exists, put files on it, run a command on it,
+//! start, stop and remove it. Everything after "a Docker engine with TLS
+//! answers at ADDRESS:2376" (the Swarm, the registry, deploys, routing,
+//! waiting) lives in `steps/` and never sees a provider.
+//!
+//! Two providers exist: Docker-in-Docker containers on this machine's
+//! engine (`dind`), and existing hosts reached over SSH (`ssh`).
+
+pub mod dind;
+mod relay;
+pub mod ssh;
+
+use std::net::SocketAddr;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::lab::state::{LabDir, LabState, NodeState, Role};
+use crate::ui::Ui;
+
+/// The port every node's Docker API listens on, TLS only, as docker-machine had it.
+pub const DOCKER_TLS_PORT: u16 = 2376;
+
+/// Which provider made a lab; recorded in its state so that `stop`,
+/// `start`, `destroy`, `exec` and `shell` need no flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// Docker-in-Docker containers on this machine's Docker engine.
+    Dind,
+    /// Existing Linux hosts with Docker, reached over SSH.
+    Ssh,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Dind => "dind",
+            ProviderKind::Ssh => "ssh",
+        }
+    }
+
+    /// Reads the name a state file recorded.
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "dind" => Ok(ProviderKind::Dind),
+            "ssh" => Ok(ProviderKind::Ssh),
+            other => Err(Error::usage(format!(
+                "unknown driver '{other}' in the lab's state (this goblog-lab knows dind and ssh)"
+            ))),
+        }
+    }
+}
+
+/// A file to place on a machine.
+#[derive(Debug, Clone)]
+pub struct NodeFile {
+    pub path: String,
+    pub contents: Vec<u8>,
+    pub mode: u32,
+}
+
+impl NodeFile {
+    pub fn new(path: impl Into<String>, contents: impl Into<Vec<u8>>, mode: u32) -> Self {
+        NodeFile {
+            path: path.into(),
+            contents: contents.into(),
+            mode,
+        }
+    }
+}
+
+/// What the lab asks a provider for: one machine, by name and role. Its
+/// address is the provider's to give.
+#[derive(Debug, Clone)]
+pub struct MachinePlan {
+    pub hostname: String,
+    pub role: Role,
+}
+
+/// How a machine's dockerd takes the lab's configuration; the provisioner
+/// (`crate::provision`) writes it accordingly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineSetup {
+    /// The machine starts dockerd itself once `/etc/docker/daemon.json`
+    /// exists (a dind node waits for it).
+    DaemonJson,
+    /// dockerd is a systemd service of the host: the lab adds a drop-in and
+    /// restarts it, and takes both away again on destroy.
+    SystemdDropIn,
+}
+
+/// What `destroy` removed, for its summary line.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Removed {
+    /// What was removed or given back, counted, by a noun first ("container",
+    /// "host given back").
+    pub items: Vec<(usize, &'static str)>,
+}
+
+impl Removed {
+    pub fn is_empty(&self) -> bool {
+        self.items.iter().all(|(n, _)| *n == 0)
+    }
+
+    pub fn summary(&self) -> String {
+        self.items
+            .iter()
+            .map(|(n, what)| {
+                // The noun is the first word: "host given back".
+                let (noun, rest) = what.split_once(' ').unwrap_or((what, ""));
+                let s = if *n == 1 { "" } else { "s" };
+                format!(
+                    "{n} {noun}{s}{}{rest}",
+                    if rest.is_empty() { "" } else { " " }
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// A command's result on a machine.
+#[derive(Debug, Clone)]
+pub struct CommandOutput {
+    pub status: i64,
+    /// stdout and stderr, as a person would have seen them.
+    pub output: String,
+}
+
+/// A local address that reaches a port of a machine for as long as it is
+/// held: how this host's engine pushes to the lab registry on the manager.
+#[must_use = "the forward closes when dropped"]
+pub struct Forward {
+    pub local: SocketAddr,
+    /// Stops the forward when dropped.
+    pub _guard: Box<dyn Send + Sync>,
+}
+
+#[async_trait]
+pub trait Provider: Send + Sync {
+    fn kind(&self) -> ProviderKind;
+
+    /// How the machines' dockerd takes its configuration.
+    fn engine_setup(&self) -> EngineSetup;
+
+    /// Makes (or adopts) one machine per plan, in order, and returns them
+    /// with the addresses they have now that they exist.
+    async fn create(&self, plans: &[MachinePlan]) -> Result<Vec<NodeState>>;
+
+    /// Writes files on a machine, atomically, as root.
+    async fn put_files(&self, node: &NodeState, files: &[NodeFile]) -> Result<()>;
+
+    /// Runs a shell command on a machine as root.
+    async fn run(&self, node: &NodeState, command: &str) -> Result<CommandOutput>;
+
+    /// Stops a machine's lab engine, keeping its disk and Swarm state.
+    async fn stop(&self, node: &NodeState) -> Result<()>;
+
+    /// Starts it again; returns the address it has now (a VM's may change).
+    async fn start(&self, node: &NodeState) -> Result<std::net::Ipv4Addr>;
+
+    /// Fails with the reason when the machine has stopped (crashed, killed).
+    async fn ensure_running(&self, node: &NodeState) -> Result<()>;
+
+    /// An address on 127.0.0.1 (`local_port`, or any free one for 0) that
+    /// forwards to `port` on the machine's lab address while it is held.
+    async fn forward(&self, node: &NodeState, port: u16, local_port: u16) -> Result<Forward>;
+
+    /// Hands the terminal to a command on the machine (`exec`, `shell`);
+    /// returns its exit code.
+    async fn interactive(&self, node: &NodeState, command: &[String]) -> Result<i32>;
+
+    /// Removes the lab's machines, or gives adopted hosts back as they were.
+    /// Works twice in a row.
+    async fn remove(&self, state: Option<&LabState>) -> Result<Removed>;
+}
+
+/// The provider that made a saved lab, ready to drive it.
+pub async fn for_lab(state: &LabState, dir: &LabDir, ui: &Ui) -> Result<Box<dyn Provider>> {
+    match ProviderKind::parse(&state.driver)? {
+        ProviderKind::Dind => {
+            let host = crate::docker::connect_host().await?;
+            Ok(Box::new(dind::DindProvider::new(
+                host,
+                &state.name,
+                ui.clone(),
+            )))
+        }
+        ProviderKind::Ssh => Ok(Box::new(ssh::SshProvider::for_lab(state, dir, ui.clone())?)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removal_summaries_count_the_noun() {
+        let removed = Removed {
+            items: vec![(3, "container"), (1, "network"), (2, "host given back")],
+        };
+        assert_eq!(
+            removed.summary(),
+            "3 containers, 1 network, 2 hosts given back"
+        );
+        assert!(!removed.is_empty());
+        assert!(Removed {
+            items: vec![(0, "volume")]
+        }
+        .is_empty());
+    }
+}

@@ -1,0 +1,350 @@
+//! Machines that already exist: Linux hosts with Docker, reached over SSH.
+//!
+//! The provider of docker-machine's `generic` driver and of k3sup, without
+//! their shortcuts: host keys are checked (`crate::ssh`), never ignored, and
+//! nothing is changed on a host before every host has passed its checks
+//! (`crate::provision::preflight`). A host is adopted, not made, so
+//! `remove` gives it back as it was rather than deleting anything, and
+//! `stop`/`start` stop and start the host's dockerd, not the host.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::future::try_join_all;
+
+use super::{
+    CommandOutput, EngineSetup, Forward, MachinePlan, NodeFile, Provider, ProviderKind, Removed,
+    DOCKER_TLS_PORT,
+};
+use crate::error::{Error, Result};
+use crate::lab::state::{LabDir, LabState, NodeState, Role};
+use crate::provision;
+use crate::ssh::{Credentials, HostKeys, SshClient, Target};
+use crate::ui::Ui;
+
+/// How long an SSH connection (TCP, handshake, authentication) may take:
+/// docker-machine's hangs waiting for SSH are a known complaint.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A command that configures a host; restarting dockerd is the slowest.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub struct SshProvider {
+    hosts: Vec<Target>,
+    key: Option<PathBuf>,
+    known_hosts: HostKeysFiles,
+    accept_new: bool,
+    ui: Ui,
+    /// One verified client per host, by node id (`user@host:port`).
+    clients: Mutex<HashMap<String, SshClient>>,
+}
+
+struct HostKeysFiles {
+    user: PathBuf,
+    lab: PathBuf,
+}
+
+impl SshProvider {
+    /// For `create`: the hosts in plan order (managers first).
+    pub fn new(
+        dir: &LabDir,
+        hosts: &[String],
+        key: Option<PathBuf>,
+        accept_new: bool,
+        ui: Ui,
+    ) -> Result<Self> {
+        let hosts = hosts
+            .iter()
+            .map(|h| h.parse::<Target>().map_err(Error::from))
+            .collect::<Result<Vec<_>>>()?;
+        let mut seen = std::collections::HashSet::new();
+        if let Some(twice) = hosts.iter().find(|t| !seen.insert((&t.host, t.port))) {
+            return Err(Error::usage(format!(
+                "{twice} is named twice: each host can be one node only"
+            )));
+        }
+        Ok(SshProvider {
+            hosts,
+            key,
+            known_hosts: HostKeysFiles {
+                user: dirs::home_dir()
+                    .unwrap_or_default()
+                    .join(".ssh")
+                    .join("known_hosts"),
+                lab: dir.known_hosts(),
+            },
+            accept_new,
+            ui,
+            clients: Mutex::default(),
+        })
+    }
+
+    /// For a saved lab: its hosts are its nodes; host keys must be known.
+    pub fn for_lab(state: &LabState, dir: &LabDir, ui: Ui) -> Result<Self> {
+        let hosts: Vec<String> = state.nodes.iter().map(|n| n.id.clone()).collect();
+        let key = state.ssh.as_ref().and_then(|s| s.key.clone());
+        Self::new(dir, &hosts, key, false, ui)
+    }
+
+    async fn connect(&self, target: &Target) -> Result<SshClient> {
+        let id = target.to_string();
+        if let Some(client) = self.clients.lock().unwrap().get(&id) {
+            return Ok(client.clone());
+        }
+        let client = SshClient::connect(
+            target.clone(),
+            Credentials {
+                key: self.key.clone(),
+            },
+            HostKeys {
+                user_known_hosts: self.known_hosts.user.clone(),
+                lab_known_hosts: self.known_hosts.lab.clone(),
+                accept_new: self.accept_new,
+            },
+            CONNECT_TIMEOUT,
+        )
+        .await?;
+        client.check_root().await?;
+        self.clients.lock().unwrap().insert(id, client.clone());
+        Ok(client)
+    }
+
+    async fn client(&self, node: &NodeState) -> Result<SshClient> {
+        self.connect(&node.id.parse::<Target>()?).await
+    }
+
+    async fn adopt(&self, target: &Target, plan: &MachinePlan) -> Result<NodeState> {
+        let client = self.connect(target).await?;
+        let hostname = client
+            .run("hostname", None, COMMAND_TIMEOUT)
+            .await?
+            .stdout_text()
+            .trim()
+            .to_string();
+        self.ui
+            .detail(format!("{target} answers as {hostname} ({:?})", plan.role));
+        Ok(NodeState {
+            id: target.to_string(),
+            hostname: if hostname.is_empty() {
+                plan.hostname.clone()
+            } else {
+                hostname
+            },
+            role: plan.role,
+            address: resolve(&target.host).await?,
+            docker_port: DOCKER_TLS_PORT,
+        })
+    }
+}
+
+/// The host's IPv4 address: what the Swarm advertises and the certificate
+/// names.
+async fn resolve(host: &str) -> Result<Ipv4Addr> {
+    if let Ok(ip) = host.parse::<Ipv4Addr>() {
+        return Ok(ip);
+    }
+    let found = tokio::net::lookup_host((host, 22))
+        .await
+        .map_err(|err| Error::HostUnfit {
+            host: host.to_string(),
+            reason: format!("cannot resolve it: {err}"),
+        })?;
+    found
+        .filter_map(|a| match a.ip() {
+            IpAddr::V4(v4) => Some(v4),
+            IpAddr::V6(_) => None,
+        })
+        .next()
+        .ok_or_else(|| Error::HostUnfit {
+            host: host.to_string(),
+            reason: "it has no IPv4 address, which Swarm's advertise address needs".into(),
+        })
+}
+
+#[async_trait]
+impl Provider for SshProvider {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Ssh
+    }
+
+    fn engine_setup(&self) -> EngineSetup {
+        EngineSetup::SystemdDropIn
+    }
+
+    async fn create(&self, plans: &[MachinePlan]) -> Result<Vec<NodeState>> {
+        assert_eq!(plans.len(), self.hosts.len(), "one plan per host");
+        // Every host answers (and its key is checked) before any is changed.
+        try_join_all(
+            self.hosts
+                .iter()
+                .zip(plans)
+                .map(|(target, plan)| self.adopt(target, plan)),
+        )
+        .await
+    }
+
+    async fn put_files(&self, node: &NodeState, files: &[NodeFile]) -> Result<()> {
+        let client = self.client(node).await?;
+        try_join_all(
+            files
+                .iter()
+                .map(|file| client.upload(&file.path, file.contents.clone(), file.mode)),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn run(&self, node: &NodeState, command: &str) -> Result<CommandOutput> {
+        let client = self.client(node).await?;
+        let output = client.run_root(command, None, COMMAND_TIMEOUT).await?;
+        let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&output.stderr));
+        Ok(CommandOutput {
+            status: i64::from(output.status),
+            output: text,
+        })
+    }
+
+    async fn stop(&self, node: &NodeState) -> Result<()> {
+        // The lab's engine, not the host: it is the user's machine.
+        let out = self
+            .run(node, "systemctl stop docker.socket docker.service")
+            .await?;
+        expect_ok(node, "systemctl stop docker", out)
+    }
+
+    async fn start(&self, node: &NodeState) -> Result<Ipv4Addr> {
+        let out = self.run(node, "systemctl start docker.service").await?;
+        expect_ok(node, "systemctl start docker", out)?;
+        resolve(&node.id.parse::<Target>()?.host).await
+    }
+
+    async fn ensure_running(&self, node: &NodeState) -> Result<()> {
+        let out = self.run(node, "systemctl is-active docker.service").await?;
+        if out.status == 0 {
+            return Ok(());
+        }
+        Err(Error::NodeStopped {
+            node: node.hostname.clone(),
+            why: format!("docker.service is {}", out.output.trim()),
+        })
+    }
+
+    async fn forward(&self, node: &NodeState, port: u16, local_port: u16) -> Result<Forward> {
+        let client = self.client(node).await?;
+        // The registry listens on the manager's lab address only; a
+        // direct-tcpip channel reaches it from the manager's side, so
+        // nothing is opened to the network for this host's push.
+        let tunnel = client
+            .tunnel_on(local_port, &node.address.to_string(), port)
+            .await
+            .map_err(|err| match err {
+                crate::ssh::SshError::Io { .. } if local_port != 0 => Error::PortInUse {
+                    port: local_port,
+                    purpose: "the push tunnel to the lab registry",
+                    flag: "--registry-port",
+                },
+                other => other.into(),
+            })?;
+        Ok(Forward {
+            local: tunnel.local_addr(),
+            _guard: Box::new(tunnel),
+        })
+    }
+
+    async fn interactive(&self, node: &NodeState, command: &[String]) -> Result<i32> {
+        use std::io::Write;
+        let client = self.client(node).await?;
+        let line = command
+            .iter()
+            .map(|word| shell_quote(word))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let output = client.run(&line, None, Duration::from_secs(3600)).await?;
+        std::io::stdout().write_all(&output.stdout).ok();
+        std::io::stderr().write_all(&output.stderr).ok();
+        Ok(output.status)
+    }
+
+    async fn remove(&self, state: Option<&LabState>) -> Result<Removed> {
+        // After a failure or Ctrl-C, what was already sent to a host must
+        // land before it is undone (a known_hosts line, a drop-in).
+        if !crate::ssh::settle(COMMAND_TIMEOUT).await {
+            self.ui
+                .warn("some SSH commands were still running after 120 s; removing anyway");
+        }
+        let Some(state) = state else {
+            return Ok(Removed::default());
+        };
+        let registry = state.registry.pull_address.clone();
+        // Workers first: a manager that leaves first strands them.
+        let mut order: Vec<&NodeState> = state.nodes.iter().collect();
+        order.sort_by_key(|n| n.role == Role::Manager);
+        for node in &order {
+            give_back(self, node, &registry).await?;
+        }
+        Ok(Removed {
+            items: vec![(state.nodes.len(), "host given back")],
+        })
+    }
+}
+
+/// Takes everything of the lab off one host: its Swarm and the task
+/// containers it leaves behind (the host was in no Swarm before the lab,
+/// so every one is the lab's), the registry and the images pulled from it,
+/// then the engine configuration.
+async fn give_back(provider: &SshProvider, node: &NodeState, registry: &str) -> Result<()> {
+    let lab_images = format!(
+        "docker swarm leave --force >/dev/null 2>&1 || true
+docker ps -aq --filter label=com.docker.swarm.task.id | xargs -r docker rm -f >/dev/null 2>&1 || true
+docker rm -f {container} >/dev/null 2>&1 || true
+docker volume rm {container} >/dev/null 2>&1 || true
+docker images --format '{{{{.Repository}}}}:{{{{.Tag}}}}' | grep -E '^({registry}/|goblog-lab/registry:)' | xargs -r docker rmi -f >/dev/null 2>&1 || true",
+        container = crate::steps::registry::CONTAINER,
+    );
+    provider.run(node, &lab_images).await?;
+    provision::deprovision(provider, node, registry).await?;
+    provider
+        .ui
+        .detail(format!("{} ({}) given back", node.hostname, node.id));
+    Ok(())
+}
+
+fn expect_ok(node: &NodeState, what: &str, out: CommandOutput) -> Result<()> {
+    if out.status == 0 {
+        return Ok(());
+    }
+    Err(Error::Remote {
+        node: node.id.clone(),
+        command: what.to_string(),
+        status: out.status,
+        output: out.output.split_whitespace().collect::<Vec<_>>().join(" "),
+    })
+}
+
+fn shell_quote(word: &str) -> String {
+    if !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:@,+".contains(c))
+    {
+        return word.to_string();
+    }
+    format!("'{}'", word.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_are_quoted_for_the_remote_shell() {
+        assert_eq!(shell_quote("docker"), "docker");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
+    }
+}

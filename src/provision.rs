@@ -1,0 +1,463 @@
+//! The provisioner: from "a machine exists at ADDRESS" to "its Docker
+//! engine answers with TLS on ADDRESS:2376 and trusts the lab registry".
+//!
+//! docker-machine split the work the same way (`libmachine/provision`):
+//! the driver makes the machine, the provisioner configures its engine
+//! through whatever way in the driver offers. Here that way is
+//! `Provider::put_files` and `Provider::run`, so the same code configures a
+//! Docker-in-Docker node and a real host over SSH. Certificates are made
+//! for the address the provider reported once the machine existed, never
+//! for one chosen beforehand, and `reissue` makes them again when it moves.
+
+use std::net::Ipv4Addr;
+
+use futures_util::future::try_join_all;
+
+use crate::error::{Error, Result};
+use crate::lab::state::{NodeState, Role};
+use crate::pki::Authority;
+use crate::provider::{EngineSetup, NodeFile, Provider, DOCKER_TLS_PORT};
+
+/// Where the lab's files live on a machine; `deprovision` removes it whole.
+pub const LAB_DIR: &str = "/etc/goblog-lab";
+const TLS_DIR: &str = "/etc/goblog-lab/tls";
+/// Drop-ins apply in name order and the last `ExecStart` wins: the name
+/// sorts after a host's own `override.conf`.
+const DROP_IN: &str = "/etc/systemd/system/docker.service.d/zz-goblog-lab.conf";
+const DAEMON_JSON: &str = "/etc/docker/daemon.json";
+/// The host's own daemon.json, kept byte for byte while the lab replaces it.
+const DAEMON_JSON_BACKUP: &str = "/etc/goblog-lab/backup/daemon.json";
+
+/// Debian's docker.service allows 3 starts in 60 s (`StartLimitBurst`);
+/// a create, a rollback and a second try can exceed that, and systemd then
+/// refuses the start with "attempted too often".
+const RESTART_DOCKER: &str =
+    "systemctl daemon-reload && systemctl reset-failed docker.service && systemctl restart docker.service";
+
+/// The oldest engine with what the lab uses (Swarm configs with data,
+/// dnsrr with host-mode ports): Docker 19.03, API 1.40.
+const MIN_DOCKER: (u32, u32) = (19, 3);
+
+/// Everything a node's engine needs from the lab.
+pub struct EngineConfig<'a> {
+    pub authority: &'a Authority,
+    /// `MANAGER_IP:5000`, the registry every node pulls from.
+    pub registry: &'a str,
+}
+
+/// Configures a node's engine and, where the engine was already running,
+/// restarts it. Running it again changes nothing that is already right.
+pub async fn provision(
+    provider: &dyn Provider,
+    node: &NodeState,
+    config: &EngineConfig<'_>,
+) -> Result<()> {
+    let mut files = tls_files(node, config)?;
+    match provider.engine_setup() {
+        EngineSetup::DaemonJson => {
+            // The node waits for this file, then starts dockerd with it.
+            files.push(NodeFile::new(
+                DAEMON_JSON,
+                serde_json::to_vec_pretty(&daemon_json(node.address)).expect("json"),
+                0o644,
+            ));
+            provider.put_files(node, &files).await
+        }
+        EngineSetup::SystemdDropIn => {
+            set_aside_conflicting_daemon_json(provider, node).await?;
+            let dockerd = check(provider, node, "command -v dockerd").await?;
+            let containerd = provider
+                .run(node, "test -S /run/containerd/containerd.sock")
+                .await?
+                .status
+                == 0;
+            files.push(NodeFile::new(
+                DROP_IN,
+                drop_in(dockerd.trim(), containerd, node.address),
+                0o644,
+            ));
+            provider.put_files(node, &files).await?;
+            check(provider, node, RESTART_DOCKER).await.map(drop)
+        }
+    }
+}
+
+/// A node certificate for the node's current address, after it moved.
+pub async fn reissue(
+    provider: &dyn Provider,
+    node: &NodeState,
+    config: &EngineConfig<'_>,
+) -> Result<()> {
+    provider.put_files(node, &tls_files(node, config)?).await?;
+    match provider.engine_setup() {
+        // dockerd reads its certificate at start: restart the node.
+        EngineSetup::DaemonJson => {
+            provider.stop(node).await?;
+            provider.start(node).await.map(drop)
+        }
+        EngineSetup::SystemdDropIn => check(provider, node, RESTART_DOCKER).await.map(drop),
+    }
+}
+
+/// Gives a host back as it was before the lab: the drop-in and the lab's
+/// files go, a daemon.json the lab set aside comes back byte for byte, and
+/// dockerd restarts as the host had it.
+pub async fn deprovision(provider: &dyn Provider, node: &NodeState, registry: &str) -> Result<()> {
+    let script = format!(
+        "set -e
+if [ -f {DAEMON_JSON_BACKUP} ]; then cp -p {DAEMON_JSON_BACKUP} {DAEMON_JSON}; fi
+rm -f {DROP_IN}
+rmdir --ignore-fail-on-non-empty /etc/systemd/system/docker.service.d 2>/dev/null || true
+rm -rf {LAB_DIR} '/etc/docker/certs.d/{registry}'
+rmdir --ignore-fail-on-non-empty /etc/docker/certs.d 2>/dev/null || true
+{RESTART_DOCKER}"
+    );
+    check(provider, node, &script).await.map(drop)
+}
+
+/// Whether a node's kernel has IPVS, which Swarm's routing mesh needs.
+pub async fn has_ipvs(provider: &dyn Provider, node: &NodeState) -> Result<bool> {
+    // dockerd loads ip_vs itself on a host; a dind node shares this
+    // machine's kernel and can only use the module when it is there already.
+    let probe = provider
+        .run(
+            node,
+            "test -e /proc/net/ip_vs || test -d /sys/module/ip_vs || modprobe -q ip_vs 2>/dev/null",
+        )
+        .await?;
+    Ok(probe.status == 0)
+}
+
+/// What an ssh lab checks on its hosts before it changes anything: each
+/// failure is one line naming the host and the cause.
+pub async fn preflight(provider: &dyn Provider, nodes: &[NodeState]) -> Result<()> {
+    try_join_all(nodes.iter().map(|node| preflight_host(provider, node))).await?;
+    swarm_ports_open(provider, nodes).await
+}
+
+/// The Swarm ports each node must accept from the others: 7946 on every
+/// node (gossip), 2377 on managers (joins, Raft).
+fn swarm_ports(node: &NodeState) -> &'static [u16] {
+    match node.role {
+        Role::Manager => &[2377, 7946],
+        Role::Worker => &[7946],
+    }
+}
+
+/// Proves that no firewall blocks the Swarm's TCP ports between the hosts.
+/// Nothing listens there before the Swarm exists, so each host opens
+/// short-lived listeners for the probe, which are closed again whatever
+/// the outcome: a listener left on 2377 would make `swarm init` fail.
+async fn swarm_ports_open(provider: &dyn Provider, nodes: &[NodeState]) -> Result<()> {
+    let listeners = try_join_all(nodes.iter().map(|node| listen(provider, node))).await?;
+    let probes = try_join_all(nodes.iter().flat_map(|target| {
+        nodes
+            .iter()
+            .filter(move |from| from.id != target.id)
+            .flat_map(move |from| {
+                swarm_ports(target)
+                    .iter()
+                    .map(move |&port| port_probe(provider, from, target, port))
+            })
+    }))
+    .await;
+    for (node, pids) in nodes.iter().zip(listeners) {
+        provider
+            .run(node, &format!("kill {pids} 2>/dev/null; true"))
+            .await?;
+    }
+    probes.map(drop)
+}
+
+/// Starts a listener on each Swarm port of `node`; returns their PIDs.
+async fn listen(provider: &dyn Provider, node: &NodeState) -> Result<String> {
+    // perl-base is essential in Debian and Ubuntu; nc and socat are not.
+    // A port something already listens on needs no listener of ours.
+    let script: String = swarm_ports(node)
+        .iter()
+        .map(|port| {
+            format!(
+                "nohup timeout 30 perl -MIO::Socket::INET -e '$s=IO::Socket::INET->new(LocalAddr=>\"{addr}\",LocalPort=>{port},Listen=>16,ReuseAddr=>1) or exit 0; while($c=$s->accept){{close $c}}' >/dev/null 2>&1 & echo $!\n",
+                addr = node.address
+            )
+        })
+        .collect();
+    let started = check(provider, node, &script).await?;
+    Ok(started.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
+async fn preflight_host(provider: &dyn Provider, node: &NodeState) -> Result<()> {
+    let unfit = |reason: String| Error::HostUnfit {
+        host: node.id.clone(),
+        reason,
+    };
+    let os = provider.run(node, "cat /etc/os-release").await?;
+    let os_name = os_release_field(&os.output, "PRETTY_NAME").unwrap_or_else(|| "unknown".into());
+    let systemd = provider.run(node, "test -d /run/systemd/system").await?;
+    if systemd.status != 0 {
+        return Err(unfit(format!(
+            "{os_name} does not run systemd, which goblog-lab configures dockerd through"
+        )));
+    }
+    let version = provider
+        .run(node, "docker version --format '{{.Server.Version}}'")
+        .await?;
+    if version.status != 0 {
+        let installed = provider.run(node, "command -v dockerd").await?.status == 0;
+        return Err(unfit(if installed {
+            "Docker is installed but its engine does not answer: `sudo systemctl start docker` there".into()
+        } else {
+            format!("Docker is not installed on {os_name}: install it (Debian/Ubuntu: `apt-get install docker.io`), or pass --install-docker")
+        }));
+    }
+    let found = version.output.trim().to_string();
+    if !docker_version_ok(&found) {
+        return Err(unfit(format!(
+            "Docker {found} is too old: the lab needs {}.{:02} or newer",
+            MIN_DOCKER.0, MIN_DOCKER.1
+        )));
+    }
+    let swarm = provider
+        .run(node, "docker info --format '{{.Swarm.LocalNodeState}}'")
+        .await?;
+    let swarm = swarm.output.trim();
+    if swarm != "inactive" {
+        return Err(unfit(format!(
+            "already in a Swarm (state {swarm}): run `docker swarm leave` there first, or choose another host"
+        )));
+    }
+    Ok(())
+}
+
+/// Installs Debian's or Ubuntu's docker.io on a host that has no Docker.
+pub async fn install_docker(provider: &dyn Provider, node: &NodeState) -> Result<()> {
+    if provider.run(node, "command -v dockerd").await?.status == 0 {
+        return Ok(());
+    }
+    let os = provider.run(node, "cat /etc/os-release").await?;
+    let family = format!(
+        "{} {}",
+        os_release_field(&os.output, "ID").unwrap_or_default(),
+        os_release_field(&os.output, "ID_LIKE").unwrap_or_default()
+    );
+    if !family.contains("debian") && !family.contains("ubuntu") {
+        return Err(Error::HostUnfit {
+            host: node.id.clone(),
+            reason: "--install-docker knows Debian and Ubuntu only: install Docker there by hand"
+                .into(),
+        });
+    }
+    check(
+        provider,
+        node,
+        "export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq docker.io && systemctl enable --now docker",
+    )
+    .await
+    .map(drop)
+}
+
+/// Connects from `from` to `port` on `target`, where `listen` opened a
+/// listener: proves the port is not blocked between the two.
+async fn port_probe(
+    provider: &dyn Provider,
+    from: &NodeState,
+    target: &NodeState,
+    port: u16,
+) -> Result<()> {
+    let connect = format!(
+        "for i in 1 2 3 4 5 6 7 8 9 10; do timeout 1 bash -c 'exec 3<>/dev/tcp/{}/{port}' 2>/dev/null && exit 0; sleep 0.3; done; exit 1",
+        target.address
+    );
+    let probe = provider.run(from, &connect).await?;
+    if probe.status != 0 {
+        return Err(Error::HostUnfit {
+            host: from.id.clone(),
+            reason: format!(
+                "cannot reach {} at {}:{port}/tcp: open the Swarm ports between the hosts (2377/tcp, 7946/tcp+udp, 4789/udp)",
+                target.id, target.address
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn tls_files(node: &NodeState, config: &EngineConfig<'_>) -> Result<Vec<NodeFile>> {
+    let server = config.authority.server(
+        &[node.hostname.as_str(), "localhost"],
+        &[node.address.into(), Ipv4Addr::LOCALHOST.into()],
+    )?;
+    let ca = config.authority.cert_pem().as_bytes().to_vec();
+    Ok(vec![
+        NodeFile::new(format!("{TLS_DIR}/ca.pem"), ca.clone(), 0o644),
+        NodeFile::new(format!("{TLS_DIR}/cert.pem"), server.cert_pem, 0o644),
+        NodeFile::new(format!("{TLS_DIR}/key.pem"), server.key_pem, 0o600),
+        // How dockerd trusts a registry's TLS: per address, no restart.
+        NodeFile::new(
+            format!("/etc/docker/certs.d/{}/ca.crt", config.registry),
+            ca,
+            0o644,
+        ),
+    ])
+}
+
+fn daemon_json(address: Ipv4Addr) -> serde_json::Value {
+    serde_json::json!({
+        "hosts": ["unix:///var/run/docker.sock", format!("tcp://{address}:{DOCKER_TLS_PORT}")],
+        "tls": true,
+        "tlsverify": true,
+        "tlscacert": format!("{TLS_DIR}/ca.pem"),
+        "tlscert": format!("{TLS_DIR}/cert.pem"),
+        "tlskey": format!("{TLS_DIR}/key.pem"),
+        "log-driver": "json-file",
+        "log-opts": {"max-size": "10m", "max-file": "2"},
+    })
+}
+
+/// The systemd drop-in that adds the lab's TLS listener to the host's
+/// dockerd. `-H` flags and a daemon.json `hosts` key cannot both be set,
+/// hence `set_aside_conflicting_daemon_json`.
+fn drop_in(dockerd: &str, containerd: bool, address: Ipv4Addr) -> String {
+    let containerd = if containerd {
+        " --containerd=/run/containerd/containerd.sock"
+    } else {
+        ""
+    };
+    format!(
+        "# Written by goblog-lab; `goblog-lab destroy` removes it.\n\
+         [Service]\n\
+         ExecStart=\n\
+         ExecStart={dockerd} -H fd://{containerd} -H tcp://{address}:{DOCKER_TLS_PORT} --tlsverify \
+         --tlscacert={TLS_DIR}/ca.pem --tlscert={TLS_DIR}/cert.pem --tlskey={TLS_DIR}/key.pem\n"
+    )
+}
+
+/// The keys of a host's daemon.json that fight the drop-in's flags.
+const CONFLICTING_KEYS: [&str; 6] = [
+    "hosts",
+    "tls",
+    "tlsverify",
+    "tlscacert",
+    "tlscert",
+    "tlskey",
+];
+
+/// A daemon.json that sets what the drop-in sets would stop dockerd from
+/// starting. It is kept byte for byte and replaced by a copy without those
+/// keys; `deprovision` puts the original back.
+async fn set_aside_conflicting_daemon_json(
+    provider: &dyn Provider,
+    node: &NodeState,
+) -> Result<()> {
+    let current = provider
+        .run(node, &format!("cat {DAEMON_JSON} 2>/dev/null"))
+        .await?;
+    if current.status != 0 {
+        return Ok(());
+    }
+    let Some(stripped) = without_conflicting_keys(&current.output) else {
+        return Ok(());
+    };
+    // Re-running keeps the first backup: that one is the host's own.
+    check(
+        provider,
+        node,
+        &format!(
+            "mkdir -p {LAB_DIR}/backup && chmod 0700 {LAB_DIR}/backup && {{ test -f {DAEMON_JSON_BACKUP} || cp -p {DAEMON_JSON} {DAEMON_JSON_BACKUP}; }}"
+        ),
+    )
+    .await?;
+    provider
+        .put_files(node, &[NodeFile::new(DAEMON_JSON, stripped, 0o644)])
+        .await
+}
+
+/// The daemon.json without the keys the drop-in sets, or None when it has
+/// none of them (or is not JSON, which dockerd would refuse anyway).
+fn without_conflicting_keys(text: &str) -> Option<Vec<u8>> {
+    let mut value: serde_json::Value = serde_json::from_str(text).ok()?;
+    let object = value.as_object_mut()?;
+    let before = object.len();
+    object.retain(|key, _| !CONFLICTING_KEYS.contains(&key.as_str()));
+    (object.len() != before).then(|| serde_json::to_vec_pretty(&value).expect("json"))
+}
+
+fn os_release_field(text: &str, key: &str) -> Option<String> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(&format!("{key}=")))
+        .map(|v| v.trim().trim_matches('"').to_string())
+}
+
+fn docker_version_ok(version: &str) -> bool {
+    let mut parts = version.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next().and_then(|p| p.parse::<u32>().ok());
+    let minor = parts.next().and_then(|p| p.parse::<u32>().ok());
+    match (major, minor) {
+        (Some(major), Some(minor)) => (major, minor) >= MIN_DOCKER,
+        _ => false,
+    }
+}
+
+/// Runs a command that must succeed; returns its output.
+async fn check(provider: &dyn Provider, node: &NodeState, command: &str) -> Result<String> {
+    let output = provider.run(node, command).await?;
+    if output.status != 0 {
+        return Err(Error::Remote {
+            node: node.id.clone(),
+            command: command.lines().next().unwrap_or(command).to_string(),
+            status: output.status,
+            output: output
+                .output
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" "),
+        });
+    }
+    Ok(output.output)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_versions_are_judged_by_major_and_minor() {
+        assert!(docker_version_ok("20.10.24+dfsg1"));
+        assert!(docker_version_ok("19.03.0"));
+        assert!(docker_version_ok("28.2.2"));
+        assert!(!docker_version_ok("18.09.7"));
+        assert!(!docker_version_ok("garbage"));
+    }
+
+    #[test]
+    fn only_daemon_json_keys_that_fight_the_drop_in_are_set_aside() {
+        assert_eq!(without_conflicting_keys(r#"{"log-level": "warn"}"#), None);
+        assert_eq!(without_conflicting_keys("not json"), None);
+        let stripped = without_conflicting_keys(
+            r#"{"hosts": ["unix:///var/run/docker.sock"], "log-level": "warn", "tlsverify": false}"#,
+        )
+        .unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&stripped).unwrap();
+        assert_eq!(value, serde_json::json!({"log-level": "warn"}));
+    }
+
+    #[test]
+    fn the_drop_in_replaces_exec_start_and_listens_on_the_lab_address() {
+        let text = drop_in("/usr/sbin/dockerd", true, "10.1.0.5".parse().unwrap());
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[1], "[Service]");
+        assert_eq!(lines[2], "ExecStart=");
+        assert!(lines[3].starts_with("ExecStart=/usr/sbin/dockerd -H fd:// --containerd="));
+        assert!(lines[3].contains("-H tcp://10.1.0.5:2376 --tlsverify"));
+    }
+
+    #[test]
+    fn os_release_fields_lose_their_quotes() {
+        let text = "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\n";
+        assert_eq!(
+            os_release_field(text, "PRETTY_NAME").as_deref(),
+            Some("Debian GNU/Linux 12 (bookworm)")
+        );
+        assert_eq!(os_release_field(text, "ID").as_deref(), Some("debian"));
+        assert_eq!(os_release_field(text, "ID_LIKE"), None);
+    }
+}
