@@ -4,7 +4,9 @@
 #   - debootstrap, which builds the lab's node image offline from the apt mirror
 #     this machine already uses;
 #   - with --for-tests, also Debian's chromium and chromium-driver, which the
-#     visualizer's browser tests drive.
+#     visualizer's browser tests drive, and openssh-server and -client: the
+#     ssh2 core's tests talk to a real sshd on loopback, and the ssh
+#     provider's tests make keys with ssh-keygen.
 # Safe to run again: it installs only what is missing and starts dockerd only
 # when no engine answers. Used by the README's commands and by .ci/run.
 set -euo pipefail
@@ -18,6 +20,8 @@ missing=()
 if [ "${1:-}" = "--for-tests" ]; then
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)
   command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+  [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+  command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
 fi
 command -v dockerd >/dev/null 2>&1 || [ -x /usr/sbin/dockerd ] || missing+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)

@@ -286,16 +286,26 @@ fn tls_files(node: &NodeState, config: &EngineConfig<'_>) -> Result<Vec<NodeFile
         &[node.hostname.as_str(), "localhost"],
         &[node.address.into(), Ipv4Addr::LOCALHOST.into()],
     )?;
+    // The registry answers only clients of the lab CA.
+    let registry_client = config.authority.client()?;
     let ca = config.authority.cert_pem().as_bytes().to_vec();
+    // How dockerd trusts a registry and shows it a certificate: files per
+    // registry address, read at each pull, no restart.
+    let certs_d = format!("/etc/docker/certs.d/{}", config.registry);
     Ok(vec![
         NodeFile::new(format!("{TLS_DIR}/ca.pem"), ca.clone(), 0o644),
         NodeFile::new(format!("{TLS_DIR}/cert.pem"), server.cert_pem, 0o644),
         NodeFile::new(format!("{TLS_DIR}/key.pem"), server.key_pem, 0o600),
-        // How dockerd trusts a registry's TLS: per address, no restart.
+        NodeFile::new(format!("{certs_d}/ca.crt"), ca, 0o644),
         NodeFile::new(
-            format!("/etc/docker/certs.d/{}/ca.crt", config.registry),
-            ca,
+            format!("{certs_d}/client.cert"),
+            registry_client.cert_pem,
             0o644,
+        ),
+        NodeFile::new(
+            format!("{certs_d}/client.key"),
+            registry_client.key_pem,
+            0o600,
         ),
     ])
 }

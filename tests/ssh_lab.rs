@@ -238,6 +238,25 @@ fn a_three_host_lab_over_ssh_end_to_end() {
         assert_eq!(code, 0, "host {i}: {out}");
         assert!(out.starts_with("-----BEGIN CERTIFICATE-----"));
     }
+    // It answers only clients with a certificate from the lab CA: a
+    // neighbour on the hosts' network can neither push nor pull.
+    let certs_d = format!("/etc/docker/certs.d/{manager_ip}:5000");
+    let (code, _) = hosts.exec(
+        2,
+        &format!("curl -s --cacert {certs_d}/ca.crt https://{manager_ip}:5000/v2/"),
+    );
+    assert_ne!(
+        code, 0,
+        "the registry answered a client without a certificate"
+    );
+    let (code, out) = hosts.exec(
+        2,
+        &format!(
+            "curl -sf --cacert {certs_d}/ca.crt --cert {certs_d}/client.cert --key {certs_d}/client.key https://{manager_ip}:5000/v2/_catalog"
+        ),
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("accountservice"), "{out}");
     // The key and tokens are the user's alone.
     let lab_dir = home().join("labs").join(lab);
     for secret in [
@@ -371,6 +390,32 @@ fn hosts_that_cannot_take_a_lab_are_refused_before_anything_changes() {
         .success());
     let output = create(&["--ssh-key", locked.to_str().unwrap()]);
     refused(&output, "passphrase");
+
+    // A login that cannot become root without a password.
+    let (code, out) = hosts.exec(
+        1,
+        "useradd -m -s /bin/bash plain && install -d -o plain -m 700 /home/plain/.ssh && \
+         install -o plain -m 600 /root/.ssh/authorized_keys /home/plain/.ssh/authorized_keys",
+    );
+    assert_eq!(code, 0, "{out}");
+    let plain = host_arg("plain", &hosts, 1);
+    let output = me.run(&[
+        "create",
+        "-q",
+        "--name",
+        lab,
+        "--driver",
+        "ssh",
+        "--no-deploy",
+        "--manager",
+        &manager,
+        "--worker",
+        &plain,
+        "--ssh-key",
+        &key,
+    ]);
+    refused(&output, &format!("plain on {}", hosts.hosts[1].address));
+    assert!(stderr(&output).contains("needs passwordless sudo"));
 
     // Already in a Swarm.
     let (code, out) = hosts.exec(1, "docker swarm init --advertise-addr 127.0.0.1 >/dev/null");

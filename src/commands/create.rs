@@ -90,6 +90,8 @@ pub async fn run(args: CreateArgs, ui: &Ui) -> Result<()> {
         engines: Vec::new(),
         state: None,
         pulled: BTreeMap::new(),
+        pushing: None,
+        edge_image: None,
         skipped: Vec::new(),
         routing: Routing::Edge,
         services: Vec::new(),
@@ -212,6 +214,10 @@ struct Lab {
     state: Option<LabState>,
     /// What the nodes pull, by service name.
     pulled: BTreeMap<String, String>,
+    /// The way into the registry while images are still to be pushed.
+    pushing: Option<Pushing>,
+    /// The edge proxy's image, pushed while the replicas start.
+    edge_image: Option<images::LocalImage>,
     skipped: Vec<Skipped>,
     routing: Routing,
     services: Vec<ServiceSummary>,
@@ -228,8 +234,8 @@ impl Lab {
             return Ok(());
         }
         self.deploy_services().await?;
-        self.route_edge().await?;
-        self.wait_for_services().await
+        self.converge_and_route().await?;
+        self.wait_for_answers().await
     }
 
     fn spec(&self) -> &spec::LabSpec {
@@ -358,7 +364,10 @@ impl Lab {
     /// 4-5. Every engine answering over TLS, then the Swarm. Meanwhile, as
     ///      soon as the manager's engine answers, the registry starts there
     ///      and the images go into it: only the deploy needs them.
-    async fn engines_swarm_and_registry(&mut self, images: Images) -> Result<()> {
+    async fn engines_swarm_and_registry(&mut self, mut images: Images) -> Result<()> {
+        // The edge proxy is pushed while the replicas start: only the last
+        // step, the answer through $ManagerIP, needs it.
+        self.edge_image = images.remove(edge::SERVICE_NAME);
         let certs = self.dir.client_certs();
         let provider = &*self.provider;
         let leader = &self.nodes[0];
@@ -379,8 +388,10 @@ impl Lab {
             let routing = self.form_swarm(&engines).await?;
             Ok::<_, Error>((engines, routing))
         };
-        let (pulled, (engines, routing)) = tokio::try_join!(registry_filled, swarm_formed)?;
+        let ((pulled, pushing), (engines, routing)) =
+            tokio::try_join!(registry_filled, swarm_formed)?;
         self.pulled = pulled;
+        self.pushing = pushing;
         self.engines = engines;
         self.routing = routing;
         let state = self.state.as_mut().expect("saved");
@@ -388,11 +399,13 @@ impl Lab {
         self.dir.save(state)
     }
 
+    /// Starts the registry on the manager and pushes `images` to it;
+    /// returns what the nodes pull, and the way in for later pushes.
     async fn fill_registry(
         &self,
         manager: &Docker,
         images: Images,
-    ) -> Result<BTreeMap<String, String>> {
+    ) -> Result<(BTreeMap<String, String>, Option<Pushing>)> {
         let leader = &self.nodes[0];
         let registry_image = images::registry(&self.host, &self.node_image).await?;
         images::copy(&self.host, manager, &registry_image).await?;
@@ -401,30 +414,45 @@ impl Lab {
             .as_ref()
             .expect("made by provision_engines")
             .server(&[leader.hostname.as_str()], &[leader.address.into()])?;
-        let registry =
-            registry::start(manager, &self.name, leader.address, &registry_image, &tls).await?;
-        if images.is_empty() {
-            return Ok(BTreeMap::new());
+        let authority = self.authority.as_ref().expect("made by provision_engines");
+        let registry = registry::start(
+            manager,
+            &self.name,
+            leader.address,
+            &registry_image,
+            &tls,
+            authority.cert_pem(),
+        )
+        .await?;
+        if images.is_empty() && self.edge_image.is_none() {
+            return Ok((BTreeMap::new(), None));
         }
         let relay = self
             .provider
-            .forward(leader, RegistryState::PORT, self.spec().registry.port)
+            .forward(leader, RegistryState::PORT, 0)
             .await?;
-        registry::wait_ready_through(relay.local).await?;
+        let gateway = registry::gateway(
+            relay.local,
+            self.spec().registry.port,
+            leader.address,
+            authority.cert_pem(),
+            &authority.client()?,
+        )
+        .await?;
+        registry::wait_ready(&gateway).await?;
         self.ui
             .detail(format!("registry answers on {}", registry.pull_address));
-        let push_address = relay.local.to_string();
+        let pushing = Pushing {
+            registry,
+            gateway,
+            _relay: relay,
+        };
         let pushed = try_join_all(images.iter().map(|(service, image)| {
-            let push_address = &push_address;
-            let registry = &registry;
-            async move {
-                let pulled = registry::push(&self.host, push_address, registry, image).await?;
-                self.ui.detail(format!("pushed {pulled}"));
-                Ok::<_, Error>((service.clone(), pulled))
-            }
+            let pushing = &pushing;
+            async move { Ok::<_, Error>((service.clone(), pushing.push(self, image).await?)) }
         }))
         .await?;
-        Ok(pushed.into_iter().collect())
+        Ok((pushed.into_iter().collect(), Some(pushing)))
     }
 
     async fn form_swarm(&self, engines: &[Docker]) -> Result<Routing> {
@@ -521,7 +549,45 @@ impl Lab {
     }
 
     /// 7. Without IPVS, HAProxy on the manager stands in for the mesh.
-    async fn route_edge(&mut self) -> Result<()> {
+    /// 7-8. Every replica running while, without IPVS, HAProxy on the
+    ///      manager is pushed and set to stand in for the routing mesh.
+    async fn converge_and_route(&mut self) -> Result<()> {
+        let routes = self.edge_routes();
+        let services = self.deployed_specs();
+        let names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
+        let mut line = format!("Waiting for the replicas of {} ⏳", names.join(", "));
+        if routes.is_some() {
+            line += &format!(
+                " (and routing $ManagerIP to them through HAProxy on {}: no IPVS in this kernel)",
+                self.nodes[0].hostname
+            );
+        }
+        let step = self.ui.step(line);
+        let converged = try_join_all(services.iter().map(|service| {
+            wait::until_converged(
+                &self.engines[0],
+                &self.ui,
+                &service.name,
+                self.replicas_of(&service.name),
+                None,
+                Duration::from_secs(180),
+            )
+        }));
+        let routed = async {
+            match &routes {
+                Some(routes) => self.route_edge(routes).await,
+                None => Ok(()),
+            }
+        };
+        tokio::try_join!(converged, routed)?;
+        step.done();
+        // The gateway and relay are not needed past here.
+        self.pushing = None;
+        Ok(())
+    }
+
+    /// The edge proxy's routes, when the lab routes through it.
+    fn edge_routes(&self) -> Option<Vec<edge::Route>> {
         let routes: Vec<edge::Route> = self
             .deployed_specs()
             .iter()
@@ -533,53 +599,38 @@ impl Lab {
                 })
             })
             .collect();
-        if self.routing != Routing::Edge || routes.is_empty() {
-            return Ok(());
-        }
+        (self.routing == Routing::Edge && !routes.is_empty()).then_some(routes)
+    }
+
+    async fn route_edge(&self, routes: &[edge::Route]) -> Result<()> {
+        let image = self.edge_image.as_ref().expect("built with the services");
+        let pushing = self.pushing.as_ref().expect("opened with the registry");
+        let pulled = pushing.push(self, image).await?;
         let leader = &self.nodes[0];
-        let step = self.ui.step(format!(
-            "Routing $ManagerIP to the replicas through HAProxy on {} 🔀 (no IPVS in this kernel)",
-            leader.hostname
-        ));
         edge::deploy(
             &self.engines[0],
             &self.name,
-            &self.pulled[edge::SERVICE_NAME],
+            &pulled,
             &self.spec().network,
             &leader.hostname,
-            &routes,
+            routes,
         )
-        .await?;
-        step.done();
-        Ok(())
+        .await
     }
 
-    /// 8. Up means every replica running and the service answering through
-    ///    `$ManagerIP`, as the tutorial will call it.
-    async fn wait_for_services(&mut self) -> Result<()> {
+    fn replicas_of(&self, service: &str) -> u64 {
+        self.state
+            .as_ref()
+            .and_then(|state| state.services.iter().find(|s| s.name == service))
+            .map_or(1, |s| s.replicas)
+    }
+
+    /// 9. Up means the services answering through `$ManagerIP`, as the
+    ///    tutorial will call them, from every replica.
+    async fn wait_for_answers(&mut self) -> Result<()> {
         let leader = self.nodes[0].clone();
-        let manager = self.engines[0].clone();
         for service in self.deployed_specs() {
-            let replicas = self
-                .state()
-                .services
-                .iter()
-                .find(|s| s.name == service.name)
-                .map_or(1, |s| s.replicas);
-            let step = self.ui.step(format!(
-                "Waiting for {} replicas of {} ⏳",
-                replicas, service.name
-            ));
-            wait::until_converged(
-                &manager,
-                &self.ui,
-                &service.name,
-                replicas,
-                None,
-                Duration::from_secs(180),
-            )
-            .await?;
-            step.done();
+            let replicas = self.replicas_of(&service.name);
             let (Some(&port), Some(probe)) = (service.ports.first(), service.probe.as_ref()) else {
                 self.services.push(ServiceSummary {
                     name: service.name.clone(),
@@ -626,6 +677,23 @@ impl Lab {
 
 /// The images the nodes pull, by service name.
 type Images = BTreeMap<String, images::LocalImage>;
+
+/// The lab registry, reachable from this machine's engine for as long as
+/// this is held: its gateway on 127.0.0.1 and the provider's forward.
+struct Pushing {
+    registry: RegistryState,
+    gateway: registry::Gateway,
+    _relay: crate::provider::Forward,
+}
+
+impl Pushing {
+    async fn push(&self, lab: &Lab, image: &images::LocalImage) -> Result<String> {
+        let push_address = self.gateway.local.to_string();
+        let pulled = registry::push(&lab.host, &push_address, &self.registry, image).await?;
+        lab.ui.detail(format!("pushed {pulled}"));
+        Ok(pulled)
+    }
+}
 
 fn with_last_octet(addr: std::net::Ipv4Addr, last: u8) -> std::net::Ipv4Addr {
     let [a, b, c, _] = addr.octets();

@@ -16,9 +16,10 @@ use crate::cli::{DeployArgs, Output};
 use crate::commands::create::interrupted;
 use crate::commands::{open_lab, OpenLab};
 use crate::docker;
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 use crate::lab::spec::BuildSpec;
 use crate::lab::state::{LabState, RegistryHost, RegistryState};
+use crate::pki::Bundle;
 use crate::provider;
 use crate::steps::deploy::{self, Placement};
 use crate::steps::{images, registry, wait};
@@ -106,10 +107,25 @@ async fn push(host: &Docker, lab: &OpenLab, image: &images::LocalImage, ui: &Ui)
             .map(drop);
     }
     let provider = provider::for_lab(&lab.state, &lab.dir, ui).await?;
-    let relay = provider
-        .forward(lab.state.leader()?, RegistryState::PORT, 0)
-        .await?;
-    registry::push(host, &relay.local.to_string(), registry, image)
+    let leader = lab.state.leader()?;
+    let relay = provider.forward(leader, RegistryState::PORT, 0).await?;
+    let certs = lab.dir.client_certs();
+    let read = |name: &str| {
+        std::fs::read_to_string(certs.join(name))
+            .with_context(|| format!("reading {}", certs.join(name).display()))
+    };
+    let gateway = registry::gateway(
+        relay.local,
+        0,
+        leader.address,
+        &read("ca.pem")?,
+        &Bundle {
+            cert_pem: read("cert.pem")?,
+            key_pem: read("key.pem")?,
+        },
+    )
+    .await?;
+    registry::push(host, &gateway.local.to_string(), registry, image)
         .await
         .map(drop)
 }

@@ -3,18 +3,25 @@
 //! Debian's docker-registry (the CNCF distribution registry), alone in a
 //! small image, runs on the first manager's engine and listens on the
 //! manager's lab address, port 5000, over TLS with a certificate from the
-//! lab CA. Every node trusts that CA for that address through
-//! `/etc/docker/certs.d` (the provisioner puts it there), so no engine
-//! needs `insecure-registries`. This machine pushes through a relay on
-//! 127.0.0.1 that the command holds open while it pushes; dockerd accepts
-//! a loopback registry's certificate without any daemon setting.
+//! lab CA, and it answers only clients with a certificate from that CA: on
+//! real hosts that address is on a network others share. Every node has
+//! the CA and a client certificate under `/etc/docker/certs.d/ADDR:5000`
+//! (the provisioner puts them there), so no engine needs
+//! `insecure-registries`.
+//!
+//! This machine's engine cannot be given a client certificate without
+//! changing its configuration, so it pushes to a [`Gateway`] on 127.0.0.1
+//! instead: plain HTTP in (dockerd treats loopback registries as insecure
+//! and speaks HTTP to them), TLS with the lab's client certificate out,
+//! through the provider's forward to the manager. Both live only while the
+//! command that pushes runs.
 //!
 //! Labs made before the registry moved to the manager keep theirs on this
 //! machine's engine ([`RegistryHost::HostEngine`]); `stop`, `start` and
 //! `deploy` still drive those with the functions at the end.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
 use bollard::models::{
@@ -44,9 +51,14 @@ storage:
     enabled: true
 http:
   addr: :5000
+  # Upload locations relative to the request, not https://HOST: this
+  # machine's engine speaks plain HTTP to the gateway and must stay on it.
+  relativeurls: true
   tls:
     certificate: /etc/goblog-lab/registry-cert.pem
     key: /etc/goblog-lab/registry-key.pem
+    clientcas:
+      - /etc/goblog-lab/lab-ca.pem
 ";
 
 pub const CONTAINER: &str = "goblog-lab-registry";
@@ -79,6 +91,7 @@ pub async fn start(
     address: Ipv4Addr,
     image: &LocalImage,
     tls: &Bundle,
+    ca_pem: &str,
 ) -> Result<RegistryState> {
     let labels = HashMap::from([
         (LABEL_LAB.to_string(), lab.to_string()),
@@ -140,6 +153,7 @@ pub async fn start(
             bollard::body_full(
                 crate::tarball::pack([
                     ("etc/goblog-lab/registry.yml", CONFIG.as_bytes(), 0o644),
+                    ("etc/goblog-lab/lab-ca.pem", ca_pem.as_bytes(), 0o644),
                     (
                         "etc/goblog-lab/registry-cert.pem",
                         tls.cert_pem.as_bytes(),
@@ -168,14 +182,106 @@ pub async fn start(
     })
 }
 
-/// Waits until the registry answers through `relay`. It speaks TLS, so a
-/// plain request gets Go's "400: client sent an HTTP request to an HTTPS
-/// server": proof enough that it listens.
-pub async fn wait_ready_through(relay: SocketAddr) -> Result<()> {
-    wait_for(&format!("http://{relay}/v2/"), |status| {
-        status == 400 || status == 200
+/// Waits until the registry answers through the gateway.
+pub async fn wait_ready(gateway: &Gateway) -> Result<()> {
+    wait_for(&format!("http://{}/v2/", gateway.local), |status| {
+        status == 200
     })
     .await
+}
+
+/// A local door to the lab registry for this machine's engine: plain HTTP
+/// on 127.0.0.1, TLS with the lab's client certificate to the registry.
+#[must_use = "the gateway closes when dropped"]
+pub struct Gateway {
+    pub local: SocketAddr,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+/// Opens a gateway on 127.0.0.1:`local_port` (any free port for 0) to the
+/// registry at `upstream` (the provider's forward to the manager), which
+/// must present a certificate for `registry_ip` from `ca_pem`.
+pub async fn gateway(
+    upstream: SocketAddr,
+    local_port: u16,
+    registry_ip: Ipv4Addr,
+    ca_pem: &str,
+    client: &Bundle,
+) -> Result<Gateway> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use tokio_rustls::rustls;
+
+    let bad_pem = |what: &str| Error::Pki(format!("reading the {what} for the registry gateway"));
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots
+            .add(cert.map_err(|_| bad_pem("lab CA"))?)
+            .map_err(|_| bad_pem("lab CA"))?;
+    }
+    let chain = CertificateDer::pem_slice_iter(client.cert_pem.as_bytes())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|_| bad_pem("client certificate"))?;
+    let key = PrivateKeyDer::from_pem_slice(client.key_pem.as_bytes())
+        .map_err(|_| bad_pem("client key"))?;
+    let config = rustls::ClientConfig::builder_with_provider(
+        rustls::crypto::ring::default_provider().into(),
+    )
+    .with_safe_default_protocol_versions()
+    .map_err(|err| Error::Pki(err.to_string()))?
+    .with_root_certificates(roots)
+    .with_client_auth_cert(chain, key)
+    .map_err(|err| Error::Pki(err.to_string()))?;
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let server_name = ServerName::IpAddress(IpAddr::V4(registry_ip).into());
+
+    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, local_port))
+        .await
+        .map_err(|_| Error::PortInUse {
+            port: local_port,
+            purpose: "the gateway to the lab registry",
+            flag: "--registry-port",
+        })?;
+    let local = listener
+        .local_addr()
+        .context("reading the registry gateway's port")?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stopped = stop.clone();
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                () = stopped.cancelled() => return,
+                accepted = listener.accept() => accepted,
+            };
+            let Ok((mut inbound, _)) = accepted else {
+                continue;
+            };
+            let (connector, server_name, stopped) =
+                (connector.clone(), server_name.clone(), stopped.clone());
+            tokio::spawn(async move {
+                // dockerd tries HTTPS first; a TLS hello gets a closed
+                // connection, and dockerd goes on to plain HTTP at once.
+                let mut first = [0u8; 1];
+                if inbound.peek(&mut first).await.is_err() || first[0] == 0x16 {
+                    return;
+                }
+                let Ok(tcp) = tokio::net::TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let Ok(mut outbound) = connector.connect(server_name, tcp).await else {
+                    return;
+                };
+                tokio::select! {
+                    () = stopped.cancelled() => {}
+                    _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                }
+            });
+        }
+    });
+    Ok(Gateway {
+        local,
+        _stop: stop.drop_guard(),
+    })
 }
 
 async fn wait_for(url: &str, ready: impl Fn(u16) -> bool) -> Result<()> {
