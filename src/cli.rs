@@ -346,6 +346,10 @@ pub struct DestroyArgs {
     /// Remove every lab on this machine.
     #[arg(long)]
     pub all: bool,
+
+    /// Forget the lab here even when some of its hosts cannot be given back (they are gone or unreachable); what the lab left on them stays.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[cfg(test)]

@@ -78,6 +78,14 @@ pub enum Error {
     #[error("{host}: {reason}")]
     HostUnfit { host: String, reason: String },
 
+    #[error("could not give back {failed} of {total} hosts ({first}): run `goblog-lab destroy --name {lab}` again once they answer, or add --force to forget the lab here and clean them by hand")]
+    HostsNotGivenBack {
+        lab: String,
+        failed: usize,
+        total: usize,
+        first: String,
+    },
+
     /// A command the lab ran on a machine failed.
     #[error("{node}: `{command}` exited with {status}: {output}")]
     Remote {

@@ -8,6 +8,7 @@ mod docker;
 mod error;
 mod http;
 mod lab;
+mod loopback;
 mod pki;
 mod provider;
 mod provision;

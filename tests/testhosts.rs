@@ -3,6 +3,8 @@
 //! from each other, and down when stopped.
 
 mod common;
+#[path = "common/sshd.rs"]
+mod sshd;
 #[path = "common/testhosts.rs"]
 mod testhosts;
 
@@ -10,44 +12,9 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use testhosts::{TestHosts, TestHostsOptions};
+use testhosts::{node_image, TestHosts, TestHostsOptions};
 
 /// The lab's node image, built if missing (once per test binary).
-fn node_image() -> String {
-    static IMAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    IMAGE.get_or_init(build_node_image).clone()
-}
-
-fn build_node_image() -> String {
-    let out = common::goblog_lab(&["prepare", "-o", "json"])
-        .output()
-        .unwrap();
-    if out.status.success() {
-        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        return json["node_image"].as_str().expect("node_image").to_string();
-    }
-    // Until `prepare` exists: a bare lab builds the image as a side effect.
-    eprintln!(
-        "prepare failed ({}); building the image with create",
-        common::stderr(&out).trim()
-    );
-    let lab = "testhosts-image";
-    let _guard = common::LabGuard::new(lab);
-    let out = common::create_bare(lab, "0");
-    assert!(out.status.success(), "{}", common::stderr(&out));
-    let out = common::docker(&[
-        "images",
-        "goblog-lab/node",
-        "--format",
-        "{{.Repository}}:{{.Tag}}",
-    ]);
-    common::stdout(&out)
-        .lines()
-        .next()
-        .expect("a node image")
-        .to_string()
-}
-
 fn ssh(key: &Path, known_hosts: &Path, target: &str, command: &str) -> Output {
     Command::new("ssh")
         .arg("-i")
@@ -83,22 +50,8 @@ fn test_hosts_are_real_hosts() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let key = dir.join("id_ed25519");
-    let out = Command::new("ssh-keygen")
-        .args([
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-C",
-            "goblog-lab-test",
-            "-f",
-        ])
-        .arg(&key)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", common::stderr(&out));
-    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    sshd::keygen(&key, "");
+    let public = std::fs::read_to_string(sshd::public_of(&key)).unwrap();
 
     let hosts = TestHosts::start(
         "th",

@@ -548,9 +548,8 @@ impl Lab {
             .collect()
     }
 
-    /// 7. Without IPVS, HAProxy on the manager stands in for the mesh.
     /// 7-8. Every replica running while, without IPVS, HAProxy on the
-    ///      manager is pushed and set to stand in for the routing mesh.
+    /// manager is pushed and set to stand in for the routing mesh.
     async fn converge_and_route(&mut self) -> Result<()> {
         let routes = self.edge_routes();
         let services = self.deployed_specs();

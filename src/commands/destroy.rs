@@ -42,7 +42,16 @@ pub async fn run(args: &DestroyArgs, ui: &Ui) -> Result<()> {
             Some(state) => provider::for_lab(state, &dir, ui).await?,
             None => Box::new(DindProvider::new(host.clone(), &lab, ui.clone())),
         };
-        let removed = provider.remove(state.as_ref()).await?;
+        let removed = match provider.remove(state.as_ref()).await {
+            Ok(removed) => removed,
+            Err(err) if args.force => {
+                drop(step);
+                ui.warn(format!("--force: forgetting lab '{lab}' here: {err}"));
+                dir.remove()?;
+                continue;
+            }
+            Err(err) => return Err(err),
+        };
         let had_state = dir.exists();
         dir.remove()?;
         if removed.is_empty() && !had_state {

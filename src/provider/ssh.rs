@@ -283,8 +283,20 @@ impl Provider for SshProvider {
         // Workers first: a manager that leaves first strands them.
         let mut order: Vec<&NodeState> = state.nodes.iter().collect();
         order.sort_by_key(|n| n.role == Role::Manager);
+        // Every host is tried, whatever happened to the one before.
+        let mut failed = Vec::new();
         for node in &order {
-            give_back(self, node, &registry).await?;
+            if let Err(err) = give_back(self, node, &registry).await {
+                failed.push(err.to_string());
+            }
+        }
+        if !failed.is_empty() {
+            return Err(Error::HostsNotGivenBack {
+                lab: state.name.clone(),
+                failed: failed.len(),
+                total: state.nodes.len(),
+                first: failed.swap_remove(0),
+            });
         }
         Ok(Removed {
             items: vec![(state.nodes.len(), "host given back")],

@@ -235,53 +235,28 @@ pub async fn gateway(
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
     let server_name = ServerName::IpAddress(IpAddr::V4(registry_ip).into());
 
-    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, local_port))
-        .await
-        .map_err(|_| Error::PortInUse {
-            port: local_port,
-            purpose: "the gateway to the lab registry",
-            flag: "--registry-port",
-        })?;
+    let listener = crate::loopback::bind(local_port, "the gateway to the lab registry").await?;
     let local = listener
         .local_addr()
         .context("reading the registry gateway's port")?;
-    let stop = tokio_util::sync::CancellationToken::new();
-    let stopped = stop.clone();
-    tokio::spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                () = stopped.cancelled() => return,
-                accepted = listener.accept() => accepted,
+    let stop = crate::loopback::serve(listener, move |mut inbound| {
+        let (connector, server_name) = (connector.clone(), server_name.clone());
+        async move {
+            // dockerd tries HTTPS first; a TLS hello gets a closed
+            // connection, and dockerd goes on to plain HTTP at once.
+            let mut first = [0u8; 1];
+            if inbound.peek(&mut first).await.is_err() || first[0] == 0x16 {
+                return;
+            }
+            let Ok(tcp) = tokio::net::TcpStream::connect(upstream).await else {
+                return;
             };
-            let Ok((mut inbound, _)) = accepted else {
-                continue;
-            };
-            let (connector, server_name, stopped) =
-                (connector.clone(), server_name.clone(), stopped.clone());
-            tokio::spawn(async move {
-                // dockerd tries HTTPS first; a TLS hello gets a closed
-                // connection, and dockerd goes on to plain HTTP at once.
-                let mut first = [0u8; 1];
-                if inbound.peek(&mut first).await.is_err() || first[0] == 0x16 {
-                    return;
-                }
-                let Ok(tcp) = tokio::net::TcpStream::connect(upstream).await else {
-                    return;
-                };
-                let Ok(mut outbound) = connector.connect(server_name, tcp).await else {
-                    return;
-                };
-                tokio::select! {
-                    () = stopped.cancelled() => {}
-                    _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                }
-            });
+            if let Ok(mut outbound) = connector.connect(server_name, tcp).await {
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            }
         }
     });
-    Ok(Gateway {
-        local,
-        _stop: stop.drop_guard(),
-    })
+    Ok(Gateway { local, _stop: stop })
 }
 
 async fn wait_for(url: &str, ready: impl Fn(u16) -> bool) -> Result<()> {

@@ -99,14 +99,15 @@ pub struct LabGuard(pub &'static str);
 impl LabGuard {
     pub fn new(lab: &'static str) -> Self {
         // A previous run that died may have left it.
-        let _ = goblog_lab(&["destroy", "-q", "--name", lab]).output();
+        // --force: an ssh lab whose test hosts are gone is only forgotten.
+        let _ = goblog_lab(&["destroy", "-q", "--force", "--name", lab]).output();
         LabGuard(lab)
     }
 }
 
 impl Drop for LabGuard {
     fn drop(&mut self) {
-        let _ = goblog_lab(&["destroy", "-q", "--name", self.0]).output();
+        let _ = goblog_lab(&["destroy", "-q", "--force", "--name", self.0]).output();
     }
 }
 

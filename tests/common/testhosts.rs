@@ -455,3 +455,21 @@ fn docker(args: &[&str]) -> Output {
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).trim().to_string()
 }
+
+/// The image test hosts boot from: the lab's own node image, built (once
+/// per test binary) by `goblog-lab prepare`. Needs `mod common;` beside
+/// this module in the test file.
+pub fn node_image() -> String {
+    static IMAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    IMAGE
+        .get_or_init(|| {
+            let out = crate::common::run(&["prepare", "-q", "-o", "json"]);
+            assert!(out.status.success(), "{}", text(&out.stderr));
+            let prepared: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            prepared["node_image"]
+                .as_str()
+                .expect("node_image")
+                .to_string()
+        })
+        .clone()
+}
