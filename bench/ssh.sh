@@ -30,6 +30,9 @@ gl="$root/target/release/goblog-lab"
 host_docker() { env -u DOCKER_HOST -u DOCKER_TLS_VERIFY -u DOCKER_CERT_PATH docker "$@"; }
 
 work=$(mktemp -d)
+# goblog-lab reads ~/.ssh from $HOME; cargo and rustup must still find
+# theirs when create checks the service build.
+export CARGO_HOME="${CARGO_HOME:-$HOME/.cargo}" RUSTUP_HOME="${RUSTUP_HOME:-$HOME/.rustup}"
 export GOBLOG_LAB_HOME="$work/home" HOME="$work/user"
 unset SSH_AUTH_SOCK
 mkdir -p "$HOME/.ssh"
@@ -78,7 +81,7 @@ one="$gl create -q --name $lab-1 --driver ssh --ssh-key $work/key --manager root
 results="$work/results"
 mkdir -p "$results"
 time_it() { # NAME PREPARE CLEANUP COMMAND
-    hyperfine --style basic --runs "$RUNS" --prepare "$2" --cleanup "$3" \
+    hyperfine --show-output --runs "$RUNS" --prepare "$2" --cleanup "$3" \
         --export-json "$results/$1.json" -n "$1" "$4" >&2
 }
 echo "bench: warm-up" >&2

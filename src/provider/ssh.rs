@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures_util::future::try_join_all;
+use futures_util::future::{join_all, try_join_all};
 
 use super::{
     CommandOutput, EngineSetup, Forward, MachinePlan, NodeFile, Provider, ProviderKind, Removed,
@@ -280,15 +280,15 @@ impl Provider for SshProvider {
             return Ok(Removed::default());
         };
         let registry = state.registry.pull_address.clone();
-        // Workers first: a manager that leaves first strands them.
-        let mut order: Vec<&NodeState> = state.nodes.iter().collect();
-        order.sort_by_key(|n| n.role == Role::Manager);
-        // Every host is tried, whatever happened to the one before.
+        // Workers first, side by side, then the managers: a manager that
+        // leaves first strands the workers. Every host is tried, whatever
+        // happened to another.
+        let (managers, workers): (Vec<&NodeState>, Vec<&NodeState>) =
+            state.nodes.iter().partition(|n| n.role == Role::Manager);
         let mut failed = Vec::new();
-        for node in &order {
-            if let Err(err) = give_back(self, node, &registry).await {
-                failed.push(err.to_string());
-            }
+        for wave in [workers, managers] {
+            let results = join_all(wave.iter().map(|node| give_back(self, node, &registry))).await;
+            failed.extend(results.into_iter().filter_map(|r| r.err()).map(|e| e.to_string()));
         }
         if !failed.is_empty() {
             return Err(Error::HostsNotGivenBack {
