@@ -273,6 +273,9 @@ fn a_three_host_lab_over_ssh_end_to_end() {
     ]);
     assert!(exec.status.success(), "{}", stderr(&exec));
     assert_eq!(stdout(&exec).trim(), hosts.hosts[1].hostname);
+    // A shell on a host is the user's own ssh client's job.
+    let shell = me.run(&["shell", "-q", "--name", lab, &hosts.hosts[1].hostname]);
+    assert_one_line_error(&shell, 2, &format!("`ssh {worker0}`"));
 
     // stop and start need no flag: the provider is in the state.
     let stopped = me.run(&["stop", "--name", lab]);

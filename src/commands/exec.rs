@@ -7,7 +7,7 @@ use crate::cli::{ExecArgs, ShellArgs};
 use crate::error::{Error, Result};
 use crate::lab::name;
 use crate::lab::state::{LabDir, LabState, NodeState};
-use crate::provider;
+use crate::provider::{self, ProviderKind};
 use crate::ui::Ui;
 
 pub async fn exec(args: &ExecArgs, ui: &Ui) -> Result<()> {
@@ -18,6 +18,14 @@ pub async fn exec(args: &ExecArgs, ui: &Ui) -> Result<()> {
 
 pub async fn shell(args: &ShellArgs, ui: &Ui) -> Result<()> {
     let (state, dir, node) = find_node(&args.name, &args.node)?;
+    if state.driver == ProviderKind::Ssh.as_str() {
+        // A terminal over libssh2 would be a worse `ssh`; the host is the
+        // user's own, and so is their ssh client.
+        return Err(Error::usage(format!(
+            "{} is a host of your own: log in with `ssh {}` (`goblog-lab exec {} -- CMD` runs one command)",
+            node.hostname, node.id, node.hostname
+        )));
+    }
     let provider = provider::for_lab(&state, &dir, ui).await?;
     exit_with(
         provider

@@ -288,7 +288,12 @@ impl Provider for SshProvider {
         let mut failed = Vec::new();
         for wave in [workers, managers] {
             let results = join_all(wave.iter().map(|node| give_back(self, node, &registry))).await;
-            failed.extend(results.into_iter().filter_map(|r| r.err()).map(|e| e.to_string()));
+            failed.extend(
+                results
+                    .into_iter()
+                    .filter_map(|r| r.err())
+                    .map(|e| e.to_string()),
+            );
         }
         if !failed.is_empty() {
             return Err(Error::HostsNotGivenBack {
