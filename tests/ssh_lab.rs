@@ -408,6 +408,41 @@ fn hosts_that_cannot_take_a_lab_are_refused_before_anything_changes() {
     refused(&output, ":2377/tcp");
     hosts.exec(0, "iptables -D INPUT -p tcp --dport 2377 -j DROP");
 
+    // A host without Docker: refused, with the way to have it installed.
+    let bare = TestHosts::start(
+        "t-ssh-nodocker",
+        &node_image(),
+        TestHostsOptions {
+            count: 1,
+            authorized_key: me.public_key.clone(),
+            sudo_user: None,
+            docker: false,
+        },
+    );
+    let mut known = std::fs::read_to_string(me.home.join(".ssh/known_hosts")).unwrap();
+    known += &(bare.host_key_line(0) + "\n");
+    std::fs::write(me.home.join(".ssh/known_hosts"), known).unwrap();
+    let output = me.run(&[
+        "create",
+        "-q",
+        "--name",
+        lab,
+        "--driver",
+        "ssh",
+        "--no-deploy",
+        "--manager",
+        &host_arg("root", &bare, 0),
+        "--ssh-key",
+        &key,
+    ]);
+    assert_one_line_error(&output, 1, "Docker is not installed");
+    assert!(
+        stderr(&output).contains("--install-docker"),
+        "{}",
+        stderr(&output)
+    );
+    drop(bare);
+
     // A host that is down.
     hosts.stop_host(1);
     let started = Instant::now();
