@@ -85,7 +85,6 @@ pub async fn run(args: CreateArgs, ui: &Ui) -> Result<()> {
         provider,
         node_image: String::new(),
         built: None,
-        nodes: Vec::new(),
         authority: None,
         engines: Vec::new(),
         state: None,
@@ -207,7 +206,6 @@ struct Lab {
     node_image: String,
     /// Services compiled while the node image was built (a cold create).
     built: Option<BTreeMap<String, images::LocalImage>>,
-    nodes: Vec<NodeState>,
     authority: Option<Authority>,
     /// Each node's engine, in the order of `nodes`.
     engines: Vec<Docker>,
@@ -236,6 +234,11 @@ impl Lab {
         self.deploy_services().await?;
         self.converge_and_route().await?;
         self.wait_for_answers().await
+    }
+
+    /// The machines, managers first, as the provider made them.
+    fn nodes(&self) -> &[NodeState] {
+        self.state.as_ref().map_or(&[], |state| &state.nodes)
     }
 
     fn spec(&self) -> &spec::LabSpec {
@@ -308,33 +311,21 @@ impl Lab {
                 &self.ui,
             )
         )?;
-        let leader = &nodes[0];
         let mut state = LabState::new(
             &self.name,
             self.provider.kind().as_str(),
             &self.spec().network,
-            RegistryState {
-                runs_on: crate::lab::state::RegistryHost::Manager,
-                container: registry::CONTAINER.into(),
-                push_address: String::new(),
-                pull_address: registry::pull_address(leader.address),
-            },
+            registry::on_manager(nodes[0].address),
         );
-        if self.provider.kind() == ProviderKind::Dind {
-            state.network = Some(crate::lab::state::NetworkState {
-                name: DindProvider::network_name(&self.name),
-                subnet: format!("{}/24", with_last_octet(leader.address, 0)),
-            });
-        } else {
+        if self.provider.kind() == ProviderKind::Ssh {
             state.ssh = Some(SshState {
                 key: self.spec().ssh.as_ref().and_then(|s| s.key.clone()),
             });
         }
-        state.nodes = nodes.clone();
+        state.nodes = nodes;
         state.project_root = Some(self.loaded.project_root.clone());
         self.dir.save(&state)?;
         self.state = Some(state);
-        self.nodes = nodes;
         self.skipped = images.1.clone();
         step.done();
         Ok(images.0)
@@ -351,7 +342,7 @@ impl Lab {
             registry: &registry,
         };
         try_join_all(
-            self.nodes
+            self.nodes()
                 .iter()
                 .map(|node| provision::provision(&*self.provider, node, &config)),
         )
@@ -370,7 +361,7 @@ impl Lab {
         self.edge_image = images.remove(edge::SERVICE_NAME);
         let certs = self.dir.client_certs();
         let provider = &*self.provider;
-        let leader = &self.nodes[0];
+        let leader = &self.nodes()[0];
         let registry_filled = async {
             let manager = engines::wait_for_engine(&self.ui, leader, &certs, || {
                 provider.ensure_running(leader)
@@ -380,7 +371,7 @@ impl Lab {
         };
         let swarm_formed = async {
             let step = self.ui.step("Waiting for the node engines 🐳");
-            let engines = try_join_all(self.nodes.iter().map(|node| {
+            let engines = try_join_all(self.nodes().iter().map(|node| {
                 engines::wait_for_engine(&self.ui, node, &certs, || provider.ensure_running(node))
             }))
             .await?;
@@ -406,7 +397,7 @@ impl Lab {
         manager: &Docker,
         images: Images,
     ) -> Result<(BTreeMap<String, String>, Option<Pushing>)> {
-        let leader = &self.nodes[0];
+        let leader = &self.nodes()[0];
         let registry_image = images::registry(&self.host, &self.node_image).await?;
         images::copy(&self.host, manager, &registry_image).await?;
         let tls = self
@@ -458,11 +449,11 @@ impl Lab {
     async fn form_swarm(&self, engines: &[Docker]) -> Result<Routing> {
         let step = self.ui.step(format!(
             "Forming the Swarm 🐝 (init, {} join{}, {})",
-            self.nodes.len() - 1,
-            plural(self.nodes.len() as u32 - 1),
+            self.nodes().len() - 1,
+            plural(self.nodes().len() as u32 - 1),
             self.spec().network
         ));
-        let leader = &self.nodes[0];
+        let leader = &self.nodes()[0];
         let manager = &engines[0];
         let routing = match self.args.routing {
             RoutingChoice::Mesh => Routing::Mesh,
@@ -477,7 +468,7 @@ impl Lab {
             swarm::remove_ingress(manager).await?;
         }
         try_join_all(
-            self.nodes
+            self.nodes()
                 .iter()
                 .zip(engines)
                 .skip(1)
@@ -514,7 +505,9 @@ impl Lab {
             let deployment = deploy::Deployment {
                 name: service.name.clone(),
                 image,
-                replicas: service.replicas.map_or(self.nodes.len() as u64, u64::from),
+                replicas: service
+                    .replicas
+                    .map_or(self.nodes().len() as u64, u64::from),
                 ports: service.ports.clone(),
                 env: service
                     .env
@@ -558,7 +551,7 @@ impl Lab {
         if routes.is_some() {
             line += &format!(
                 " (and routing $ManagerIP to them through HAProxy on {}: no IPVS in this kernel)",
-                self.nodes[0].hostname
+                self.nodes()[0].hostname
             );
         }
         let step = self.ui.step(line);
@@ -605,7 +598,7 @@ impl Lab {
         let image = self.edge_image.as_ref().expect("built with the services");
         let pushing = self.pushing.as_ref().expect("opened with the registry");
         let pulled = pushing.push(self, image).await?;
-        let leader = &self.nodes[0];
+        let leader = &self.nodes()[0];
         edge::deploy(
             &self.engines[0],
             &self.name,
@@ -627,7 +620,7 @@ impl Lab {
     /// 9. Up means the services answering through `$ManagerIP`, as the
     ///    tutorial will call them, from every replica.
     async fn wait_for_answers(&mut self) -> Result<()> {
-        let leader = self.nodes[0].clone();
+        let leader = self.nodes()[0].clone();
         for service in self.deployed_specs() {
             let replicas = self.replicas_of(&service.name);
             let (Some(&port), Some(probe)) = (service.ports.first(), service.probe.as_ref()) else {
@@ -658,7 +651,7 @@ impl Lab {
     }
 
     fn summary(&mut self, took: Duration) -> Summary {
-        let leader = &self.nodes[0];
+        let leader = &self.nodes()[0];
         Summary {
             name: self.name.clone(),
             driver: self.provider.kind().as_str().to_string(),
@@ -692,11 +685,6 @@ impl Pushing {
         lab.ui.detail(format!("pushed {pulled}"));
         Ok(pulled)
     }
-}
-
-fn with_last_octet(addr: std::net::Ipv4Addr, last: u8) -> std::net::Ipv4Addr {
-    let [a, b, c, _] = addr.octets();
-    std::net::Ipv4Addr::new(a, b, c, last)
 }
 
 /// The services built from this repository (cargo, then their images).

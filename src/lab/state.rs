@@ -64,12 +64,6 @@ impl NodeState {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NetworkState {
-    pub name: String,
-    pub subnet: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RegistryState {
     /// Where the registry container runs.
     #[serde(default)]
@@ -122,9 +116,6 @@ pub struct LabState {
     pub name: String,
     pub driver: String,
     pub created_unix: u64,
-    /// The dind provider's bridge network; none for other providers.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub network: Option<NetworkState>,
     pub overlay_network: String,
     pub nodes: Vec<NodeState>,
     pub registry: RegistryState,
@@ -157,7 +148,6 @@ impl LabState {
             created_unix: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
-            network: None,
             overlay_network: overlay.to_string(),
             nodes: Vec::new(),
             registry,
@@ -326,10 +316,6 @@ mod tests {
                 pull_address: "172.28.3.10:5000".into(),
             },
         );
-        state.network = Some(NetworkState {
-            name: "goblog-net".into(),
-            subnet: "172.28.3.0/24".into(),
-        });
         state.nodes.push(NodeState {
             id: "goblog-swarm-manager-0".into(),
             hostname: "swarm-manager-0".into(),

@@ -144,13 +144,13 @@ impl DindProvider {
             }
         }
         self.ui.detail(format!("node {} started", plan.hostname));
+        // Asked of the engine, not assumed: what the node really got.
+        let address = self.address_of(&name).await?;
         Ok(NodeState {
             id: name,
             hostname: plan.hostname.clone(),
             role: plan.role,
-            address: self
-                .address_of(&Self::container_name(&self.lab, &plan.hostname))
-                .await?,
+            address,
             docker_port: DOCKER_TLS_PORT,
         })
     }

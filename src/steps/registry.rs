@@ -68,6 +68,16 @@ pub fn pull_address(manager: Ipv4Addr) -> String {
     format!("{manager}:{}", RegistryState::PORT)
 }
 
+/// The registry a lab runs on the manager at `manager`.
+pub fn on_manager(manager: Ipv4Addr) -> RegistryState {
+    RegistryState {
+        runs_on: RegistryHost::Manager,
+        container: CONTAINER.into(),
+        push_address: String::new(),
+        pull_address: pull_address(manager),
+    }
+}
+
 /// Refuses a fixed port that something already holds, before the lab makes
 /// anything, so the failure costs nothing to undo.
 pub fn check_port_free(port: u16) -> Result<()> {
@@ -174,12 +184,7 @@ pub async fn start(
         .start_container(CONTAINER, None)
         .await
         .context("starting the lab registry")?;
-    Ok(RegistryState {
-        runs_on: RegistryHost::Manager,
-        container: CONTAINER.into(),
-        push_address: String::new(),
-        pull_address: pull_address(address),
-    })
+    Ok(on_manager(address))
 }
 
 /// Waits until the registry answers through the gateway.
