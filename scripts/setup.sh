@@ -6,7 +6,8 @@
 #   - with --for-tests, also Debian's chromium and chromium-driver, which the
 #     visualizer's browser tests drive, and openssh-server and -client: the
 #     ssh2 core's tests talk to a real sshd on loopback, and the ssh
-#     provider's tests make keys with ssh-keygen.
+#     provider's tests make keys with ssh-keygen; and qemu-system-x86, which
+#     boots the VM labs' machines (qemu-img comes with qemu-utils).
 # Safe to run again: it installs only what is missing and starts dockerd only
 # when no engine answers. Used by the README's commands and by .ci/run.
 set -euo pipefail
@@ -22,6 +23,11 @@ if [ "${1:-}" = "--for-tests" ]; then
   command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
   [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
   command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
+  # Debian's qemu-system-x86 replaces a newer backported qemu-utils, so
+  # both come from the same release, together.
+  if ! command -v qemu-system-x86_64 >/dev/null 2>&1 || ! command -v qemu-img >/dev/null 2>&1; then
+    missing+=(qemu-system-x86 qemu-utils)
+  fi
 fi
 command -v dockerd >/dev/null 2>&1 || [ -x /usr/sbin/dockerd ] || missing+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)

@@ -134,7 +134,7 @@ pub struct CreateArgs {
     #[arg(long, value_enum, default_value_t = RoutingChoice::Auto)]
     pub routing: RoutingChoice,
 
-    /// What the nodes are [default: from the lab file, else dind].
+    /// What the nodes are: dind containers, existing ssh hosts, qemu VMs (root; 192.168.99.0/24 as in the blog), or docker-machine machines [default: from the lab file, else dind].
     #[arg(long, value_enum, help_heading = "Machines")]
     pub driver: Option<crate::provider::ProviderKind>,
 
@@ -166,6 +166,14 @@ pub struct CreateArgs {
     #[arg(long, help_heading = "Machines")]
     pub install_docker: bool,
 
+    /// --driver qemu: memory of each VM, in MiB [default: from the lab file, else 512].
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u32).range(256..=65536), help_heading = "Machines")]
+    pub memory: Option<u32>,
+
+    /// --driver docker-machine: the machines to adopt, managers first, by their docker-machine names (NAME,NAME,...); --managers says how many lead [default: 1].
+    #[arg(long, value_name = "NAMES", value_delimiter = ',', help_heading = "Machines")]
+    pub machines: Vec<String>,
+
     /// Format of the summary on stdout.
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
@@ -176,6 +184,11 @@ pub struct PrepareArgs {
     /// Lab definition whose services to build [default: the built-in lab/goblog.toml].
     #[arg(long, value_name = "SPEC.toml")]
     pub file: Option<PathBuf>,
+
+    /// Also build what this driver's labs boot: `qemu` builds the VM image
+    /// (debootstrap with a kernel; about two minutes, once).
+    #[arg(long, value_enum, value_name = "DRIVER")]
+    pub driver: Option<crate::provider::ProviderKind>,
 
     /// Format of the list of images on stdout.
     #[arg(short, long, value_enum, default_value_t = Output::Table)]

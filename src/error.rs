@@ -74,6 +74,10 @@ pub enum Error {
     #[error(transparent)]
     Ssh(#[from] crate::ssh::SshError),
 
+    /// A machine in docker-machine's store that cannot be adopted.
+    #[error(transparent)]
+    DockerMachine(#[from] crate::provider::docker_machine::StoreError),
+
     /// A host an ssh lab would use is not fit for it; nothing was changed.
     #[error("{host}: {reason}")]
     HostUnfit { host: String, reason: String },
@@ -93,6 +97,37 @@ pub enum Error {
         command: String,
         status: i64,
         output: String,
+    },
+
+    /// A program this machine lacks; `install` says how to get it.
+    #[error("{what} needs `{program}`, which is not installed: {install}")]
+    MissingProgram {
+        what: &'static str,
+        program: &'static str,
+        install: &'static str,
+    },
+
+    /// A program goblog-lab ran on this machine failed.
+    #[error("{command} failed ({status}): {output}")]
+    Local {
+        command: String,
+        status: String,
+        output: String,
+    },
+
+    /// The VM driver needs root (bridges, taps, iptables) and did not have it.
+    #[error("the {driver} driver makes a bridge and tap devices for the lab's host-only network, which needs root: run it with sudo (or use --driver dind)")]
+    NeedsRoot { driver: &'static str },
+
+    #[error("no free 192.168.X.0/24 left for a VM lab's host-only network (99 to 254 are all in use): destroy a VM lab (`goblog-lab ls`)")]
+    NoFreeVmNetwork,
+
+    /// A VM that did not come up; its console log says why.
+    #[error("VM {vm} {what}: see its console log, {console}")]
+    VmFailed {
+        vm: String,
+        what: String,
+        console: String,
     },
 
     /// A step that failed for a reason of its own (a timeout, a dead node).
@@ -120,7 +155,8 @@ impl Error {
     /// Exit status: 2 for what the user typed, 130 for Ctrl-C, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Usage(_) | Error::Spec { .. } => 2,
+            Error::Usage(_) | Error::Spec { .. } | Error::NeedsRoot { .. } => 2,
+            Error::DockerMachine(_) => 2,
             Error::Interrupted => 130,
             Error::Exit(code) => *code,
             _ => 1,

@@ -1,22 +1,9 @@
 //! goblog-lab: a real multi-node Docker Swarm on this machine, for the Go
 //! microservices blog series. The CLI parses, runs one command, and turns
-//! any error into one line on stderr and a non-zero exit.
+//! any error into one line on stderr and a non-zero exit; the work itself
+//! is in the library (`src/lib.rs`).
 
-mod cli;
-mod commands;
-mod docker;
-mod error;
-mod http;
-mod lab;
-mod loopback;
-mod pki;
-mod provider;
-mod provision;
-mod ssh;
-mod steps;
-mod tarball;
-mod ui;
-mod viz;
+use goblog_lab::{cli, commands, error};
 
 use std::process::ExitCode;
 

@@ -10,6 +10,7 @@
 //! removed again, unless `--retain` asks to keep it for inspection.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
@@ -26,7 +27,9 @@ use crate::lab::state::{
 };
 use crate::pki::Authority;
 use crate::provider::dind::DindProvider;
+use crate::provider::qemu::QemuProvider;
 use crate::provider::ssh::SshProvider;
+use crate::provider::docker_machine;
 use crate::provider::{MachinePlan, Provider, ProviderKind};
 use crate::provision::{self, EngineConfig};
 use crate::steps::{deploy, edge, engines, images, node_image, registry, swarm, wait};
@@ -74,7 +77,7 @@ pub async fn run(args: CreateArgs, ui: &Ui) -> Result<()> {
     if dir.exists() || !Labelled::of_lab(&host, &args.name).await?.is_empty() {
         return Err(Error::LabExists(args.name.clone()));
     }
-    let provider = make_provider(&host, &loaded, &args, &dir, ui)?;
+    let (provider, own_keys) = make_provider(&host, &loaded, &args, &dir, ui)?;
     let mut lab = Lab {
         name: args.name.clone(),
         host,
@@ -83,6 +86,7 @@ pub async fn run(args: CreateArgs, ui: &Ui) -> Result<()> {
         args,
         ui: ui.clone(),
         provider,
+        own_keys,
         node_image: String::new(),
         built: None,
         authority: None,
@@ -138,13 +142,33 @@ fn apply_flags(loaded: &mut LoadedSpec, args: &CreateArgs) -> Result<()> {
     }
     let driver = spec.driver.unwrap_or(ProviderKind::Dind);
     let hosts_given = !args.ssh_managers.is_empty() || !args.ssh_workers.is_empty();
+    if driver != ProviderKind::Ssh && (hosts_given || args.ssh_key.is_some()) {
+        return Err(Error::usage(
+            "--manager, --worker and --ssh-key name SSH hosts: add --driver ssh",
+        ));
+    }
+    if driver != ProviderKind::DockerMachine && !args.machines.is_empty() {
+        return Err(Error::usage(
+            "--machines names docker-machine machines: add --driver docker-machine",
+        ));
+    }
+    if driver != ProviderKind::Qemu && args.memory.is_some() {
+        return Err(Error::usage("--memory sizes VMs: add --driver qemu"));
+    }
+    let adopts = matches!(driver, ProviderKind::Ssh | ProviderKind::DockerMachine);
+    if !adopts && (args.install_docker || args.accept_new_host_keys) {
+        return Err(Error::usage(
+            "--install-docker and --accept-new-host-keys are for hosts the lab adopts: add --driver ssh or --driver docker-machine",
+        ));
+    }
     match driver {
-        ProviderKind::Dind if hosts_given || args.ssh_key.is_some() => {
-            return Err(Error::usage(
-                "--manager, --worker and --ssh-key name SSH hosts: add --driver ssh",
-            ))
-        }
         ProviderKind::Dind => {}
+        ProviderKind::Qemu => {
+            let vm = spec.vm.get_or_insert_with(Default::default);
+            if let Some(memory) = args.memory {
+                vm.memory = memory;
+            }
+        }
         ProviderKind::Ssh => {
             let ssh = spec.ssh.get_or_insert_with(Default::default);
             if hosts_given {
@@ -167,6 +191,27 @@ fn apply_flags(loaded: &mut LoadedSpec, args: &CreateArgs) -> Result<()> {
             spec.managers = ssh.managers.len() as u32;
             spec.workers = ssh.workers.len() as u32;
         }
+        ProviderKind::DockerMachine => {
+            if args.machines.is_empty() {
+                return Err(Error::usage(
+                    "--driver docker-machine needs --machines NAME,NAME,... (managers first; `docker-machine ls` lists them)",
+                ));
+            }
+            if args.workers.is_some() {
+                return Err(Error::usage(
+                    "--driver docker-machine counts the machines given with --machines: drop --workers",
+                ));
+            }
+            let managers = args.managers.unwrap_or(1);
+            if managers as usize > args.machines.len() {
+                return Err(Error::usage(format!(
+                    "--managers {managers} is more than the {} machines given",
+                    args.machines.len()
+                )));
+            }
+            spec.managers = managers;
+            spec.workers = (args.machines.len() as u32) - managers;
+        }
     }
     spec::check_counts(spec.managers, spec.workers)
 }
@@ -177,9 +222,37 @@ fn make_provider(
     args: &CreateArgs,
     dir: &LabDir,
     ui: &Ui,
-) -> Result<Box<dyn Provider>> {
-    Ok(match loaded.spec.driver.unwrap_or(ProviderKind::Dind) {
+) -> Result<(Box<dyn Provider>, BTreeMap<String, PathBuf>)> {
+    let mut own_keys = BTreeMap::new();
+    let provider: Box<dyn Provider> = match loaded.spec.driver.unwrap_or(ProviderKind::Dind) {
         ProviderKind::Dind => Box::new(DindProvider::new(host.clone(), &args.name, ui.clone())),
+        ProviderKind::Qemu => Box::new(QemuProvider::new(
+            &args.name,
+            dir,
+            loaded.spec.vm.as_ref().map_or(512, |vm| vm.memory),
+            ui.clone(),
+        )?),
+        ProviderKind::DockerMachine => {
+            let machines = docker_machine::read_all(&docker_machine::storage_path(), &args.machines)?;
+            let hosts: Vec<String> = machines.iter().map(|m| m.ssh_target()).collect();
+            own_keys = machines
+                .iter()
+                .map(|m| (m.ssh_target(), m.ssh_key.clone()))
+                .collect();
+            for machine in &machines {
+                ui.detail(format!(
+                    "{} ({} driver): {} with {}",
+                    machine.name,
+                    machine.driver,
+                    machine.ssh_target(),
+                    machine.ssh_key.display()
+                ));
+            }
+            Box::new(
+                SshProvider::new(dir, &hosts, None, args.accept_new_host_keys, ui.clone())?
+                    .with_own_keys(&own_keys),
+            )
+        }
         ProviderKind::Ssh => {
             let ssh = loaded.spec.ssh.as_ref().expect("checked by apply_flags");
             let hosts: Vec<String> = ssh.managers.iter().chain(&ssh.workers).cloned().collect();
@@ -191,7 +264,8 @@ fn make_provider(
                 ui.clone(),
             )?)
         }
-    })
+    };
+    Ok((provider, own_keys))
 }
 
 /// One create in progress: what the steps share, filled in as they run.
@@ -203,6 +277,8 @@ struct Lab {
     args: CreateArgs,
     ui: Ui,
     provider: Box<dyn Provider>,
+    /// docker-machine's key of each adopted machine, by `user@host:port`.
+    own_keys: BTreeMap<String, PathBuf>,
     node_image: String,
     /// Services compiled while the node image was built (a cold create).
     built: Option<BTreeMap<String, images::LocalImage>>,
@@ -234,6 +310,31 @@ impl Lab {
         self.deploy_services().await?;
         self.converge_and_route().await?;
         self.wait_for_answers().await
+    }
+
+    /// True when the machines are hosts that exist already and are given
+    /// back on destroy (they are checked before anything changes on them).
+    fn adopts_hosts(&self) -> bool {
+        matches!(
+            self.provider.kind(),
+            ProviderKind::Ssh | ProviderKind::DockerMachine
+        )
+    }
+
+    /// How fast the machines are: emulated VMs get patient health checks
+    /// and waits.
+    fn pace(&self) -> deploy::Pace {
+        self.state.as_ref().map_or(deploy::Pace::Native, deploy::Pace::of)
+    }
+
+    /// How long to wait for replicas and answers: on emulated VMs a task
+    /// took 129 s from `service create` to its first answer in the probe
+    /// (`docker-on-this-machine.md`), so the waits are three times longer.
+    fn patience(&self, native: Duration) -> Duration {
+        match self.pace() {
+            deploy::Pace::Native => native,
+            deploy::Pace::Emulated => native * 3,
+        }
     }
 
     /// The machines, managers first, as the provider made them.
@@ -278,7 +379,10 @@ impl Lab {
             "{} 📦 ({} manager{}, {} worker{})",
             match self.provider.kind() {
                 ProviderKind::Dind => "Starting nodes",
-                ProviderKind::Ssh => "Connecting to the hosts and checking them",
+                ProviderKind::Ssh | ProviderKind::DockerMachine => {
+                    "Connecting to the hosts and checking them"
+                }
+                ProviderKind::Qemu => "Booting VMs",
             },
             spec.managers,
             plural(spec.managers),
@@ -286,10 +390,11 @@ impl Lab {
             plural(spec.workers)
         ));
         let plans = machine_plans(spec.managers, spec.workers);
+        let adopts_hosts = self.adopts_hosts();
         let (nodes, images) = tokio::try_join!(
             async {
                 let nodes = self.provider.create(&plans).await?;
-                if self.provider.kind() == ProviderKind::Ssh {
+                if adopts_hosts {
                     if self.args.install_docker {
                         try_join_all(
                             nodes
@@ -317,11 +422,13 @@ impl Lab {
             &self.spec().network,
             registry::on_manager(nodes[0].address),
         );
-        if self.provider.kind() == ProviderKind::Ssh {
+        if self.adopts_hosts() {
             state.ssh = Some(SshState {
                 key: self.spec().ssh.as_ref().and_then(|s| s.key.clone()),
+                keys: self.own_keys.clone(),
             });
         }
+        state.vm = self.provider.vm_state();
         state.nodes = nodes;
         state.project_root = Some(self.loaded.project_root.clone());
         self.dir.save(&state)?;
@@ -515,6 +622,7 @@ impl Lab {
                     .map(|(k, v)| format!("{k}={v}"))
                     .collect(),
                 network: self.spec().network.clone(),
+                pace: self.pace(),
             };
             deploy::create(&manager, &self.name, &deployment, self.routing).await?;
             self.state().services.push(ServiceState {
@@ -562,7 +670,7 @@ impl Lab {
                 &service.name,
                 self.replicas_of(&service.name),
                 None,
-                Duration::from_secs(180),
+                self.patience(Duration::from_secs(180)),
             )
         }));
         let routed = async {
@@ -638,7 +746,8 @@ impl Lab {
                 service.name
             ));
             let answer =
-                wait::until_answers(&self.ui, &url, replicas, Duration::from_secs(120)).await?;
+                wait::until_answers(&self.ui, &url, replicas, self.patience(Duration::from_secs(120)))
+                    .await?;
             step.done();
             self.services.push(ServiceSummary {
                 name: service.name.clone(),

@@ -11,6 +11,7 @@ use crate::cli::{Output, PrepareArgs};
 use crate::docker;
 use crate::error::{Error, Result};
 use crate::lab::spec;
+use crate::provider::{qemu, ProviderKind};
 use crate::steps::{images, node_image};
 use crate::ui::Ui;
 
@@ -21,6 +22,9 @@ struct Prepared {
     edge_image: String,
     /// Services built from source, by name.
     services: BTreeMap<String, String>,
+    /// The VM image's cache directory, with `--driver qemu`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vm_image: Option<String>,
 }
 
 pub async fn run(args: &PrepareArgs, ui: &Ui) -> Result<()> {
@@ -44,7 +48,17 @@ pub async fn run(args: &PrepareArgs, ui: &Ui) -> Result<()> {
         built
     )?;
     step.done();
+    let vm_image = if args.driver == Some(ProviderKind::Qemu) {
+        let step = ui.step("Building the VM image 💿 (debootstrap with a kernel; about two minutes the first time)");
+        let image = qemu::image::ensure().await?;
+        let dir = image.base.parent().expect("in its directory").display().to_string();
+        step.done_with(dir.clone());
+        Some(dir)
+    } else {
+        None
+    };
     let prepared = Prepared {
+        vm_image,
         node_image: node,
         registry_image: registry.reference(),
         edge_image: edge.reference(),
@@ -61,6 +75,9 @@ pub async fn run(args: &PrepareArgs, ui: &Ui) -> Result<()> {
         println!("edge      {}", prepared.edge_image);
         for (name, image) in &prepared.services {
             println!("service   {image} ({name})");
+        }
+        if let Some(dir) = &prepared.vm_image {
+            println!("vm        {dir}");
         }
     }
     Ok(())

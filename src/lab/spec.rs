@@ -19,12 +19,16 @@ pub const MAX_MANAGERS: u32 = 7;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LabSpec {
-    /// Which provider makes the machines: `dind` (default) or `ssh`.
+    /// Which provider makes the machines: `dind` (default), `ssh`, `qemu`
+    /// or `docker-machine`.
     #[serde(default)]
     pub driver: Option<crate::provider::ProviderKind>,
     /// The hosts of an ssh lab.
     #[serde(default)]
     pub ssh: Option<SshSpec>,
+    /// The VMs of a qemu lab.
+    #[serde(default)]
+    pub vm: Option<VmSpec>,
     #[serde(default = "one")]
     pub managers: u32,
     #[serde(default = "two")]
@@ -35,6 +39,29 @@ pub struct LabSpec {
     pub registry: RegistrySpec,
     #[serde(default)]
     pub services: Vec<ServiceSpec>,
+}
+
+/// The VMs of `driver = "qemu"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmSpec {
+    /// Memory of each VM, in MiB.
+    #[serde(default = "default_vm_memory")]
+    pub memory: u32,
+}
+
+impl Default for VmSpec {
+    fn default() -> Self {
+        VmSpec {
+            memory: default_vm_memory(),
+        }
+    }
+}
+
+/// 512 MiB: a node's dockerd, containerd and two small tasks use under
+/// 250 MiB, and three VMs fit a learner's 8 GiB laptop with room to spare.
+fn default_vm_memory() -> u32 {
+    512
 }
 
 /// Existing hosts for `driver = "ssh"`, each `user@host[:port]`.

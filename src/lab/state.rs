@@ -128,6 +128,21 @@ pub struct LabState {
     /// How an ssh lab reaches its hosts again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh: Option<SshState>,
+    /// How a qemu lab boots its VMs again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm: Option<VmState>,
+}
+
+/// What `start` needs to boot a qemu lab's VMs as `create` did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VmState {
+    pub memory_mib: u32,
+    /// `kvm` or `tcg`, as probed at create.
+    pub accel: String,
+    /// The third octet of the lab's host-only network, 192.168.X.0/24.
+    pub network_octet: u8,
+    /// The VM image's fingerprint, so `start` boots the kernel it was made with.
+    pub image: String,
 }
 
 /// What an ssh lab needs to reach its hosts again (the hosts themselves
@@ -137,6 +152,9 @@ pub struct SshState {
     /// `--ssh-key`, when one was given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<PathBuf>,
+    /// Keys of single hosts, by node id: docker-machine makes one per machine.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub keys: std::collections::BTreeMap<String, PathBuf>,
 }
 
 impl LabState {
@@ -155,6 +173,7 @@ impl LabState {
             services: Vec::new(),
             project_root: None,
             ssh: None,
+            vm: None,
         }
     }
 
@@ -200,6 +219,14 @@ impl LabDir {
         self.root.join("state.json")
     }
     /// What DOCKER_CERT_PATH names: ca.pem, cert.pem, key.pem, as docker-machine laid them out.
+    /// The lab's own directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    /// The key the lab logs in to its VMs with (qemu labs).
+    pub fn ssh_key(&self) -> PathBuf {
+        self.root.join("id_ed25519")
+    }
     pub fn client_certs(&self) -> PathBuf {
         self.root.join("certs")
     }

@@ -8,10 +8,14 @@
 //! answers at ADDRESS:2376" (the Swarm, the registry, deploys, routing,
 //! waiting) lives in `steps/` and never sees a provider.
 //!
-//! Two providers exist: Docker-in-Docker containers on this machine's
-//! engine (`dind`), and existing hosts reached over SSH (`ssh`).
+//! The providers: Docker-in-Docker containers on this machine's engine
+//! (`dind`); existing hosts reached over SSH (`ssh`), or the same found
+//! through docker-machine's store (`docker-machine`); and VMs under QEMU on
+//! a host-only network (`qemu`), driven over SSH once they boot.
 
 pub mod dind;
+pub mod docker_machine;
+pub mod qemu;
 mod relay;
 pub mod ssh;
 
@@ -36,6 +40,14 @@ pub enum ProviderKind {
     Dind,
     /// Existing Linux hosts with Docker, reached over SSH.
     Ssh,
+    /// VMs under QEMU on a host-only network (192.168.99.0/24), as the
+    /// blog's docker-machine and VirtualBox made them.
+    Qemu,
+    /// Machines made with `docker-machine create` (any driver), adopted
+    /// over SSH through docker-machine's store and given back on destroy.
+    #[value(name = "docker-machine")]
+    #[serde(rename = "docker-machine")]
+    DockerMachine,
 }
 
 impl ProviderKind {
@@ -43,6 +55,8 @@ impl ProviderKind {
         match self {
             ProviderKind::Dind => "dind",
             ProviderKind::Ssh => "ssh",
+            ProviderKind::Qemu => "qemu",
+            ProviderKind::DockerMachine => "docker-machine",
         }
     }
 
@@ -51,8 +65,10 @@ impl ProviderKind {
         match name {
             "dind" => Ok(ProviderKind::Dind),
             "ssh" => Ok(ProviderKind::Ssh),
+            "qemu" => Ok(ProviderKind::Qemu),
+            "docker-machine" => Ok(ProviderKind::DockerMachine),
             other => Err(Error::usage(format!(
-                "unknown driver '{other}' in the lab's state (this goblog-lab knows dind and ssh)"
+                "unknown driver '{other}' in the lab's state (this goblog-lab knows dind, ssh, qemu and docker-machine)"
             ))),
         }
     }
@@ -177,6 +193,11 @@ pub trait Provider: Send + Sync {
     /// returns its exit code.
     async fn interactive(&self, node: &NodeState, command: &[String]) -> Result<i32>;
 
+    /// What a VM provider must remember to boot the lab's machines again.
+    fn vm_state(&self) -> Option<crate::lab::state::VmState> {
+        None
+    }
+
     /// Removes the lab's machines, or gives adopted hosts back as they were.
     /// Works twice in a row.
     async fn remove(&self, state: Option<&LabState>) -> Result<Removed>;
@@ -193,7 +214,10 @@ pub async fn for_lab(state: &LabState, dir: &LabDir, ui: &Ui) -> Result<Box<dyn 
                 ui.clone(),
             )))
         }
-        ProviderKind::Ssh => Ok(Box::new(ssh::SshProvider::for_lab(state, dir, ui.clone())?)),
+        ProviderKind::Ssh | ProviderKind::DockerMachine => {
+            Ok(Box::new(ssh::SshProvider::for_lab(state, dir, ui.clone())?))
+        }
+        ProviderKind::Qemu => Ok(Box::new(qemu::QemuProvider::for_lab(state, dir, ui.clone())?)),
     }
 }
 

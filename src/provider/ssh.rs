@@ -33,18 +33,169 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub struct SshProvider {
+    kind: ProviderKind,
     hosts: Vec<Target>,
+    ssh: SshHosts,
+    ui: Ui,
+}
+
+/// Verified, logged-in SSH clients to machines, one per machine: what every
+/// provider that reaches its machines over SSH (ssh, docker-machine, qemu)
+/// drives them with.
+pub struct SshHosts {
     key: Option<PathBuf>,
+    /// A key of one host's own (docker-machine makes one per machine), by
+    /// `user@host:port`.
+    keys: HashMap<String, PathBuf>,
     known_hosts: HostKeysFiles,
     accept_new: bool,
-    ui: Ui,
-    /// One verified client per host, by node id (`user@host:port`).
+    /// One verified client per host, by `user@host:port`.
     clients: Mutex<HashMap<String, SshClient>>,
+    connect_timeout: Duration,
 }
 
 struct HostKeysFiles {
     user: PathBuf,
     lab: PathBuf,
+}
+
+impl SshHosts {
+    /// Clients that check host keys against `~/.ssh/known_hosts` and the
+    /// lab's file.
+    pub fn new(dir: &LabDir, key: Option<PathBuf>, accept_new: bool) -> Self {
+        SshHosts {
+            key,
+            keys: HashMap::new(),
+            known_hosts: HostKeysFiles {
+                user: dirs::home_dir()
+                    .unwrap_or_default()
+                    .join(".ssh")
+                    .join("known_hosts"),
+                lab: dir.known_hosts(),
+            },
+            accept_new,
+            clients: Mutex::default(),
+            connect_timeout: CONNECT_TIMEOUT,
+        }
+    }
+
+    /// Allows a slower handshake: a VM under software emulation that is
+    /// busy starting its engine took more than the default 10 s here.
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Clients for machines the lab made itself: their host keys are in the
+    /// lab's file only, so a stale line of the user's (an old VM at the same
+    /// address) can neither help nor hinder.
+    pub fn lab_only(dir: &LabDir, key: PathBuf) -> Self {
+        let mut hosts = Self::new(dir, Some(key), false);
+        hosts.known_hosts.user = dir.known_hosts();
+        hosts
+    }
+
+    /// Uses `key` for `target` rather than the shared one.
+    pub fn with_key(mut self, target: &Target, key: PathBuf) -> Self {
+        self.keys.insert(target.to_string(), key);
+        self
+    }
+
+    pub async fn connect(&self, target: &Target) -> Result<SshClient> {
+        let id = target.to_string();
+        if let Some(client) = self.clients.lock().unwrap().get(&id) {
+            return Ok(client.clone());
+        }
+        let client = SshClient::connect(
+            target.clone(),
+            Credentials {
+                key: self.keys.get(&id).cloned().or_else(|| self.key.clone()),
+            },
+            HostKeys {
+                user_known_hosts: self.known_hosts.user.clone(),
+                lab_known_hosts: self.known_hosts.lab.clone(),
+                accept_new: self.accept_new,
+            },
+            self.connect_timeout,
+        )
+        .await?;
+        client.check_root().await?;
+        self.clients.lock().unwrap().insert(id, client.clone());
+        Ok(client)
+    }
+
+    /// Forgets the client of `target` (its machine rebooted).
+    pub fn forget(&self, target: &Target) {
+        self.clients.lock().unwrap().remove(&target.to_string());
+    }
+
+    /// One file after another over the pooled session: side by side, each
+    /// upload opened a connection of its own, and a VM under software
+    /// emulation, busy starting its engine, took over a minute to finish
+    /// seven handshakes at once.
+    pub async fn put_files(&self, target: &Target, files: &[NodeFile]) -> Result<()> {
+        let client = self.connect(target).await?;
+        for file in files {
+            client
+                .upload(&file.path, file.contents.clone(), file.mode)
+                .await?;
+        }
+        Ok(())
+    }
+
+    pub async fn run(&self, target: &Target, command: &str) -> Result<CommandOutput> {
+        let client = self.connect(target).await?;
+        let output = client.run_root(command, None, COMMAND_TIMEOUT).await?;
+        let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&output.stderr));
+        Ok(CommandOutput {
+            status: i64::from(output.status),
+            output: text,
+        })
+    }
+
+    /// A loopback port that reaches `address:port` from the machine's side.
+    pub async fn forward(
+        &self,
+        target: &Target,
+        address: Ipv4Addr,
+        port: u16,
+        local_port: u16,
+    ) -> Result<Forward> {
+        let client = self.connect(target).await?;
+        // The registry listens on the manager's lab address only; a
+        // direct-tcpip channel reaches it from the manager's side, so
+        // nothing is opened to the network for this host's push.
+        let tunnel = client
+            .tunnel_on(local_port, &address.to_string(), port)
+            .await
+            .map_err(|err| match err {
+                crate::ssh::SshError::Io { .. } if local_port != 0 => Error::PortInUse {
+                    port: local_port,
+                    purpose: "the push tunnel to the lab registry",
+                    flag: "--registry-port",
+                },
+                other => other.into(),
+            })?;
+        Ok(Forward {
+            local: tunnel.local_addr(),
+            _guard: Box::new(tunnel),
+        })
+    }
+
+    pub async fn interactive(&self, target: &Target, command: &[String]) -> Result<i32> {
+        use std::io::Write;
+        let client = self.connect(target).await?;
+        let line = command
+            .iter()
+            .map(|word| shell_quote(word))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let output = client.run(&line, None, Duration::from_secs(3600)).await?;
+        std::io::stdout().write_all(&output.stdout).ok();
+        std::io::stderr().write_all(&output.stderr).ok();
+        Ok(output.status)
+    }
 }
 
 impl SshProvider {
@@ -67,57 +218,44 @@ impl SshProvider {
             )));
         }
         Ok(SshProvider {
+            kind: ProviderKind::Ssh,
             hosts,
-            key,
-            known_hosts: HostKeysFiles {
-                user: dirs::home_dir()
-                    .unwrap_or_default()
-                    .join(".ssh")
-                    .join("known_hosts"),
-                lab: dir.known_hosts(),
-            },
-            accept_new,
+            ssh: SshHosts::new(dir, key, accept_new),
             ui,
-            clients: Mutex::default(),
         })
+    }
+
+    /// For machines made by docker-machine: each has a key of its own, and
+    /// the lab records that it adopted them through docker-machine's store.
+    pub fn with_own_keys(mut self, keys: &std::collections::BTreeMap<String, PathBuf>) -> Self {
+        self.kind = ProviderKind::DockerMachine;
+        for target in &self.hosts {
+            if let Some(key) = keys.get(&target.to_string()) {
+                self.ssh.keys.insert(target.to_string(), key.clone());
+            }
+        }
+        self
     }
 
     /// For a saved lab: its hosts are its nodes; host keys must be known.
     pub fn for_lab(state: &LabState, dir: &LabDir, ui: Ui) -> Result<Self> {
         let hosts: Vec<String> = state.nodes.iter().map(|n| n.id.clone()).collect();
         let key = state.ssh.as_ref().and_then(|s| s.key.clone());
-        Self::new(dir, &hosts, key, false, ui)
+        let provider = Self::new(dir, &hosts, key, false, ui)?;
+        Ok(match state.ssh.as_ref() {
+            Some(ssh) if state.driver == ProviderKind::DockerMachine.as_str() => {
+                provider.with_own_keys(&ssh.keys)
+            }
+            _ => provider,
+        })
     }
 
-    async fn connect(&self, target: &Target) -> Result<SshClient> {
-        let id = target.to_string();
-        if let Some(client) = self.clients.lock().unwrap().get(&id) {
-            return Ok(client.clone());
-        }
-        let client = SshClient::connect(
-            target.clone(),
-            Credentials {
-                key: self.key.clone(),
-            },
-            HostKeys {
-                user_known_hosts: self.known_hosts.user.clone(),
-                lab_known_hosts: self.known_hosts.lab.clone(),
-                accept_new: self.accept_new,
-            },
-            CONNECT_TIMEOUT,
-        )
-        .await?;
-        client.check_root().await?;
-        self.clients.lock().unwrap().insert(id, client.clone());
-        Ok(client)
-    }
-
-    async fn client(&self, node: &NodeState) -> Result<SshClient> {
-        self.connect(&node.id.parse::<Target>()?).await
+    fn target(node: &NodeState) -> Result<Target> {
+        Ok(node.id.parse::<Target>()?)
     }
 
     async fn adopt(&self, target: &Target, plan: &MachinePlan) -> Result<NodeState> {
-        let client = self.connect(target).await?;
+        let client = self.ssh.connect(target).await?;
         let hostname = client
             .run("hostname", None, COMMAND_TIMEOUT)
             .await?
@@ -167,7 +305,7 @@ async fn resolve(host: &str) -> Result<Ipv4Addr> {
 #[async_trait]
 impl Provider for SshProvider {
     fn kind(&self) -> ProviderKind {
-        ProviderKind::Ssh
+        self.kind
     }
 
     fn engine_setup(&self) -> EngineSetup {
@@ -187,25 +325,11 @@ impl Provider for SshProvider {
     }
 
     async fn put_files(&self, node: &NodeState, files: &[NodeFile]) -> Result<()> {
-        let client = self.client(node).await?;
-        try_join_all(
-            files
-                .iter()
-                .map(|file| client.upload(&file.path, file.contents.clone(), file.mode)),
-        )
-        .await?;
-        Ok(())
+        self.ssh.put_files(&Self::target(node)?, files).await
     }
 
     async fn run(&self, node: &NodeState, command: &str) -> Result<CommandOutput> {
-        let client = self.client(node).await?;
-        let output = client.run_root(command, None, COMMAND_TIMEOUT).await?;
-        let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
-        text.push_str(&String::from_utf8_lossy(&output.stderr));
-        Ok(CommandOutput {
-            status: i64::from(output.status),
-            output: text,
-        })
+        self.ssh.run(&Self::target(node)?, command).await
     }
 
     async fn stop(&self, node: &NodeState) -> Result<()> {
@@ -234,39 +358,13 @@ impl Provider for SshProvider {
     }
 
     async fn forward(&self, node: &NodeState, port: u16, local_port: u16) -> Result<Forward> {
-        let client = self.client(node).await?;
-        // The registry listens on the manager's lab address only; a
-        // direct-tcpip channel reaches it from the manager's side, so
-        // nothing is opened to the network for this host's push.
-        let tunnel = client
-            .tunnel_on(local_port, &node.address.to_string(), port)
+        self.ssh
+            .forward(&Self::target(node)?, node.address, port, local_port)
             .await
-            .map_err(|err| match err {
-                crate::ssh::SshError::Io { .. } if local_port != 0 => Error::PortInUse {
-                    port: local_port,
-                    purpose: "the push tunnel to the lab registry",
-                    flag: "--registry-port",
-                },
-                other => other.into(),
-            })?;
-        Ok(Forward {
-            local: tunnel.local_addr(),
-            _guard: Box::new(tunnel),
-        })
     }
 
     async fn interactive(&self, node: &NodeState, command: &[String]) -> Result<i32> {
-        use std::io::Write;
-        let client = self.client(node).await?;
-        let line = command
-            .iter()
-            .map(|word| shell_quote(word))
-            .collect::<Vec<_>>()
-            .join(" ");
-        let output = client.run(&line, None, Duration::from_secs(3600)).await?;
-        std::io::stdout().write_all(&output.stdout).ok();
-        std::io::stderr().write_all(&output.stderr).ok();
-        Ok(output.status)
+        self.ssh.interactive(&Self::target(node)?, command).await
     }
 
     async fn remove(&self, state: Option<&LabState>) -> Result<Removed> {
@@ -314,6 +412,16 @@ impl Provider for SshProvider {
 /// so every one is the lab's), the registry and the images pulled from it,
 /// then the engine configuration.
 async fn give_back(provider: &SshProvider, node: &NodeState, registry: &str) -> Result<()> {
+    give_back_engine(provider, node, registry).await?;
+    provider
+        .ui
+        .detail(format!("{} ({}) given back", node.hostname, node.id));
+    Ok(())
+}
+
+/// Takes the lab off a machine's engine and leaves the machine running: an
+/// adopted host is given back as it was.
+pub async fn give_back_engine(provider: &dyn Provider, node: &NodeState, registry: &str) -> Result<()> {
     let lab_images = format!(
         "docker swarm leave --force >/dev/null 2>&1 || true
 docker ps -aq --filter label=com.docker.swarm.task.id | xargs -r docker rm -f >/dev/null 2>&1 || true
@@ -323,11 +431,7 @@ docker images --format '{{{{.Repository}}}}:{{{{.Tag}}}}' | grep -E '^({registry
         container = crate::steps::registry::CONTAINER,
     );
     provider.run(node, &lab_images).await?;
-    provision::deprovision(provider, node, registry).await?;
-    provider
-        .ui
-        .detail(format!("{} ({}) given back", node.hostname, node.id));
-    Ok(())
+    provision::deprovision(provider, node, registry).await
 }
 
 fn expect_ok(node: &NodeState, what: &str, out: CommandOutput) -> Result<()> {

@@ -29,6 +29,7 @@ pub struct Deployment {
     pub ports: Vec<u16>,
     pub env: Vec<String>,
     pub network: String,
+    pub pace: Pace,
 }
 
 pub async fn create(
@@ -44,14 +45,43 @@ pub async fn create(
     Ok(())
 }
 
+/// How fast the machines run a task's health check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    /// Containers and VMs with hardware virtualisation.
+    Native,
+    /// VMs under software emulation (QEMU's TCG): starting a process in a
+    /// container (each check is one) took over 2 s in a three-VM lab here,
+    /// and a 2 s timeout had Swarm kill healthy tasks over and over.
+    Emulated,
+}
+
+impl Pace {
+    pub fn of(lab: &LabState) -> Pace {
+        match &lab.vm {
+            Some(vm) if vm.accel == "tcg" => Pace::Emulated,
+            _ => Pace::Native,
+        }
+    }
+}
+
 /// The image's HEALTHCHECK command, checked every second rather than every
-/// three, so a new task serves sooner.
-pub fn health_check() -> HealthConfig {
-    HealthConfig {
-        interval: Some(SECOND),
-        timeout: Some(2 * SECOND),
-        retries: Some(3),
-        ..Default::default()
+/// three, so a new task serves sooner; on emulated machines, patiently.
+pub fn health_check(pace: Pace) -> HealthConfig {
+    match pace {
+        Pace::Native => HealthConfig {
+            interval: Some(SECOND),
+            timeout: Some(2 * SECOND),
+            retries: Some(3),
+            ..Default::default()
+        },
+        Pace::Emulated => HealthConfig {
+            interval: Some(3 * SECOND),
+            timeout: Some(20 * SECOND),
+            retries: Some(3),
+            start_period: Some(120 * SECOND),
+            ..Default::default()
+        },
     }
 }
 
@@ -80,7 +110,7 @@ pub async fn running(docker: &Docker, lab: &LabState, name: &str) -> Result<Runn
         .and_then(|t| t.container_spec.as_mut())
     {
         if container.health_check.is_none() && lab.services.iter().any(|s| s.name == name) {
-            container.health_check = Some(health_check());
+            container.health_check = Some(health_check(Pace::of(lab)));
         }
     }
     Ok(Running {
@@ -234,7 +264,7 @@ fn spec(lab: &str, d: &Deployment, routing: Routing) -> ServiceSpec {
             container_spec: Some(TaskSpecContainerSpec {
                 image: Some(d.image.clone()),
                 env: Some(d.env.clone()),
-                health_check: Some(health_check()),
+                health_check: Some(health_check(d.pace)),
                 stop_grace_period: Some(10 * SECOND),
                 ..Default::default()
             }),
@@ -277,6 +307,7 @@ mod tests {
             ports: vec![6767],
             env: vec![],
             network: "my_network".into(),
+            pace: Pace::Native,
         }
     }
 
