@@ -46,6 +46,9 @@ pub struct Summary {
     pub workers: u32,
     pub registry: String,
     pub routing: Routing,
+    /// VM labs: how QEMU runs the guests, `kvm` or `tcg`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accel: Option<String>,
     pub services: Vec<ServiceSummary>,
     /// Optional services left out, and why.
     pub skipped: Vec<Skipped>,
@@ -71,6 +74,10 @@ pub async fn run(args: CreateArgs, ui: &Ui) -> Result<()> {
     let mut loaded = spec::load(args.file.as_deref())?;
     apply_flags(&mut loaded, &args)?;
     registry::check_port_free(loaded.spec.registry.port)?;
+    if loaded.spec.driver == Some(ProviderKind::Qemu) {
+        // Before anything else: without root or QEMU nothing can be made.
+        crate::provider::qemu::preflight()?;
+    }
 
     let host = docker::connect_host().await?;
     let dir = LabDir::new(&args.name);
@@ -769,6 +776,11 @@ impl Lab {
             workers: self.spec().workers,
             registry: registry::pull_address(leader.address),
             routing: self.routing,
+            accel: self
+                .state
+                .as_ref()
+                .and_then(|s| s.vm.as_ref())
+                .map(|vm| vm.accel.clone()),
             services: std::mem::take(&mut self.services),
             skipped: self.skipped.clone(),
             seconds: took.as_secs_f64(),
@@ -970,6 +982,16 @@ fn print_summary(summary: &Summary, output: Output) {
         summary.registry
     );
     println!("  routing    {routing}");
+    if let Some(accel) = &summary.accel {
+        println!(
+            "  VMs        {}",
+            if accel == "kvm" {
+                "KVM"
+            } else {
+                "TCG, software emulation (no working KVM here): expect minutes, not seconds"
+            }
+        );
+    }
     for skipped in &summary.skipped {
         println!("  skipped    {} ({})", skipped.name, skipped.reason);
     }

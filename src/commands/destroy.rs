@@ -2,8 +2,9 @@
 //!
 //! The provider that made the lab does the removing. A dind lab's objects
 //! are found by label, not from the state file, so destroy works after a
-//! crash, after the state was deleted, and a second time; an ssh lab's
-//! hosts are given back as they were before the lab.
+//! crash, after the state was deleted, and a second time; a VM lab's
+//! QEMU processes and devices are found by name and alias the same way; an
+//! ssh lab's hosts are given back as they were before the lab.
 
 use std::collections::BTreeSet;
 
@@ -15,6 +16,7 @@ use crate::error::Result;
 use crate::lab::name;
 use crate::lab::state::{saved_labs, LabDir};
 use crate::provider::dind::DindProvider;
+use crate::provider::qemu::{self, QemuProvider};
 use crate::provider::{self, Provider};
 use crate::ui::Ui;
 
@@ -26,6 +28,7 @@ pub async fn run(args: &DestroyArgs, ui: &Ui) -> Result<()> {
     let names = if args.all {
         let mut names: BTreeSet<String> = saved_labs().into_iter().collect();
         names.extend(labelled_labs(&host).await?);
+        names.extend(qemu::labs_on_this_machine());
         names
     } else {
         BTreeSet::from([args.name.clone()])
@@ -40,6 +43,10 @@ pub async fn run(args: &DestroyArgs, ui: &Ui) -> Result<()> {
         let state = dir.load().ok();
         let provider: Box<dyn Provider> = match &state {
             Some(state) => provider::for_lab(state, &dir, ui).await?,
+            // VMs or devices left by a VM lab whose state is gone.
+            None if qemu::labs_on_this_machine().contains(&lab) => {
+                Box::new(QemuProvider::new(&lab, &dir, 0, ui.clone())?)
+            }
             None => Box::new(DindProvider::new(host.clone(), &lab, ui.clone())),
         };
         let removed = match provider.remove(state.as_ref()).await {

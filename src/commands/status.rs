@@ -300,7 +300,7 @@ pub async fn run(args: &StatusArgs) -> Result<()> {
 #[derive(Debug, Serialize)]
 pub struct LabRow {
     pub name: String,
-    /// The provider that made it (dind, ssh); none for an orphan.
+    /// The provider that made it (dind, ssh, qemu, docker-machine); none for an orphan.
     pub driver: Option<String>,
     pub nodes: usize,
     pub manager_ip: Option<String>,
@@ -311,6 +311,8 @@ pub async fn ls(args: &LsArgs) -> Result<()> {
     let host = docker::connect_host().await?;
     let mut names: std::collections::BTreeSet<String> = saved_labs().into_iter().collect();
     names.extend(labelled_labs(&host).await?);
+    let vm_labs = crate::provider::qemu::labs_on_this_machine();
+    names.extend(vm_labs.iter().cloned());
     let rows: Vec<LabRow> = names
         .into_iter()
         .map(|name| match LabDir::new(&name).load() {
@@ -320,6 +322,16 @@ pub async fn ls(args: &LsArgs) -> Result<()> {
                 nodes: state.nodes.len(),
                 state: "saved".into(),
                 name,
+            },
+            Err(_) if vm_labs.contains(&name) => LabRow {
+                nodes: crate::provider::qemu::vm::running()
+                    .iter()
+                    .filter(|(lab, _)| *lab == name)
+                    .count(),
+                name,
+                driver: Some("qemu".into()),
+                manager_ip: None,
+                state: "orphaned VMs or devices (no state; `destroy` removes them)".into(),
             },
             Err(_) => LabRow {
                 name,

@@ -9,12 +9,17 @@
 //! (`-no-reboot`) within seconds; a broken one prints nothing more before
 //! the deadline.
 
+use std::collections::HashMap;
+use std::path::Path;
 use std::time::Duration;
 
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::Command;
 
+use crate::lab::state::home;
+
 /// How QEMU runs the guest's instructions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Accel {
     Kvm,
@@ -50,12 +55,45 @@ impl Accel {
     }
 }
 
-/// How long the probe waits for the kernel's banner. Under TCG the whole
-/// boot to the panic takes 3.2 s here; under a working KVM, well under one.
-const PROBE_DEADLINE: Duration = Duration::from_secs(10);
+/// How long the probe waits for the kernel's banner, which a working KVM
+/// (or even TCG, measured here: 0.3 s) prints well within a second.
+const PROBE_DEADLINE: Duration = Duration::from_secs(5);
 
-/// KVM if the VM kernel really runs under it here; else TCG, with the reason.
-pub async fn probe(kernel: &std::path::Path) -> (Accel, String) {
+/// KVM if the VM kernel really runs under it here; else TCG, with the
+/// reason. The answer is kept per host kernel, QEMU and VM kernel, so only
+/// the first VM lab pays for a hung probe.
+pub async fn probe(kernel: &Path) -> (Accel, String) {
+    let key = probe_key(kernel).await;
+    let cache = home().join("accel-probe.json");
+    let cached: HashMap<String, (Accel, String)> = std::fs::read(&cache)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default();
+    if let Some((accel, why)) = cached.get(&key) {
+        return (*accel, format!("{why}, as probed before"));
+    }
+    let found = run_probe(kernel).await;
+    let mut cached = cached;
+    cached.insert(key, found.clone());
+    let _ = std::fs::create_dir_all(home());
+    let _ = std::fs::write(&cache, serde_json::to_vec(&cached).unwrap_or_default());
+    found
+}
+
+/// What the probe's answer depends on.
+async fn probe_key(kernel: &Path) -> String {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let qemu = Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .await
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").to_string())
+        .unwrap_or_default();
+    let size = std::fs::metadata(kernel).map(|m| m.len()).unwrap_or(0);
+    format!("{} | {qemu} | {} {size}", release.trim(), kernel.display())
+}
+
+async fn run_probe(kernel: &Path) -> (Accel, String) {
     if std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -75,17 +113,32 @@ pub async fn probe(kernel: &std::path::Path) -> (Accel, String) {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);
-    match tokio::time::timeout(PROBE_DEADLINE, command.output()).await {
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(err) => return (Accel::Tcg, format!("qemu-system-x86_64 did not run: {err}")),
+    };
+    let mut stdout = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let banner = async {
+        while let Ok(Some(line)) = stdout.next_line().await {
+            if line.contains("Linux version") {
+                return true;
+            }
+        }
+        false
+    };
+    let outcome = tokio::time::timeout(PROBE_DEADLINE, banner).await;
+    let _ = child.kill().await;
+    match outcome {
+        Ok(true) => (Accel::Kvm, "a guest kernel booted under KVM".into()),
         Err(_) => (
             Accel::Tcg,
             "KVM is present but a guest kernel hung under it".into(),
         ),
-        Ok(Err(err)) => (Accel::Tcg, format!("qemu-system-x86_64 did not run: {err}")),
-        Ok(Ok(output)) if String::from_utf8_lossy(&output.stdout).contains("Linux version") => {
-            (Accel::Kvm, "a guest kernel booted under KVM".into())
-        }
-        Ok(Ok(output)) => {
-            let stderr = String::from_utf8_lossy(&output.stderr);
+        Ok(false) => {
+            let mut stderr = String::new();
+            if let Some(mut pipe) = child.stderr.take() {
+                let _ = pipe.read_to_string(&mut stderr).await;
+            }
             (
                 Accel::Tcg,
                 format!(

@@ -48,7 +48,7 @@ const SSH_DEADLINE_KVM: Duration = Duration::from_secs(90);
 /// their engines at once, a handshake took over 10 s here.
 const SSH_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long `stop` waits for a guest to power off after the ACPI button.
-const POWER_DOWN_DEADLINE: Duration = Duration::from_secs(90);
+const POWER_DOWN_DEADLINE: Duration = Duration::from_secs(60);
 
 pub struct QemuProvider {
     lab: String,
@@ -81,6 +81,16 @@ pub fn preflight() -> Result<()> {
         return Err(Error::NeedsRoot { driver: "qemu" });
     }
     Ok(())
+}
+
+/// Labs with a VM running or a device on this machine: what `ls` and
+/// `destroy` find when a VM lab's state is gone.
+pub fn labs_on_this_machine() -> std::collections::BTreeSet<String> {
+    vm::running()
+        .into_iter()
+        .map(|(lab, _)| lab)
+        .chain(net::labs_with_devices())
+        .collect()
 }
 
 impl QemuProvider {
@@ -257,7 +267,7 @@ impl Provider for QemuProvider {
         }
         let image = image::ensure().await?;
         let (accel, why) = accel::probe(&image.kernel).await;
-        self.ui.detail(format!("{} ({why})", accel.as_str()));
+        self.ui.info(format!("VMs run under {} ({why})", accel.as_str()));
 
         let lab_key = identity::ed25519(&format!("goblog-lab {}", self.lab))?;
         write_secret(&self.dir.ssh_key(), lab_key.private_openssh.as_bytes())?;
@@ -329,6 +339,18 @@ impl Provider for QemuProvider {
 
     async fn stop(&self, node: &NodeState) -> Result<()> {
         let vm = self.vm(&node.hostname);
+        if vm.pid().is_none() {
+            return Ok(());
+        }
+        // The image has no ACPI daemon (systemd-logind needs D-Bus), so the
+        // guest is asked over SSH first; the ACPI button and then a kill
+        // remain for a guest that does not answer. The command's connection
+        // ends with the guest, so its outcome says nothing.
+        let _ = tokio::time::timeout(
+            Duration::from_secs(15),
+            self.ssh.run(&Self::target(node), "systemctl --no-block poweroff"),
+        )
+        .await;
         if !vm.power_down(POWER_DOWN_DEADLINE).await? {
             self.ui.warn(format!(
                 "{} did not power off within {}; it was killed",
@@ -398,14 +420,13 @@ impl Provider for QemuProvider {
                 }
             }
         }
-        let mut killed = 0;
-        for host in &hostnames {
-            let vm = self.vm(host);
-            if vm.pid().is_some() {
-                vm.kill().await;
-                killed += 1;
-            }
-        }
+        let running: Vec<Vm> = hostnames
+            .iter()
+            .map(|host| self.vm(host))
+            .filter(|vm| vm.pid().is_some())
+            .collect();
+        futures_util::future::join_all(running.iter().map(Vm::kill)).await;
+        let killed = running.len();
         let (taps, bridges) = {
             let _lock = net::lock().await?;
             net::remove(&self.lab).await?

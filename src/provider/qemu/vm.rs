@@ -105,6 +105,9 @@ impl Vm {
                 format!("virtio-net-pci,netdev=lab,mac={}", boot.mac),
                 "-device".into(),
                 "virtio-rng-pci".into(),
+                // The guest hands pages it frees back to this host.
+                "-device".into(),
+                "virtio-balloon-pci,free-page-reporting=on".into(),
                 "-serial".into(),
                 format!("file:{}", self.console().display()),
                 "-qmp".into(),
