@@ -171,7 +171,12 @@ pub struct CreateArgs {
     pub memory: Option<u32>,
 
     /// --driver docker-machine: the machines to adopt, managers first, by their docker-machine names (NAME,NAME,...); --managers says how many lead [default: 1].
-    #[arg(long, value_name = "NAMES", value_delimiter = ',', help_heading = "Machines")]
+    #[arg(
+        long,
+        value_name = "NAMES",
+        value_delimiter = ',',
+        help_heading = "Machines"
+    )]
     pub machines: Vec<String>,
 
     /// Format of the summary on stdout.

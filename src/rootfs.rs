@@ -90,7 +90,13 @@ pub async fn build(recipe: &Recipe, what: &str) -> Result<Tree> {
     let rootfs = work.join(format!("{what}-rootfs-{}", std::process::id()));
     std::fs::create_dir_all(&work).context("creating the image build directory")?;
     let guard = RootfsGuard(rootfs.clone());
-    debootstrap(recipe, &rootfs, &mirror, &work.join(format!("debootstrap-{what}.log"))).await?;
+    debootstrap(
+        recipe,
+        &rootfs,
+        &mirror,
+        &work.join(format!("debootstrap-{what}.log")),
+    )
+    .await?;
     for pattern in &recipe.remove {
         remove_matching(&rootfs, pattern)?;
     }
@@ -279,6 +285,22 @@ impl Drop for RootfsGuard {
             return;
         }
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Fails with the first of `programs` (name, how to install it) that this
+/// machine lacks.
+pub fn require(what: &'static str, programs: &[(&'static str, &'static str)]) -> Result<()> {
+    match programs
+        .iter()
+        .find(|(program, _)| which(program).is_none())
+    {
+        Some(&(program, install)) => Err(Error::MissingProgram {
+            what,
+            program,
+            install,
+        }),
+        None => Ok(()),
     }
 }
 

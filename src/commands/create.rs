@@ -27,9 +27,9 @@ use crate::lab::state::{
 };
 use crate::pki::Authority;
 use crate::provider::dind::DindProvider;
+use crate::provider::docker_machine;
 use crate::provider::qemu::QemuProvider;
 use crate::provider::ssh::SshProvider;
-use crate::provider::docker_machine;
 use crate::provider::{MachinePlan, Provider, ProviderKind};
 use crate::provision::{self, EngineConfig};
 use crate::steps::{deploy, edge, engines, images, node_image, registry, swarm, wait};
@@ -240,7 +240,8 @@ fn make_provider(
             ui.clone(),
         )?),
         ProviderKind::DockerMachine => {
-            let machines = docker_machine::read_all(&docker_machine::storage_path(), &args.machines)?;
+            let machines =
+                docker_machine::read_all(&docker_machine::storage_path(), &args.machines)?;
             let hosts: Vec<String> = machines.iter().map(|m| m.ssh_target()).collect();
             own_keys = machines
                 .iter()
@@ -331,7 +332,9 @@ impl Lab {
     /// How fast the machines are: emulated VMs get patient health checks
     /// and waits.
     fn pace(&self) -> deploy::Pace {
-        self.state.as_ref().map_or(deploy::Pace::Native, deploy::Pace::of)
+        self.state
+            .as_ref()
+            .map_or(deploy::Pace::Native, deploy::Pace::of)
     }
 
     /// How long to wait for replicas and answers: on emulated VMs a task
@@ -752,9 +755,13 @@ impl Lab {
                 "Waiting for {} to answer on {url} ⏳",
                 service.name
             ));
-            let answer =
-                wait::until_answers(&self.ui, &url, replicas, self.patience(Duration::from_secs(120)))
-                    .await?;
+            let answer = wait::until_answers(
+                &self.ui,
+                &url,
+                replicas,
+                self.patience(Duration::from_secs(120)),
+            )
+            .await?;
             step.done();
             self.services.push(ServiceSummary {
                 name: service.name.clone(),

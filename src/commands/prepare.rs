@@ -51,7 +51,12 @@ pub async fn run(args: &PrepareArgs, ui: &Ui) -> Result<()> {
     let vm_image = if args.driver == Some(ProviderKind::Qemu) {
         let step = ui.step("Building the VM image 💿 (debootstrap with a kernel; about two minutes the first time)");
         let image = qemu::image::ensure().await?;
-        let dir = image.base.parent().expect("in its directory").display().to_string();
+        let dir = image
+            .base
+            .parent()
+            .expect("in its directory")
+            .display()
+            .to_string();
         step.done_with(dir.clone());
         Some(dir)
     } else {

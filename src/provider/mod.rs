@@ -217,7 +217,11 @@ pub async fn for_lab(state: &LabState, dir: &LabDir, ui: &Ui) -> Result<Box<dyn 
         ProviderKind::Ssh | ProviderKind::DockerMachine => {
             Ok(Box::new(ssh::SshProvider::for_lab(state, dir, ui.clone())?))
         }
-        ProviderKind::Qemu => Ok(Box::new(qemu::QemuProvider::for_lab(state, dir, ui.clone())?)),
+        ProviderKind::Qemu => Ok(Box::new(qemu::QemuProvider::for_lab(
+            state,
+            dir,
+            ui.clone(),
+        )?)),
     }
 }
 

@@ -421,7 +421,11 @@ async fn give_back(provider: &SshProvider, node: &NodeState, registry: &str) -> 
 
 /// Takes the lab off a machine's engine and leaves the machine running: an
 /// adopted host is given back as it was.
-pub async fn give_back_engine(provider: &dyn Provider, node: &NodeState, registry: &str) -> Result<()> {
+pub async fn give_back_engine(
+    provider: &dyn Provider,
+    node: &NodeState,
+    registry: &str,
+) -> Result<()> {
     let lab_images = format!(
         "docker swarm leave --force >/dev/null 2>&1 || true
 docker ps -aq --filter label=com.docker.swarm.task.id | xargs -r docker rm -f >/dev/null 2>&1 || true

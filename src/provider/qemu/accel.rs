@@ -87,7 +87,13 @@ async fn probe_key(kernel: &Path) -> String {
         .arg("--version")
         .output()
         .await
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").to_string())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
         .unwrap_or_default();
     let size = std::fs::metadata(kernel).map(|m| m.len()).unwrap_or(0);
     format!("{} | {qemu} | {} {size}", release.trim(), kernel.display())
@@ -104,8 +110,16 @@ async fn run_probe(kernel: &Path) -> (Accel, String) {
     }
     let mut command = Command::new("qemu-system-x86_64");
     command
-        .args(["-accel", "kvm", "-cpu", "host", "-m", "128", "-display", "none"])
-        .args(["-nodefaults", "-no-user-config", "-no-reboot", "-serial", "stdio"])
+        .args([
+            "-accel", "kvm", "-cpu", "host", "-m", "128", "-display", "none",
+        ])
+        .args([
+            "-nodefaults",
+            "-no-user-config",
+            "-no-reboot",
+            "-serial",
+            "stdio",
+        ])
         .arg("-kernel")
         .arg(kernel)
         .args(["-append", "console=ttyS0 panic=-1"])
@@ -156,6 +170,9 @@ mod tests {
 
     #[test]
     fn tcg_bounds_its_translation_cache() {
-        assert!(Accel::Tcg.args().iter().any(|a| a.starts_with("tcg,tb-size=")));
+        assert!(Accel::Tcg
+            .args()
+            .iter()
+            .any(|a| a.starts_with("tcg,tb-size=")));
     }
 }

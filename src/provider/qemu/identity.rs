@@ -55,7 +55,7 @@ pub struct Identity<'a> {
 
 impl Identity<'_> {
     /// The config disk: a tar archive, whole 512-byte blocks as a disk needs.
-    pub fn disk(&self) -> Vec<u8> {
+    pub fn disk(&self) -> Result<Vec<u8>> {
         let files: [(&str, String, u32); 6] = [
             ("hostname", format!("{}\n", self.hostname), 0o644),
             (
@@ -80,20 +80,11 @@ impl Identity<'_> {
                 0o644,
             ),
         ];
-        let mut archive = tar::Builder::new(Vec::new());
-        for (name, contents, mode) in files {
-            let mut header = tar::Header::new_gnu();
-            header.set_size(contents.len() as u64);
-            header.set_mode(mode);
-            header.set_uid(0);
-            header.set_gid(0);
-            header.set_mtime(0);
-            header.set_entry_type(tar::EntryType::Regular);
-            archive
-                .append_data(&mut header, name, contents.as_bytes())
-                .expect("writing to memory");
-        }
-        archive.into_inner().expect("writing to memory")
+        crate::tarball::pack(
+            files
+                .iter()
+                .map(|(name, contents, mode)| (*name, contents.as_bytes(), *mode)),
+        )
     }
 }
 
@@ -112,7 +103,8 @@ mod tests {
             authorized_key: "ssh-ed25519 AAAA lab",
             host_key: &host_key,
         }
-        .disk();
+        .disk()
+        .unwrap();
         assert_eq!(disk.len() % 512, 0);
         let mut archive = tar::Archive::new(&disk[..]);
         let mut names = Vec::new();

@@ -90,24 +90,27 @@ pub async fn ensure() -> Result<VmImage> {
 }
 
 async fn build(dir: &Path) -> Result<()> {
-    for (program, install) in [
-        ("mkfs.ext4", "`apt-get install e2fsprogs`"),
-        ("qemu-img", "`apt-get install qemu-utils`"),
-    ] {
-        if rootfs::which(program).is_none() {
-            return Err(Error::MissingProgram {
-                what: "the VM image",
-                program,
-                install,
-            });
-        }
-    }
+    rootfs::require(
+        "the VM image",
+        &[
+            ("mkfs.ext4", "`apt-get install e2fsprogs`"),
+            ("qemu-img", "`apt-get install qemu-utils`"),
+        ],
+    )?;
     let tree = rootfs::build(&Recipe::parse(RECIPE), "vm").await?;
     copy_boot_files(tree.path(), dir)?;
     let raw = dir.join("root.ext4");
     run(
         Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-L", "goblog-root", "-E", "root_owner=0:0", "-d"])
+            .args([
+                "-q",
+                "-F",
+                "-L",
+                "goblog-root",
+                "-E",
+                "root_owner=0:0",
+                "-d",
+            ])
             .arg(tree.path())
             .arg(&raw)
             .arg(DISK_SIZE),

@@ -63,20 +63,18 @@ pub struct QemuProvider {
 /// What the qemu driver needs of this machine, checked before anything is
 /// made: QEMU, qemu-img, and root for the bridge and taps.
 pub fn preflight() -> Result<()> {
-    for (program, install) in [
-        ("qemu-system-x86_64", "`apt-get install qemu-system-x86` (or `scripts/setup.sh --for-tests`)"),
-        ("qemu-img", "`apt-get install qemu-utils`"),
-        ("ip", "`apt-get install iproute2`"),
-        ("iptables", "`apt-get install iptables`"),
-    ] {
-        if rootfs::which(program).is_none() {
-            return Err(Error::MissingProgram {
-                what: "the qemu driver",
-                program,
-                install,
-            });
-        }
-    }
+    rootfs::require(
+        "the qemu driver",
+        &[
+            (
+                "qemu-system-x86_64",
+                "`apt-get install qemu-system-x86` (or `scripts/setup.sh --for-tests`)",
+            ),
+            ("qemu-img", "`apt-get install qemu-utils`"),
+            ("ip", "`apt-get install iproute2`"),
+            ("iptables", "`apt-get install iptables`"),
+        ],
+    )?;
     if !rootfs::is_root() {
         return Err(Error::NeedsRoot { driver: "qemu" });
     }
@@ -140,18 +138,30 @@ impl QemuProvider {
             .ok_or_else(|| Error::MissingProgram {
                 what: "starting this VM lab",
                 program: "the VM image it was made with",
-                install: "it was removed from goblog-lab's cache; destroy the lab and create it again",
+                install:
+                    "it was removed from goblog-lab's cache; destroy the lab and create it again",
             })?;
         let accel = if booted.accel == "kvm" {
             Accel::Kvm
         } else {
             Accel::Tcg
         };
-        Ok((image, accel, HostOnly { octet: booted.network_octet }))
+        Ok((
+            image,
+            accel,
+            HostOnly {
+                octet: booted.network_octet,
+            },
+        ))
     }
 
     /// Boots one VM and waits until it answers on SSH with its own host key.
-    async fn boot(&self, node: &NodeState, index: usize, settings: &(VmImage, Accel, HostOnly)) -> Result<()> {
+    async fn boot(
+        &self,
+        node: &NodeState,
+        index: usize,
+        settings: &(VmImage, Accel, HostOnly),
+    ) -> Result<()> {
         let (image, accel, net) = settings;
         let vm = self.vm(&node.hostname);
         let started = Instant::now();
@@ -210,7 +220,10 @@ impl QemuProvider {
         }
         Err(Error::VmFailed {
             vm: node.hostname.clone(),
-            what: format!("did not answer on SSH within {} ({last})", seconds(deadline)),
+            what: format!(
+                "did not answer on SSH within {} ({last})",
+                seconds(deadline)
+            ),
             console: vm.console().display().to_string(),
         })
     }
@@ -239,7 +252,7 @@ impl QemuProvider {
             authorized_key: &lab_key.public_openssh,
             host_key: &host_key,
         }
-        .disk();
+        .disk()?;
         // It holds the VM's private host key.
         write_secret(&vm.identity(), &disk)?;
         Ok(format!("{address} {}\n", host_key.public_openssh.trim()))
@@ -267,7 +280,8 @@ impl Provider for QemuProvider {
         }
         let image = image::ensure().await?;
         let (accel, why) = accel::probe(&image.kernel).await;
-        self.ui.info(format!("VMs run under {} ({why})", accel.as_str()));
+        self.ui
+            .info(format!("VMs run under {} ({why})", accel.as_str()));
 
         let lab_key = identity::ed25519(&format!("goblog-lab {}", self.lab))?;
         write_secret(&self.dir.ssh_key(), lab_key.private_openssh.as_bytes())?;
@@ -316,7 +330,11 @@ impl Provider for QemuProvider {
                 .map(|(plan, node)| self.make_disks(plan, node.address, net, &image, &lab_key)),
         )
         .await?;
-        write_atomic(&self.dir.known_hosts(), known_hosts.concat().as_bytes(), 0o600)?;
+        write_atomic(
+            &self.dir.known_hosts(),
+            known_hosts.concat().as_bytes(),
+            0o600,
+        )?;
 
         let settings = (image, accel, net);
         try_join_all(
@@ -348,7 +366,8 @@ impl Provider for QemuProvider {
         // ends with the guest, so its outcome says nothing.
         let _ = tokio::time::timeout(
             Duration::from_secs(15),
-            self.ssh.run(&Self::target(node), "systemctl --no-block poweroff"),
+            self.ssh
+                .run(&Self::target(node), "systemctl --no-block poweroff"),
         )
         .await;
         if !vm.power_down(POWER_DOWN_DEADLINE).await? {

@@ -107,14 +107,16 @@ async fn links() -> Result<Vec<Link>> {
 /// The first /24 from 192.168.99.0 up that no interface of this machine
 /// uses and no device is named for.
 pub fn first_free(links_in_use: &[(String, Vec<Ipv4Addr>)]) -> Option<HostOnly> {
-    (FIRST_OCTET..=254).map(|octet| HostOnly { octet }).find(|net| {
-        !links_in_use.iter().any(|(name, addresses)| {
-            *name == net.bridge()
-                || addresses
-                    .iter()
-                    .any(|a| a.octets()[..3] == [192, 168, net.octet])
+    (FIRST_OCTET..=254)
+        .map(|octet| HostOnly { octet })
+        .find(|net| {
+            !links_in_use.iter().any(|(name, addresses)| {
+                *name == net.bridge()
+                    || addresses
+                        .iter()
+                        .any(|a| a.octets()[..3] == [192, 168, net.octet])
+            })
         })
-    })
 }
 
 /// Makes the lab's bridge (on the first free /24) and one tap per VM, and
@@ -296,7 +298,12 @@ mod tests {
     fn the_bridge_is_closed_to_other_interfaces() {
         let rules = rules("goblog99", "default");
         // Inserted at the top in this order: the ACCEPT ends up first.
-        assert_eq!(rules.last().unwrap()[1..7], ["-i", "goblog99", "-o", "goblog99", "-j", "ACCEPT"]);
-        assert!(rules.iter().all(|r| r.ends_with(&["--comment".into(), "goblog-lab:default".into()])));
+        assert_eq!(
+            rules.last().unwrap()[1..7],
+            ["-i", "goblog99", "-o", "goblog99", "-j", "ACCEPT"]
+        );
+        assert!(rules
+            .iter()
+            .all(|r| r.ends_with(&["--comment".into(), "goblog-lab:default".into()])));
     }
 }

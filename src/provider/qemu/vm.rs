@@ -88,7 +88,8 @@ impl Vm {
                 // every page-table switch they add on a system call is
                 // emulated.
                 "-append".into(),
-                "root=/dev/vda rw console=ttyS0 net.ifnames=0 apparmor=0 mitigations=off quiet".into(),
+                "root=/dev/vda rw console=ttyS0 net.ifnames=0 apparmor=0 mitigations=off quiet"
+                    .into(),
                 "-drive".into(),
                 format!(
                     "file={},if=virtio,format=qcow2,discard=unmap",
@@ -126,7 +127,11 @@ impl Vm {
         let _ = std::fs::remove_file(self.qmp());
         let mut command = Command::new("qemu-system-x86_64");
         command.args(self.args(boot));
-        run(&mut command, &format!("qemu-system-x86_64 for {}", self.name)).await?;
+        run(
+            &mut command,
+            &format!("qemu-system-x86_64 for {}", self.name),
+        )
+        .await?;
         Ok(())
     }
 
