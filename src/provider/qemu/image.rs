@@ -141,7 +141,7 @@ fn copy_boot_files(tree: &Path, dir: &Path) -> Result<()> {
         .filter(|n| n.starts_with("vmlinuz-"))
         .collect();
     kernels.sort();
-    let kernel = kernels.pop().ok_or_else(|| Error::MissingProgram {
+    let kernel = kernels.pop().ok_or(Error::MissingProgram {
         what: "the VM image",
         program: "/boot/vmlinuz-*",
         install: "add linux-image-cloud-amd64 to images/vm/recipe.toml",

@@ -135,7 +135,7 @@ impl QemuProvider {
         })?;
         let image = image::cached()
             .filter(|image| image.fingerprint == booted.image)
-            .ok_or_else(|| Error::MissingProgram {
+            .ok_or(Error::MissingProgram {
                 what: "starting this VM lab",
                 program: "the VM image it was made with",
                 install:
