@@ -173,36 +173,11 @@ fn remove_matching(rootfs: &Path, pattern: &str) -> Result<()> {
     Ok(())
 }
 
-/// Writes one recipe file, replacing whatever was there (a link included,
-/// rather than writing through it), and creating its directories.
-fn write_file(rootfs: &Path, file: &RootfsFile) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let parts = components(&file.path)?;
-    let path = parts
-        .iter()
-        .fold(rootfs.to_path_buf(), |dir, p| dir.join(p));
-    let dir = path.parent().expect("below the root");
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("creating {} in the node image tree", dir.display()))?;
-    if !no_links_between(rootfs, dir) {
-        return Err(Error::failed(format!(
-            "recipe file {:?} lies under a symbolic link",
-            file.path
-        )));
-    }
-    if std::fs::symlink_metadata(&path).is_ok() {
-        std::fs::remove_file(&path)
-            .with_context(|| format!("replacing {} in the node image tree", path.display()))?;
-    }
-    std::fs::write(&path, &file.contents)
-        .and_then(|()| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(file.mode)))
-        .with_context(|| format!("writing {} into the node image tree", path.display()))
-}
-
-/// Makes one recipe link, replacing whatever was at its path.
-fn make_link(rootfs: &Path, link: &RootfsLink) -> Result<()> {
-    let parts = components(&link.path)?;
-    let path = parts
+/// Where a recipe entry goes in the tree, its directories made: refused
+/// when any directory on the way is a symbolic link, which could lead out
+/// of the tree. Whatever was at the path is removed, a link included.
+fn place(rootfs: &Path, relative: &str) -> Result<PathBuf> {
+    let path = components(relative)?
         .iter()
         .fold(rootfs.to_path_buf(), |dir, p| dir.join(p));
     let dir = path.parent().expect("below the root");
@@ -210,11 +185,29 @@ fn make_link(rootfs: &Path, link: &RootfsLink) -> Result<()> {
         .with_context(|| format!("creating {} in the image tree", dir.display()))?;
     if !no_links_between(rootfs, dir) {
         return Err(Error::failed(format!(
-            "recipe link {:?} lies under a symbolic link",
-            link.path
+            "recipe path {relative:?} lies under a symbolic link"
         )));
     }
-    let _ = std::fs::remove_file(&path);
+    if std::fs::symlink_metadata(&path).is_ok() {
+        std::fs::remove_file(&path)
+            .with_context(|| format!("replacing {} in the image tree", path.display()))?;
+    }
+    Ok(path)
+}
+
+/// Writes one recipe file, replacing whatever was there (a link included,
+/// rather than writing through it), and creating its directories.
+fn write_file(rootfs: &Path, file: &RootfsFile) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = place(rootfs, &file.path)?;
+    std::fs::write(&path, &file.contents)
+        .and_then(|()| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(file.mode)))
+        .with_context(|| format!("writing {} into the image tree", path.display()))
+}
+
+/// Makes one recipe link, replacing whatever was at its path.
+fn make_link(rootfs: &Path, link: &RootfsLink) -> Result<()> {
+    let path = place(rootfs, &link.path)?;
     std::os::unix::fs::symlink(&link.target, &path)
         .with_context(|| format!("linking {} in the image tree", path.display()))
 }
