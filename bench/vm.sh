@@ -4,7 +4,8 @@
 #   create --driver qemu --workers 2, warm image, until the accountservice
 #                            answers through the routing mesh on $ManagerIP
 #   destroy                  (VMs, overlays, taps, bridge and rules gone)
-#   memory of the 3-VM lab   (sum of the QEMU processes' RSS, once it answers)
+#   memory of the 3-VM lab   (sum of the QEMU processes' RSS, 30 s after it
+#                            answers: SETTLE=seconds)
 # and which accelerator the machine gave (KVM or TCG, with why).
 #
 #   bench/vm.sh              # RUNS=3 creates; prints medians as markdown
@@ -46,6 +47,9 @@ for run in $(seq 1 "$RUNS"); do
     start=$(now)
     "$gl" create -q --driver qemu --workers 2 --name "$lab" -o json >"$GOBLOG_LAB_HOME/created.json"
     creates+=("$(echo "$(now) - $start" | bc)")
+    # Freed guest pages reach the host through the balloon's free page
+    # reporting a few seconds after they are freed: the lab settles first.
+    sleep "${SETTLE:-30}"
     rss_kib=$(ps -C qemu-system-x86_64 -o rss=,args= | grep "goblog-lab/$lab/" | awk '{s+=$1} END {print s}')
     memories+=("$(echo "scale=2; $rss_kib / 1048576" | bc)")
     start=$(now)

@@ -337,14 +337,9 @@ impl Lab {
             .map_or(deploy::Pace::Native, deploy::Pace::of)
     }
 
-    /// How long to wait for replicas and answers: on emulated VMs a task
-    /// took 129 s from `service create` to its first answer in the probe
-    /// (`docker-on-this-machine.md`), so the waits are three times longer.
+    /// How long to wait for replicas and answers (`Pace::patience`).
     fn patience(&self, native: Duration) -> Duration {
-        match self.pace() {
-            deploy::Pace::Native => native,
-            deploy::Pace::Emulated => native * 3,
-        }
+        self.pace().patience(native)
     }
 
     /// The machines, managers first, as the provider made them.
@@ -479,12 +474,15 @@ impl Lab {
         let certs = self.dir.client_certs();
         let provider = &*self.provider;
         let leader = &self.nodes()[0];
+        let registry_ready = std::sync::atomic::AtomicBool::new(false);
         let registry_filled = async {
             let manager = engines::wait_for_engine(&self.ui, leader, &certs, || {
                 provider.ensure_running(leader)
             })
             .await?;
-            self.fill_registry(&manager, images).await
+            let filled = self.fill_registry(&manager, images).await?;
+            registry_ready.store(true, std::sync::atomic::Ordering::SeqCst);
+            Ok(filled)
         };
         let swarm_formed = async {
             let step = self.ui.step("Waiting for the node engines 🐳");
@@ -494,10 +492,23 @@ impl Lab {
             .await?;
             step.done();
             let routing = self.form_swarm(&engines).await?;
-            Ok::<_, Error>((engines, routing))
+            // The registry's own line, for the time it still takes once the
+            // Swarm is up (on VMs under TCG, a minute and more), so the wait
+            // has a name.
+            let registry_step =
+                (!registry_ready.load(std::sync::atomic::Ordering::SeqCst)).then(|| {
+                    self.ui.step(format!(
+                        "Starting the lab registry on {} and pushing the images 📦",
+                        leader.hostname
+                    ))
+                });
+            Ok::<_, Error>((engines, routing, registry_step))
         };
-        let ((pulled, pushing), (engines, routing)) =
+        let ((pulled, pushing), (engines, routing, registry_step)) =
             tokio::try_join!(registry_filled, swarm_formed)?;
+        if let Some(step) = registry_step {
+            step.done();
+        }
         self.pulled = pulled;
         self.pushing = pushing;
         self.engines = engines;

@@ -16,7 +16,7 @@ use crate::lab::state::{LabDir, RegistryHost};
 use crate::pki::Authority;
 use crate::provider;
 use crate::provision::{self, EngineConfig};
-use crate::steps::{engines, registry, wait};
+use crate::steps::{deploy, engines, registry, wait};
 use crate::ui::Ui;
 
 pub async fn stop(args: &LifecycleArgs, ui: &Ui) -> Result<()> {
@@ -107,7 +107,8 @@ pub async fn start(args: &LifecycleArgs, ui: &Ui) -> Result<()> {
             "Waiting for {} to answer on {url} ⏳",
             service.name
         ));
-        wait::until_answers(ui, &url, service.replicas, Duration::from_secs(120)).await?;
+        let patience = deploy::Pace::of(&state).patience(Duration::from_secs(120));
+        wait::until_answers(ui, &url, service.replicas, patience).await?;
         step.done();
     }
     Ok(())

@@ -203,7 +203,12 @@ impl Machine {
         } else {
             self.ssh_port
         };
-        format!("{}@{}:{port}", self.ssh_user, self.ip)
+        let spelled = format!("{}@{}:{port}", self.ssh_user, self.ip);
+        // As `Target` prints it (no `:22`): the lab's per-host key map and
+        // its state are keyed by that spelling.
+        spelled
+            .parse::<crate::ssh::Target>()
+            .map_or(spelled, |target| target.to_string())
     }
 }
 
@@ -495,6 +500,9 @@ mod tests {
                 ssh_key: key,
             }
         );
+        // VirtualBox's NAT forward is not reachable on the host-only
+        // address; sshd's own port is, spelled as the lab keys its hosts.
+        assert_eq!(machine.ssh_target(), "docker@192.168.99.100");
     }
 
     #[test]
@@ -533,6 +541,7 @@ mod tests {
                 ssh_key: key,
             }]
         );
+        assert_eq!(machines[0].ssh_target(), "ubuntu@10.0.0.12:2222");
     }
 
     #[test]

@@ -68,6 +68,17 @@ impl Pace {
             _ => Pace::Native,
         }
     }
+
+    /// How long to wait for what takes `native` on native machines: on
+    /// emulated VMs a task took 129 s from `service create` to its first
+    /// answer in the probe (`docker-on-this-machine.md`), so three times
+    /// longer.
+    pub fn patience(self, native: std::time::Duration) -> std::time::Duration {
+        match self {
+            Pace::Native => native,
+            Pace::Emulated => native * 3,
+        }
+    }
 }
 
 /// The image's HEALTHCHECK command, checked every second rather than every

@@ -25,8 +25,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
 use bollard::models::{
-    ContainerCreateBody, HostConfig, Mount, MountType, PortBinding, RestartPolicy,
-    RestartPolicyNameEnum, VolumeCreateRequest,
+    ContainerCreateBody, HostConfig, Mount, MountType, RestartPolicy, RestartPolicyNameEnum,
+    VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, PushImageOptionsBuilder, RemoveImageOptionsBuilder,
@@ -41,7 +41,11 @@ use crate::lab::state::{RegistryHost, RegistryState};
 use crate::pki::Bundle;
 use crate::steps::images::LocalImage;
 
-const CONFIG: &str = "version: 0.1
+/// The registry's configuration: it listens on the manager's lab address
+/// only, with the container on the host's network (see [`start`]).
+fn config(address: Ipv4Addr) -> String {
+    format!(
+        "version: 0.1
 log:
   level: warn
 storage:
@@ -50,7 +54,7 @@ storage:
   delete:
     enabled: true
 http:
-  addr: :5000
+  addr: {address}:{port}
   # Upload locations relative to the request, not https://HOST: this
   # machine's engine speaks plain HTTP to the gateway and must stay on it.
   relativeurls: true
@@ -59,7 +63,10 @@ http:
     key: /etc/goblog-lab/registry-key.pem
     clientcas:
       - /etc/goblog-lab/lab-ca.pem
-";
+",
+        port = RegistryState::PORT
+    )
+}
 
 pub const CONTAINER: &str = "goblog-lab-registry";
 
@@ -115,16 +122,13 @@ pub async fn start(
         })
         .await
         .context("creating the lab registry's volume")?;
-    let port = RegistryState::PORT;
     let host = HostConfig {
-        // Only on the lab address: the manager's other networks see nothing.
-        port_bindings: Some(HashMap::from([(
-            format!("{port}/tcp"),
-            Some(vec![PortBinding {
-                host_ip: Some(address.to_string()),
-                host_port: Some(port.to_string()),
-            }]),
-        )])),
+        // On the manager's own network, listening on its lab address only
+        // (`config`): the manager's other networks see nothing, and the
+        // engine has no bridge endpoint, NAT rule or docker-proxy to set up.
+        // Under TCG that made the registry container's start 10 s instead
+        // of 19 s (`docker run` on an idle VM of a lab).
+        network_mode: Some("host".into()),
         mounts: Some(vec![Mount {
             target: Some("/var/lib/docker-registry".into()),
             source: Some(CONTAINER.into()),
@@ -140,7 +144,6 @@ pub async fn start(
     };
     let body = ContainerCreateBody {
         image: Some(image.reference()),
-        exposed_ports: Some(vec![format!("{port}/tcp")]),
         labels: Some(labels),
         host_config: Some(host),
         ..Default::default()
@@ -162,7 +165,11 @@ pub async fn start(
             Some(UploadToContainerOptionsBuilder::default().path("/").build()),
             bollard::body_full(
                 crate::tarball::pack([
-                    ("etc/goblog-lab/registry.yml", CONFIG.as_bytes(), 0o644),
+                    (
+                        "etc/goblog-lab/registry.yml",
+                        config(address).as_bytes(),
+                        0o644,
+                    ),
                     ("etc/goblog-lab/lab-ca.pem", ca_pem.as_bytes(), 0o644),
                     (
                         "etc/goblog-lab/registry-cert.pem",
