@@ -58,12 +58,13 @@ for run in $(seq 1 "$RUNS"); do
     echo "bench: run $run: create ${creates[-1]}s, destroy ${destroys[-1]}s, QEMU RSS ${memories[-1]} GiB" >&2
 done
 
-accel=$(grep -o '"accel": *"[a-z]*"' "$GOBLOG_LAB_HOME/created.json" || true)
+accel=$(grep -o '"accel": *"[a-z]*"' "$GOBLOG_LAB_HOME/created.json" | grep -o '[a-z]*"$' | tr -d '"' || true)
+one() { printf '%.1f' "$1"; }
 echo
 echo "| measure (median of $RUNS) | result |"
 echo "|---|---|"
-echo "| cold VM image build | ${cold} s |"
-echo "| create --driver qemu --workers 2, warm image, until it answers | $(printf '%s\n' "${creates[@]}" | median) s |"
-echo "| destroy | $(printf '%s\n' "${destroys[@]}" | median) s |"
+if [ "$cold" = "-" ]; then echo "| cold VM image build | - |"; else echo "| cold VM image build | $(one "$cold") s |"; fi
+echo "| create --driver qemu --workers 2, warm image, until it answers | $(one "$(printf '%s\n' "${creates[@]}" | median)") s |"
+echo "| destroy | $(one "$(printf '%s\n' "${destroys[@]}" | median)") s |"
 echo "| QEMU RSS of the 3-VM lab | $(printf '%s\n' "${memories[@]}" | median) GiB |"
-echo "| accelerator | ${accel:-see create's output} |"
+echo "| accelerator | ${accel:-unknown} |"
