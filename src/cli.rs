@@ -370,9 +370,73 @@ pub struct DestroyArgs {
     pub force: bool,
 }
 
+/// A clap usage error as one line: its message, with the list clap puts
+/// under it (the missing arguments' names), its tip, and where the help is.
+pub fn usage_error_line(rendered: &str) -> String {
+    let mut message = String::new();
+    let mut listed = Vec::new();
+    let mut tip = String::new();
+    let mut help = "goblog-lab --help".to_string();
+    let mut in_list = false;
+    for line in rendered.lines() {
+        let trimmed = line.trim();
+        if message.is_empty() {
+            if !trimmed.is_empty() {
+                message = trimmed.trim_start_matches("error: ").to_string();
+                in_list = message.ends_with(':');
+            }
+        } else if in_list && line.starts_with(' ') && !trimmed.is_empty() {
+            listed.push(trimmed.to_string());
+        } else if let Some(usage) = trimmed.strip_prefix("Usage: ") {
+            in_list = false;
+            // "goblog-lab exec <NODE> -- <CMD>..." names its command before
+            // the first argument.
+            let command: Vec<&str> = usage
+                .split_whitespace()
+                .take_while(|w| !w.starts_with(['<', '[', '-']))
+                .collect();
+            help = format!("{} --help", command.join(" "));
+        } else if trimmed.starts_with("tip:") {
+            in_list = false;
+            tip = format!(" ({trimmed})");
+        } else {
+            in_list = false;
+        }
+    }
+    if message.is_empty() {
+        message = "invalid arguments".into();
+    }
+    if !listed.is_empty() {
+        message = format!("{} {}", message, listed.join(", "));
+    }
+    format!("{message}{tip}; see '{help}'")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn usage_error(args: &[&str]) -> String {
+        let err = Cli::try_parse_from(args).expect_err("a usage error");
+        usage_error_line(&err.render().to_string())
+    }
+
+    #[test]
+    fn usage_errors_keep_the_missing_arguments_names() {
+        assert_eq!(
+            usage_error(&["goblog-lab", "exec"]),
+            "the following required arguments were not provided: <NODE>, <CMD>...; see 'goblog-lab exec --help'"
+        );
+        let unknown = usage_error(&["goblog-lab", "create", "--wrokers", "2"]);
+        assert!(
+            unknown.starts_with("unexpected argument '--wrokers' found (tip: a similar argument exists: '--workers')"),
+            "{unknown}"
+        );
+        assert!(
+            unknown.ends_with("; see 'goblog-lab create --help'"),
+            "{unknown}"
+        );
+    }
     use clap::CommandFactory;
 
     #[test]

@@ -30,7 +30,7 @@ fn main() -> ExitCode {
 }
 
 /// Help and version print as clap renders them; a usage error becomes one
-/// line (clap's message and its tip), like every other error.
+/// line (`cli::usage_error_line`), like every other error.
 fn clap_error(err: clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
     if matches!(
@@ -46,16 +46,9 @@ fn clap_error(err: clap::Error) -> ExitCode {
             ExitCode::SUCCESS
         };
     }
-    let text = err.render().to_string();
-    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
-    let message = lines
-        .next()
-        .unwrap_or("invalid arguments")
-        .trim_start_matches("error: ");
-    let tip = lines
-        .find(|l| l.starts_with("tip:"))
-        .map(|t| format!(" ({t})"))
-        .unwrap_or_default();
-    eprintln!("goblog-lab: error: {message}{tip}; see 'goblog-lab --help'");
+    eprintln!(
+        "goblog-lab: error: {}",
+        cli::usage_error_line(&err.render().to_string())
+    );
     ExitCode::from(2)
 }

@@ -73,6 +73,9 @@ pub async fn run(args: CreateArgs, ui: &Ui) -> Result<()> {
     name::validate(&args.name)?;
     let mut loaded = spec::load(args.file.as_deref())?;
     apply_flags(&mut loaded, &args)?;
+    if let Some(warning) = spec::even_managers_warning(loaded.spec.managers) {
+        ui.warn(warning);
+    }
     registry::check_port_free(loaded.spec.registry.port)?;
     if loaded.spec.driver == Some(ProviderKind::Qemu) {
         // Before anything else: without root or QEMU nothing can be made.
@@ -894,8 +897,15 @@ async fn prebuilt_images(
                 found.insert(service.name.clone(), image);
             }
             Err(err) if service.optional => {
-                let reason = format!("{reference} is not on this machine's engine, and {err}");
-                ui.warn(format!("skipping the optional {}: {reason}", service.name));
+                // One short line: offline, the pull's error is a long DNS
+                // failure, and it would be printed here and in the summary.
+                let reason =
+                    format!("{reference} is not on this machine's engine and could not be pulled");
+                ui.detail(format!("pulling {reference}: {err}"));
+                ui.warn(format!(
+                    "skipping the optional {}: {reason} (`create -v` says why)",
+                    service.name
+                ));
                 skipped.push(Skipped {
                     name: service.name.clone(),
                     reason,

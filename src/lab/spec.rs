@@ -230,6 +230,23 @@ pub fn check_counts(managers: u32, workers: u32) -> Result<()> {
     Ok(())
 }
 
+/// Why an even number of managers is worth a warning, or nothing. Raft
+/// needs a majority of managers: 2 tolerate no failure (stopping either
+/// stops the Swarm's control plane) and 4 tolerate one, as 3 do.
+pub fn even_managers_warning(managers: u32) -> Option<String> {
+    if managers % 2 == 1 {
+        return None;
+    }
+    let tolerated = (managers - 1) / 2;
+    let odd = managers - 1;
+    Some(format!(
+        "{managers} managers tolerate {} lost manager{}, as {odd} would: Raft needs a majority ({} of {managers}), so an odd count is the usual choice (Docker's \"Administer and maintain a swarm\")",
+        if tolerated == 0 { "no".to_string() } else { tolerated.to_string() },
+        if tolerated == 1 { "" } else { "s" },
+        managers / 2 + 1
+    ))
+}
+
 /// Loads `--file PATH`, or the compiled-in default.
 pub fn load(file: Option<&Path>) -> Result<LoadedSpec> {
     match file {
@@ -277,6 +294,19 @@ fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_even_manager_count_is_warned_about_with_why() {
+        assert_eq!(even_managers_warning(1), None);
+        assert_eq!(even_managers_warning(3), None);
+        assert_eq!(
+            even_managers_warning(2).unwrap(),
+            "2 managers tolerate no lost managers, as 1 would: Raft needs a majority (2 of 2), so an odd count is the usual choice (Docker's \"Administer and maintain a swarm\")"
+        );
+        assert!(even_managers_warning(4).unwrap().starts_with(
+            "4 managers tolerate 1 lost manager, as 3 would: Raft needs a majority (3 of 4)"
+        ));
+    }
 
     #[test]
     fn default_spec_is_the_blogs_lab() {
