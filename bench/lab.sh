@@ -3,6 +3,8 @@
 #   create --workers 2, until the accountservice answers through $ManagerIP
 #   destroy
 #   create --workers 10
+#   the CPU an idle default lab costs: 3 samples of 30 s, 20 s after create
+#   (bench/idle-cpu.py)
 #   (with --cold) one first run from nothing: no goblog-lab images on the
 #   engine and no cached cargo build, so debootstrap and the static build of
 #   the accountservice are included.
@@ -53,6 +55,15 @@ if [[ "${1:-}" == "--cold" ]]; then
     time_it cold-create-2 1 "true" "$gl create -q --name $lab --workers 2"
 fi
 
+echo "bench: idle CPU of a default lab" >&2
+"$gl" create -q --name "$lab" --workers 2 >/dev/null
+sleep 20
+for _ in 1 2 3; do
+    "$root/bench/idle-cpu.py" 30 "$lab-swarm-manager-0" "$lab-swarm-worker-0" "$lab-swarm-worker-1" |
+        tee /dev/stderr | head -1 | cut -d% -f1 >>"$results/idle"
+done
+"$gl" destroy -q --name "$lab"
+
 python3 - "$results" <<'PY'
 import json, os, sys
 labels = {
@@ -69,4 +80,6 @@ for key in labels:
         continue
     r = json.load(open(path))["results"][0]
     print(f"| {labels[key]} | {r['median']:.1f} s | {r['min']:.1f} s | {r['max']:.1f} s | {len(r['times'])} |")
+idle = sorted(float(x) for x in open(os.path.join(sys.argv[1], "idle")).read().split())
+print(f"| idle default lab, CPU (30 s samples, 20 s after create) | {idle[len(idle) // 2]:.1f} % of a core | {idle[0]:.1f} % | {idle[-1]:.1f} % | {len(idle)} |")
 PY

@@ -29,6 +29,9 @@ pub enum Error {
     )]
     LabExists(String),
 
+    #[error("lab '{0}' is stopped: start it with `goblog-lab start --name {0}`")]
+    LabStopped(String),
+
     #[error("no lab named '{0}': create one with `goblog-lab create --name {0}` (`goblog-lab ls` lists labs)")]
     LabNotFound(String),
 

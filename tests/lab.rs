@@ -463,6 +463,18 @@ fn stop_and_start_bring_the_same_lab_back() {
         http_get(&manager_ip, 6767, "/health").is_err(),
         "answered while stopped"
     );
+    let stopped = "lab 't-pause' is stopped: start it with `goblog-lab start --name t-pause`";
+    for command in [
+        &["status"][..],
+        &["env"],
+        &["deploy"],
+        &["scale", "accountservice=2"],
+        &["logs", "accountservice"],
+        &["viz"],
+    ] {
+        let args = [command, &["-q", "--name", lab]].concat();
+        assert_one_line_error(&run(&args), 1, stopped);
+    }
 
     let started = run(&["start", "--name", lab]);
     assert!(started.status.success());
@@ -474,6 +486,11 @@ fn stop_and_start_bring_the_same_lab_back() {
         let nodes = lab_docker(&vars, &["node", "ls", "--format", "{{.Status}}"]);
         stdout(&nodes).lines().filter(|l| *l == "Ready").count() == 2
     });
+
+    // Stopped behind goblog-lab's back, the machine's own state tells.
+    let manager = format!("{lab}-swarm-manager-0");
+    assert!(docker(&["stop", "-t", "1", &manager]).status.success());
+    assert_one_line_error(&run(&["status", "-q", "--name", lab]), 1, stopped);
 }
 
 #[test]

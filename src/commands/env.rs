@@ -5,7 +5,7 @@
 //! manager over TLS and set `ManagerIP` for the tutorial's `curl` lines.
 
 use crate::cli::{EnvArgs, Shell};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::lab::name;
 use crate::lab::state::LabDir;
 
@@ -104,6 +104,11 @@ pub fn run(args: &EnvArgs) -> Result<()> {
     name::validate(&args.name)?;
     let dir = LabDir::new(&args.name);
     let state = dir.load()?;
+    if state.stopped {
+        // docker-machine's `env` refuses a stopped machine too: exports
+        // pointing at an engine that is down only move the error later.
+        return Err(Error::LabStopped(state.name));
+    }
     let leader = state.leader()?;
     let vars = variables(
         &state.name,

@@ -22,7 +22,7 @@ use crate::ui::Ui;
 pub async fn stop(args: &LifecycleArgs, ui: &Ui) -> Result<()> {
     name::validate(&args.name)?;
     let dir = LabDir::new(&args.name);
-    let state = dir.load()?;
+    let mut state = dir.load()?;
     let provider = provider::for_lab(&state, &dir, ui).await?;
     let legacy_registry = state.registry.runs_on == RegistryHost::HostEngine;
     let step = ui.step(format!(
@@ -39,6 +39,8 @@ pub async fn stop(args: &LifecycleArgs, ui: &Ui) -> Result<()> {
     if legacy_registry {
         registry::stop(&docker::connect_host().await?, &state.registry).await?;
     }
+    state.stopped = true;
+    dir.save(&state)?;
     step.done();
     Ok(())
 }
@@ -83,6 +85,7 @@ pub async fn start(args: &LifecycleArgs, ui: &Ui) -> Result<()> {
             provision::reissue(&*provider, &state.nodes[i], &config).await?;
         }
     }
+    state.stopped = false;
     dir.save(&state)?;
     step.done();
 

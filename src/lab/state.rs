@@ -131,6 +131,10 @@ pub struct LabState {
     /// How a qemu lab boots its VMs again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vm: Option<VmState>,
+    /// Set by `stop` and cleared by `start`, so commands that need the
+    /// engines say the lab is stopped instead of failing to reach them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stopped: bool,
 }
 
 /// What `start` needs to boot a qemu lab's VMs as `create` did.
@@ -174,6 +178,7 @@ impl LabState {
             project_root: None,
             ssh: None,
             vm: None,
+            stopped: false,
         }
     }
 

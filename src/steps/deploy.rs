@@ -81,17 +81,34 @@ impl Pace {
     }
 }
 
-/// The image's HEALTHCHECK command, checked every second rather than every
-/// three, so a new task serves sooner; on emulated machines, patiently.
-pub fn health_check(pace: Pace) -> HealthConfig {
-    match pace {
-        Pace::Native => HealthConfig {
+/// The container health check a lab's service tasks run, which is also
+/// Swarm's readiness gate: a task with a check joins the service's DNS and
+/// load balancing only once it is healthy (moby's executor activates the
+/// service binding on `health_status: healthy`), and the engine (20.10 here,
+/// no `start_interval` before API 1.44) runs the first check one interval
+/// after the start. Hence the choices:
+/// - mesh routing: IPVS sends connections to any bound task and never
+///   retries, so a task must prove it serves before it gets traffic: the
+///   image's check every second, so a new task serves within a second or two.
+/// - edge routing: HAProxy checks every task itself and sends a refused or
+///   empty request again to another task (src/steps/edge.rs), so the
+///   container check gates nothing. Every check is a process started in the
+///   container: at one a second, an idle default lab took 20 % of a core
+///   with them and 4 % without (CPU time of every process of its nodes over
+///   60 s, as bench/lab.sh's idle figure counts it). A task is ready when
+///   its process runs; the accountservice listens within milliseconds, and
+///   the proxy's retries cover the gap.
+/// - emulated VMs: each check cost seconds of emulated CPU; Swarm killed
+///   healthy tasks for timing out. No check either.
+pub fn health_check(pace: Pace, routing: Routing) -> HealthConfig {
+    match (pace, routing) {
+        (Pace::Native, Routing::Mesh) => HealthConfig {
             interval: Some(SECOND),
             timeout: Some(2 * SECOND),
             retries: Some(3),
             ..Default::default()
         },
-        Pace::Emulated => HealthConfig {
+        (Pace::Emulated, _) | (_, Routing::Edge) => HealthConfig {
             test: Some(vec!["NONE".into()]),
             ..Default::default()
         },
@@ -123,7 +140,7 @@ pub async fn running(docker: &Docker, lab: &LabState, name: &str) -> Result<Runn
         .and_then(|t| t.container_spec.as_mut())
     {
         if container.health_check.is_none() && lab.services.iter().any(|s| s.name == name) {
-            container.health_check = Some(health_check(Pace::of(lab)));
+            container.health_check = Some(health_check(Pace::of(lab), lab.routing));
         }
     }
     Ok(Running {
@@ -277,7 +294,7 @@ fn spec(lab: &str, d: &Deployment, routing: Routing) -> ServiceSpec {
             container_spec: Some(TaskSpecContainerSpec {
                 image: Some(d.image.clone()),
                 env: Some(d.env.clone()),
-                health_check: Some(health_check(d.pace)),
+                health_check: Some(health_check(d.pace, routing)),
                 stop_grace_period: Some(10 * SECOND),
                 ..Default::default()
             }),
@@ -330,6 +347,32 @@ mod tests {
         let endpoint = spec.endpoint_spec.unwrap();
         assert_eq!(endpoint.mode, Some(EndpointSpecModeEnum::DNSRR));
         assert!(endpoint.ports.is_none());
+    }
+
+    fn checks(pace: Pace, routing: Routing) -> Option<Vec<String>> {
+        let spec = spec(
+            "goblog",
+            &Deployment {
+                pace,
+                ..deployment()
+            },
+            routing,
+        );
+        spec.task_template?.container_spec?.health_check?.test
+    }
+
+    #[test]
+    fn only_native_mesh_tasks_run_a_container_check() {
+        let none = Some(vec!["NONE".to_string()]);
+        // No test: the image's own HEALTHCHECK command, at our interval.
+        assert_eq!(checks(Pace::Native, Routing::Mesh), None);
+        assert_eq!(
+            health_check(Pace::Native, Routing::Mesh).interval,
+            Some(SECOND)
+        );
+        assert_eq!(checks(Pace::Native, Routing::Edge), none);
+        assert_eq!(checks(Pace::Emulated, Routing::Mesh), none);
+        assert_eq!(checks(Pace::Emulated, Routing::Edge), none);
     }
 
     #[test]

@@ -92,9 +92,14 @@ backend {name}
                 "    option httpchk GET {path}\n    http-check expect status 200"
             );
         }
+        // A healthy task is checked every 5 s, one that just failed a check
+        // every 500 ms and a down one every second, so an idle lab is not
+        // kept busy by its own proxy, while a task that stops answering is
+        // checked again at once when a request to it fails (observe), and
+        // that request goes to another task (retry-on).
         let _ = writeln!(
             cfg,
-            "    default-server inter 1s fastinter 500ms fall 2 rise 1 check resolvers docker init-addr none resolve-prefer ipv4
+            "    default-server inter 5s fastinter 500ms downinter 1s fall 2 rise 1 observe layer7 error-limit 1 on-error fastinter check resolvers docker init-addr none resolve-prefer ipv4
     server-template task 1-{MAX_TASKS} tasks.{service}:{port}",
             service = route.service,
             port = route.port
