@@ -11,6 +11,8 @@
 #
 #   bench/lab.sh            # RUNS=5 warm runs of each (10 workers: 3)
 #   bench/lab.sh --cold     # the same, then one cold run
+#   bench/lab.sh --idle     # only the idle CPU: it counts CPU time, not wall
+#                           # time, so it holds on a machine busy with other work
 #
 # Uses hyperfine (Debian package, installed if missing) and reports medians
 # as a markdown table on stdout. Labs live in a throw-away GOBLOG_LAB_HOME.
@@ -42,25 +44,28 @@ time_it() { # NAME RUNS PREPARE COMMAND
     hyperfine --style basic --runs "$2" --prepare "$3" --cleanup "$gl destroy -q --name $lab" \
         --export-json "$results/$1.json" -n "$1" "$4" >&2
 }
-time_it create-2 "$RUNS" "$gl destroy -q --name $lab" "$gl create -q --name $lab --workers 2"
-time_it destroy "$RUNS" "$gl destroy -q --name $lab; $gl create -q --name $lab --workers 2" "$gl destroy -q --name $lab"
-time_it create-10 "$RUNS_BIG" "$gl destroy -q --name $lab" "$gl create -q --name $lab --workers 10"
+if [[ "${1:-}" != "--idle" ]]; then
+    time_it create-2 "$RUNS" "$gl destroy -q --name $lab" "$gl create -q --name $lab --workers 2"
+    time_it destroy "$RUNS" "$gl destroy -q --name $lab; $gl create -q --name $lab --workers 2" "$gl destroy -q --name $lab"
+    time_it create-10 "$RUNS_BIG" "$gl destroy -q --name $lab" "$gl create -q --name $lab --workers 10"
 
-if [[ "${1:-}" == "--cold" ]]; then
-    echo "bench: cold run: removing goblog-lab images and the lab's cargo build" >&2
-    "$gl" destroy -q --name "$lab"
-    docker images --format '{{.Repository}}:{{.Tag}}' | grep -E '^goblog-lab/' | xargs -r docker rmi -f >/dev/null
-    docker image prune -f >/dev/null
-    rm -rf "$root/target/goblog-lab"
-    time_it cold-create-2 1 "true" "$gl create -q --name $lab --workers 2"
+    if [[ "${1:-}" == "--cold" ]]; then
+        echo "bench: cold run: removing goblog-lab images and the lab's cargo build" >&2
+        "$gl" destroy -q --name "$lab"
+        docker images --format '{{.Repository}}:{{.Tag}}' | grep -E '^goblog-lab/' | xargs -r docker rmi -f >/dev/null
+        docker image prune -f >/dev/null
+        rm -rf "$root/target/goblog-lab"
+        time_it cold-create-2 1 "true" "$gl create -q --name $lab --workers 2"
+    fi
 fi
 
 echo "bench: idle CPU of a default lab" >&2
 "$gl" create -q --name "$lab" --workers 2 >/dev/null
 sleep 20
 for _ in 1 2 3; do
-    "$root/bench/idle-cpu.py" 30 "$lab-swarm-manager-0" "$lab-swarm-worker-0" "$lab-swarm-worker-1" |
-        tee /dev/stderr | head -1 | cut -d% -f1 >>"$results/idle"
+    sample=$("$root/bench/idle-cpu.py" 30 "$lab-swarm-manager-0" "$lab-swarm-worker-0" "$lab-swarm-worker-1")
+    echo "$sample" >&2
+    echo "${sample%%\%*}" >>"$results/idle"
 done
 "$gl" destroy -q --name "$lab"
 
