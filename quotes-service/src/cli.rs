@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 /// and the address of the instance that answered, after CPU work that grows
 /// with N; `GET /health` says whether it is up.
 #[derive(Debug, Parser)]
-#[command(name = "quotes-service", version, about)]
+#[command(name = "quotes-service", version)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
