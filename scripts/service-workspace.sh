@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Copies what the lab builds its services from (the accountservice crate, its
-# image context, Cargo.lock and the default lab definition) into DEST, as a
-# cargo workspace of its own. Tests and benchmarks edit the copy and run
+# Copies what the lab builds its services from (the accountservice and
+# quotes-service crates, their image contexts, Cargo.lock and the default lab
+# definition) into DEST, as a cargo workspace of its own. Tests and benchmarks edit the copy and run
 # `goblog-lab deploy`, so this checkout is never touched.
 #
 #   scripts/service-workspace.sh DEST
@@ -14,13 +14,15 @@ dest=${1:?usage: scripts/service-workspace.sh DEST}
 
 rm -rf "$dest"
 mkdir -p "$dest/images" "$dest/lab"
-cp -r "$root/accountservice" "$dest/"
-cp -r "$root/images/accountservice" "$dest/images/"
+for crate in accountservice quotes-service; do
+    cp -r "$root/$crate" "$dest/"
+    cp -r "$root/images/$crate" "$dest/images/"
+done
 cp "$root/Cargo.lock" "$dest/"
 cp "$root/lab/goblog.toml" "$dest/lab/"
 # The same workspace settings and profiles, so the dependencies compile to
 # the very artifacts the checkout's build already made.
 {
-    printf '[workspace]\nmembers = ["accountservice"]\nresolver = "2"\n\n'
+    printf '[workspace]\nmembers = ["accountservice", "quotes-service"]\nresolver = "2"\n\n'
     awk '/^\[/ { keep = ($0 == "[workspace.package]" || $0 ~ /^\[profile\./) } keep' "$root/Cargo.toml"
 } >"$dest/Cargo.toml"

@@ -14,8 +14,8 @@ use crate::lab::name::DEFAULT as DEFAULT_LAB;
     long_about = "A real multi-node Docker Swarm on this machine, for the Go microservices blog series.\n\n\
         `create` starts Swarm nodes as Docker-in-Docker containers, forms the Swarm, makes the\n\
         overlay network `my_network` and a local registry, and deploys the accountservice on\n\
-        $ManagerIP:6767. `eval \"$(goblog-lab env)\"` then points your own `docker` and `curl`\n\
-        at the lab, the way `docker-machine env` did.",
+        $ManagerIP:6767 and the quotes-service it calls. `eval \"$(goblog-lab env)\"` then points\n\
+        your own `docker` and `curl` at the lab, the way `docker-machine env` did.",
     after_help = "Quick start:\n  goblog-lab create --workers 2\n  eval \"$(goblog-lab env)\"\n  docker node ls\n  curl $ManagerIP:6767/accounts/10000\n  goblog-lab destroy"
 )]
 pub struct Cli {

@@ -507,12 +507,16 @@ fn optional_services_deploy_when_their_image_is_here_and_are_skipped_when_not() 
     let fake = build_fake_quotes_service();
     let src = service_workspace("quotes-src");
     let spec = src.join("lab/goblog.toml");
+    // The lab file's own example of running the blog's upstream image
+    // instead of building quotes-service, with the fake standing in for it.
     let text = std::fs::read_to_string(&spec).unwrap();
-    assert!(text.contains(r#"image = "eriklupander/quotes-service""#));
-    let text = text.replace(
-        r#"image = "eriklupander/quotes-service""#,
-        &format!(r#"image = "{fake}""#),
-    ) + r#"
+    let build = r#"build = { package = "quotes-service", context = "images/quotes-service" }"#;
+    let upstream = "# image = \"eriklupander/quotes-service\"\n# optional = true\n";
+    assert!(text.contains(build) && text.contains(upstream), "{text}");
+    let text = text
+        .replace(build, "")
+        .replace(upstream, &format!("image = \"{fake}\"\noptional = true\n"))
+        + r#"
 [[services]]
 name = "absent-service"
 image = "goblog-lab-test/absent-service:never"

@@ -838,14 +838,7 @@ async fn build_services(
     if no_deploy {
         return Ok(BTreeMap::new());
     }
-    let built = try_join_all(loaded.spec.services.iter().filter_map(|service| {
-        let build = service.build.as_ref()?;
-        Some(async move {
-            let image = images::service(host, &loaded.project_root, &service.name, build).await?;
-            Ok::<_, Error>((service.name.clone(), image))
-        })
-    }))
-    .await?;
+    let built = images::built_services(host, &loaded.project_root, &loaded.spec.services).await?;
     Ok(built.into_iter().collect())
 }
 

@@ -182,7 +182,14 @@ async fn deploy_one(
         "Building {service} from {} 🔨",
         project_root.display()
     ));
-    let image = images::service(host, project_root, service, build).await?;
+    let lab_packages: Vec<String> = lab
+        .state
+        .services
+        .iter()
+        .filter_map(|s| Some(s.build.as_ref()?.package.clone()))
+        .collect();
+    let lab_packages: Vec<&str> = lab_packages.iter().map(String::as_str).collect();
+    let image = images::service(host, project_root, service, build, &lab_packages).await?;
     timings.build = started.elapsed().as_secs_f64();
     step.done_with(image.tag.clone());
 

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 
-use futures_util::future::try_join_all;
 use serde::Serialize;
 
 use crate::cli::{Output, PrepareArgs};
@@ -34,14 +33,15 @@ pub async fn run(args: &PrepareArgs, ui: &Ui) -> Result<()> {
     let node = node_image::ensure(&host).await?;
     step.done_with(node.clone());
     let step = ui.step("Building the registry and edge images, and the services 🔨");
-    let built = try_join_all(loaded.spec.services.iter().filter_map(|service| {
-        let build = service.build.as_ref()?;
-        let (host, root) = (&host, &loaded.project_root);
-        Some(async move {
-            let image = images::service(host, root, &service.name, build).await?;
-            Ok::<_, Error>((service.name.clone(), image.reference()))
-        })
-    }));
+    let built = async {
+        let built =
+            images::built_services(&host, &loaded.project_root, &loaded.spec.services).await?;
+        Ok::<_, Error>(
+            built
+                .into_iter()
+                .map(|(name, image)| (name, image.reference())),
+        )
+    };
     let (registry, edge, services) = tokio::try_join!(
         images::registry(&host, &node),
         images::edge(&host, &node),

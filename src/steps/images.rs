@@ -12,11 +12,12 @@ use std::time::Duration;
 
 use bollard::query_parameters::{BuildImageOptionsBuilder, CreateImageOptionsBuilder};
 use bollard::Docker;
+use futures_util::future::try_join_all;
 use sha2::{Digest, Sha256};
 
 use crate::docker::drain;
 use crate::error::{Context, Error, Result};
-use crate::lab::spec::BuildSpec;
+use crate::lab::spec::{BuildSpec, ServiceSpec};
 
 const EDGE_DOCKERFILE: &str = include_str!("../../images/edge/Dockerfile");
 const REGISTRY_DOCKERFILE: &str = include_str!("../../images/registry/Dockerfile");
@@ -161,13 +162,20 @@ pub async fn copy(from: &Docker, to: &Docker, image: &LocalImage) -> Result<()> 
 
 /// Compiles `build.package` statically with cargo and builds its image from
 /// `build.context` with the binary dropped in at the context root.
+///
+/// `lab_packages` are all the packages the lab builds, compiled in the same
+/// cargo run: one run keeps both cores busy where one run per package would
+/// queue on the build lock. Cargo unifies the features of the packages it
+/// builds together, so the set must be the same on every build of a lab,
+/// or an unchanged service would get a new binary and a needless rollout.
 pub async fn service(
     docker: &Docker,
     project_root: &Path,
     service: &str,
     build: &BuildSpec,
+    lab_packages: &[&str],
 ) -> Result<LocalImage> {
-    let binary = cargo_build_static(project_root, &build.package).await?;
+    let binary = cargo_build_static(project_root, &build.package, lab_packages).await?;
     let context_dir = project_root.join(&build.context);
     let mut files = read_context(&context_dir)?;
     files.push((build.package.clone(), binary, 0o755));
@@ -180,6 +188,28 @@ pub async fn service(
         build_image(docker, &image, context, HashMap::new()).await?;
     }
     Ok(image)
+}
+
+/// Every service of a lab definition built from source, by name: the
+/// binaries compiled in one cargo run, then the images in parallel.
+pub async fn built_services(
+    docker: &Docker,
+    project_root: &Path,
+    services: &[ServiceSpec],
+) -> Result<Vec<(String, LocalImage)>> {
+    let packages: Vec<&str> = services
+        .iter()
+        .filter_map(|s| Some(s.build.as_ref()?.package.as_str()))
+        .collect();
+    let packages = &packages;
+    try_join_all(services.iter().filter_map(|spec| {
+        let build = spec.build.as_ref()?;
+        Some(async move {
+            let image = service(docker, project_root, &spec.name, build, packages).await?;
+            Ok::<_, Error>((spec.name.clone(), image))
+        })
+    }))
+    .await
 }
 
 /// Removes the host engine's copy of a built service image that no saved
@@ -204,12 +234,18 @@ pub async fn forget_if_unused(docker: &Docker, service: &str, tag: &str) {
     }
 }
 
-/// The static binary of `package`, read into memory. Uses its own target
-/// directory so it never waits on (or invalidates) the build of goblog-lab
-/// itself; `GOBLOG_LAB_TARGET_DIR` moves it, e.g. to share compiled
-/// dependencies between checkouts. Checkouts sharing it write the same
-/// output path, so a lock spans the build and the read.
-async fn cargo_build_static(project_root: &Path, package: &str) -> Result<Vec<u8>> {
+/// The static binary of `package`, built with `together` in one cargo run
+/// and read into memory. Uses its own target directory so it never waits on
+/// (or invalidates) the build of goblog-lab itself; `GOBLOG_LAB_TARGET_DIR`
+/// moves it, e.g. to share compiled dependencies between checkouts.
+/// Checkouts sharing it write the same output path, so a lock spans the
+/// build and the read; whoever takes the lock second finds the shared
+/// packages built and cargo returns at once.
+async fn cargo_build_static(
+    project_root: &Path,
+    package: &str,
+    together: &[&str],
+) -> Result<Vec<u8>> {
     let triple = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
     let target_dir = std::env::var_os("GOBLOG_LAB_TARGET_DIR")
         .filter(|dir| !dir.is_empty())
@@ -230,16 +266,12 @@ async fn cargo_build_static(project_root: &Path, package: &str) -> Result<Vec<u8
         .await
         .expect("the lock task does not panic")
         .context("waiting for the service build lock")?;
+    let mut packages: Vec<&str> = together.iter().copied().chain([package]).collect();
+    packages.sort_unstable();
+    packages.dedup();
     let output = tokio::process::Command::new(&cargo)
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "--package",
-            package,
-            "--target",
-            &triple,
-        ])
+        .args(["build", "--release", "--quiet", "--target", &triple])
+        .args(packages.iter().flat_map(|p| ["--package", p]))
         .arg("--target-dir")
         .arg(&target_dir)
         .current_dir(project_root)
@@ -258,7 +290,8 @@ async fn cargo_build_static(project_root: &Path, package: &str) -> Result<Vec<u8
             .find(|l| l.starts_with("error"))
             .unwrap_or_else(|| stderr.lines().last().unwrap_or("no output"));
         return Err(Error::failed(format!(
-            "cargo build of {package} failed: {first_error}"
+            "cargo build of {} failed: {first_error}",
+            packages.join(", ")
         )));
     }
     let binary = target_dir.join(&triple).join("release").join(package);
