@@ -160,6 +160,17 @@ pub struct RoutingDecision {
     pub why: String,
 }
 
+/// "edge: no IPVS (…)": the routing and its reason, as doctor shows them.
+impl std::fmt::Display for RoutingDecision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let routing = match self.routing {
+            Routing::Mesh => "mesh",
+            Routing::Edge => "edge",
+        };
+        write!(f, "{routing}: {}", self.why)
+    }
+}
+
 /// Mesh where there is IPVS, else the edge proxy; `--routing` forces one,
 /// and a mesh without IPVS is refused (its published ports would answer
 /// nothing).
@@ -167,19 +178,19 @@ pub fn decide_routing(choice: RoutingChoice, probe: &IpvsProbe) -> Result<Routin
     let mesh = |why: &str| {
         Ok(RoutingDecision {
             routing: Routing::Mesh,
-            why: format!("mesh: {why}"),
+            why: why.to_string(),
         })
     };
     match (choice, probe) {
         (RoutingChoice::Edge, _) => Ok(RoutingDecision {
             routing: Routing::Edge,
-            why: "edge: asked for with --routing edge".into(),
+            why: "asked for with --routing edge".into(),
         }),
         (_, IpvsProbe::Loaded) => mesh("IPVS is in the kernel"),
         (_, IpvsProbe::LoadedByLab) => mesh("IPVS loaded by goblog-lab (modprobe ip_vs)"),
         (RoutingChoice::Auto, IpvsProbe::Missing { why }) => Ok(RoutingDecision {
             routing: Routing::Edge,
-            why: format!("edge: no IPVS ({why})"),
+            why: format!("no IPVS ({why})"),
         }),
         (RoutingChoice::Mesh, IpvsProbe::Missing { why }) => {
             Err(Error::NoIpvs { why: why.clone() })
@@ -581,7 +592,7 @@ fn routing(ipvs: Option<&HostIpvs>, host: &HostFacts) -> Finding {
                     "{mount}create routes $ManagerIP through HAProxy (dnsrr services); --routing mesh is refused"
                 ),
             };
-            Finding::new("routing", status, decision.why, action)
+            Finding::new("routing", status, decision.to_string(), action)
         }
         Some(HostIpvs::Loadable { module }) => Finding::ok(
             "routing",
@@ -827,20 +838,14 @@ mod tests {
             assert!(edge.why.contains("--routing edge"), "{}", edge.why);
         }
         let auto = decide_routing(Auto, &IpvsProbe::Loaded).unwrap();
-        assert_eq!(
-            auto,
-            RoutingDecision {
-                routing: Routing::Mesh,
-                why: "mesh: IPVS is in the kernel".into()
-            }
-        );
+        assert_eq!(auto.to_string(), "mesh: IPVS is in the kernel");
         let auto = decide_routing(Auto, &IpvsProbe::LoadedByLab).unwrap();
         assert_eq!(auto.routing, Routing::Mesh);
         assert!(auto.why.contains("loaded by goblog-lab"), "{}", auto.why);
         let auto = decide_routing(Auto, &missing()).unwrap();
         assert_eq!(auto.routing, Routing::Edge);
         assert_eq!(
-            auto.why,
+            auto.to_string(),
             "edge: no IPVS (modprobe ip_vs: Module ip_vs not found in directory /lib/modules/6.18)"
         );
         assert_eq!(

@@ -276,7 +276,7 @@ fn dind_nodes_get_the_host_modules_and_try_to_load_ipvs() {
     assert_eq!(
         summary["routing_why"],
         format!(
-            "edge: no IPVS (modprobe ip_vs: Module ip_vs not found in directory /lib/modules/{})",
+            "no IPVS (modprobe ip_vs: Module ip_vs not found in directory /lib/modules/{})",
             kernel_release()
         )
     );

@@ -1028,7 +1028,7 @@ fn print_summary(summary: &Summary, output: Output) {
         Routing::Mesh => "Swarm routing mesh",
         Routing::Edge => "edge proxy on the first manager",
     };
-    let routing = format!("{routing} ({})", summary.routing_why);
+    let routing = format!("{routing}: {}", summary.routing_why);
     let flag = if summary.name == name::DEFAULT {
         String::new()
     } else {
