@@ -16,7 +16,7 @@ use crate::lab::name::DEFAULT as DEFAULT_LAB;
         overlay network `my_network` and a local registry, and deploys the accountservice on\n\
         $ManagerIP:6767 and the quotes-service it calls. `eval \"$(goblog-lab env)\"` then points\n\
         your own `docker` and `curl` at the lab, the way `docker-machine env` did.",
-    after_help = "Quick start:\n  goblog-lab create --workers 2\n  eval \"$(goblog-lab env)\"\n  docker node ls\n  curl $ManagerIP:6767/accounts/10000\n  goblog-lab destroy"
+    after_help = "Quick start:\n  goblog-lab doctor\n  goblog-lab create --workers 2\n  eval \"$(goblog-lab env)\"\n  docker node ls\n  curl $ManagerIP:6767/accounts/10000\n  goblog-lab destroy"
 )]
 pub struct Cli {
     /// Print no progress lines (errors and data still print).
@@ -35,6 +35,22 @@ pub struct Cli {
 pub enum Command {
     /// Create a lab: nodes, Swarm, my_network, registry, and the deployed services.
     Create(CreateArgs),
+    /// Tell whether this machine can run a lab, before anything is made.
+    #[command(
+        long_about = "Tell whether this machine can run a lab, before anything is made.\n\n\
+        One line per thing `create` depends on: what was found, ok / warn / blocking, and what\n\
+        goblog-lab will do about it. The Docker engine and its API version, --privileged or the\n\
+        capability fallback, cgroup v1/v2, IPVS (routing mesh or edge proxy, and why), whether\n\
+        this machine reaches container addresses, free disk and memory, the node image or\n\
+        debootstrap to build it, the ports 6767 and 6969; and for --driver qemu: QEMU, KVM or\n\
+        TCG (as probed before; doctor boots no VM) and root, which never block the default\n\
+        driver. Nothing is created, started or left behind.\n\n\
+        `create` runs the same checks first and stops on a blocking one with the same line.",
+        after_help = "Exit status: 0 when `goblog-lab create` (dind driver) will work here, 1 when it\n\
+        cannot; the first blocking reason is then the last line, on stderr.\n\n\
+        Example:\n  goblog-lab doctor\n  goblog-lab doctor -o json | jq .ready"
+    )]
+    Doctor(DoctorArgs),
     /// Build every image a lab needs (node, registry, edge, services) ahead of time.
     #[command(
         long_about = "Build every image a lab needs ahead of time: the node image (debootstrap, about a\n\
@@ -180,6 +196,13 @@ pub struct CreateArgs {
     pub machines: Vec<String>,
 
     /// Format of the summary on stdout.
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Format of the findings on stdout: a table, or JSON (`findings` and `ready`).
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
 }

@@ -133,6 +133,13 @@ pub enum Error {
         console: String,
     },
 
+    /// A blocking finding of `goblog-lab doctor`: the cause and its fix.
+    #[error("{0}")]
+    NotReady(String),
+
+    #[error("--routing mesh needs IPVS, which this kernel lacks ({why}): use --routing auto (the edge proxy stands in) or a kernel with ip_vs")]
+    NoIpvs { why: String },
+
     /// A step that failed for a reason of its own (a timeout, a dead node).
     #[error("{0}")]
     Failed(String),

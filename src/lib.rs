@@ -10,6 +10,7 @@ pub mod http;
 pub mod lab;
 pub mod loopback;
 pub mod pki;
+pub mod preflight;
 pub mod provider;
 pub mod provision;
 pub mod rootfs;

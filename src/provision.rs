@@ -115,17 +115,18 @@ rmdir --ignore-fail-on-non-empty /etc/docker/certs.d 2>/dev/null || true
     check(provider, node, &script).await.map(drop)
 }
 
-/// Whether a node's kernel has IPVS, which Swarm's routing mesh needs.
-pub async fn has_ipvs(provider: &dyn Provider, node: &NodeState) -> Result<bool> {
-    // dockerd loads ip_vs itself on a host; a dind node shares this
-    // machine's kernel and can only use the module when it is there already.
-    let probe = provider
-        .run(
-            node,
-            "test -e /proc/net/ip_vs || test -d /sys/module/ip_vs || modprobe -q ip_vs 2>/dev/null",
-        )
-        .await?;
-    Ok(probe.status == 0)
+/// Tries to load IPVS, which Swarm's routing mesh needs, on a node. On a
+/// host, dockerd would load it itself; a dind node shares this machine's
+/// kernel and loads it from the host's /lib/modules, mounted read-only.
+pub async fn probe_ipvs(
+    provider: &dyn Provider,
+    node: &NodeState,
+) -> Result<crate::preflight::IpvsProbe> {
+    let probe = provider.run(node, crate::preflight::IPVS_PROBE).await?;
+    Ok(crate::preflight::IpvsProbe::from_output(
+        probe.status,
+        &probe.output,
+    ))
 }
 
 /// What an ssh lab checks on its hosts before it changes anything: each

@@ -309,7 +309,9 @@ pub fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-fn preflight(what: &str) -> Result<()> {
+/// Fails, with the fix, when this machine cannot build the `what` image:
+/// debootstrap missing, or not root.
+pub fn preflight(what: &str) -> Result<()> {
     if which("debootstrap").is_none() {
         return Err(Error::failed(format!(
             "the {what} image is built offline with debootstrap, which is not installed: run `scripts/setup.sh` (or `apt-get install debootstrap`)"

@@ -9,7 +9,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -322,29 +321,7 @@ fn no_docker_daemon_is_one_clear_line() {
 /// An engine that says it speaks API 1.24 (Docker 1.12) on a real socket.
 #[test]
 fn a_daemon_too_old_is_refused() {
-    use std::os::unix::net::UnixListener;
-    let socket = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("old-docker-{}.sock", std::process::id()));
-    let _ = std::fs::remove_file(&socket);
-    let listener = UnixListener::bind(&socket).unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { break };
-            let mut buf = [0u8; 4096];
-            let n = stream.read(&mut buf).unwrap_or(0);
-            let request = String::from_utf8_lossy(&buf[..n]);
-            let body = if request.contains("/_ping") {
-                "OK".to_string()
-            } else {
-                r#"{"Version":"1.12.6","ApiVersion":"1.24","MinAPIVersion":"1.12","Os":"linux","Arch":"amd64"}"#.to_string()
-            };
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\nApi-Version: 1.24\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
+    let socket = old_engine("lab");
     let output = goblog_lab(&["create", "-q", "--name", "t-old"])
         .env("DOCKER_HOST", format!("unix://{}", socket.display()))
         .output()

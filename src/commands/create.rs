@@ -26,6 +26,7 @@ use crate::lab::state::{
     LabDir, LabState, NodeState, RegistryState, Role, Routing, ServiceState, SshState,
 };
 use crate::pki::Authority;
+use crate::preflight::{IpvsProbe, RoutingDecision};
 use crate::provider::dind::DindProvider;
 use crate::provider::docker_machine;
 use crate::provider::qemu::QemuProvider;
@@ -46,6 +47,8 @@ pub struct Summary {
     pub workers: u32,
     pub registry: String,
     pub routing: Routing,
+    /// Why that routing: what the IPVS probe found, or the flag.
+    pub routing_why: String,
     /// VM labs: how QEMU runs the guests, `kvm` or `tcg`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub accel: Option<String>,
@@ -82,7 +85,13 @@ pub async fn run(args: CreateArgs, ui: &Ui) -> Result<()> {
         crate::provider::qemu::preflight()?;
     }
 
+    let checks_started = Instant::now();
     let host = docker::connect_host().await?;
+    preflight(&host, &loaded, &args).await?;
+    ui.detail(format!(
+        "checked this machine in {} ms (`goblog-lab doctor` shows every finding)",
+        checks_started.elapsed().as_millis()
+    ));
     let dir = LabDir::new(&args.name);
     if dir.exists() || !Labelled::of_lab(&host, &args.name).await?.is_empty() {
         return Err(Error::LabExists(args.name.clone()));
@@ -107,6 +116,7 @@ pub async fn run(args: CreateArgs, ui: &Ui) -> Result<()> {
         edge_image: None,
         skipped: Vec::new(),
         routing: Routing::Edge,
+        routing_why: String::new(),
         services: Vec::new(),
     };
 
@@ -132,6 +142,19 @@ pub async fn run(args: CreateArgs, ui: &Ui) -> Result<()> {
             }
             Err(err)
         }
+    }
+}
+
+/// `doctor`'s checks that matter for this driver, before anything is
+/// made: the first blocking one is the error, word for word.
+async fn preflight(host: &Docker, loaded: &LoadedSpec, args: &CreateArgs) -> Result<()> {
+    let engine = crate::preflight::engine_facts(host).await;
+    let machine = crate::preflight::host_facts(Some(&engine), false).await;
+    let driver = loaded.spec.driver.unwrap_or(ProviderKind::Dind);
+    let mut findings = crate::preflight::judge_for_create(&engine, &machine, driver, args.routing);
+    match crate::preflight::first_blocking(&mut findings) {
+        Some(err) => Err(err),
+        None => Ok(()),
     }
 }
 
@@ -305,6 +328,7 @@ struct Lab {
     edge_image: Option<images::LocalImage>,
     skipped: Vec<Skipped>,
     routing: Routing,
+    routing_why: String,
     services: Vec<ServiceSummary>,
 }
 
@@ -515,9 +539,10 @@ impl Lab {
         self.pulled = pulled;
         self.pushing = pushing;
         self.engines = engines;
-        self.routing = routing;
+        self.routing = routing.routing;
+        self.routing_why = routing.why;
         let state = self.state.as_mut().expect("saved");
-        state.routing = routing;
+        state.routing = self.routing;
         self.dir.save(state)
     }
 
@@ -577,7 +602,7 @@ impl Lab {
         Ok((pushed.into_iter().collect(), Some(pushing)))
     }
 
-    async fn form_swarm(&self, engines: &[Docker]) -> Result<Routing> {
+    async fn form_swarm(&self, engines: &[Docker]) -> Result<RoutingDecision> {
         let step = self.ui.step(format!(
             "Forming the Swarm 🐝 (init, {} join{}, {})",
             self.nodes().len() - 1,
@@ -586,14 +611,8 @@ impl Lab {
         ));
         let leader = &self.nodes()[0];
         let manager = &engines[0];
-        let routing = match self.args.routing {
-            RoutingChoice::Mesh => Routing::Mesh,
-            RoutingChoice::Edge => Routing::Edge,
-            RoutingChoice::Auto if provision::has_ipvs(&*self.provider, leader).await? => {
-                Routing::Mesh
-            }
-            RoutingChoice::Auto => Routing::Edge,
-        };
+        let decision = self.decide_routing(leader).await?;
+        let routing = decision.routing;
         let tokens = swarm::init(manager, leader, &self.dir).await?;
         if routing == Routing::Edge {
             swarm::remove_ingress(manager).await?;
@@ -612,7 +631,27 @@ impl Lab {
         .await?;
         swarm::create_overlay(manager, &self.spec().network, &self.name).await?;
         step.done();
-        Ok(routing)
+        Ok(decision)
+    }
+
+    /// Mesh or edge, from what the manager found when it tried to load
+    /// IPVS (a dind node through the host's /lib/modules, mounted in).
+    async fn decide_routing(&self, leader: &NodeState) -> Result<RoutingDecision> {
+        let probe = if self.args.routing == RoutingChoice::Edge {
+            IpvsProbe::Missing {
+                why: "not probed".into(),
+            }
+        } else {
+            let started = Instant::now();
+            let probe = provision::probe_ipvs(&*self.provider, leader).await?;
+            self.ui.detail(format!(
+                "IPVS on {} ({} ms): {probe:?}",
+                leader.hostname,
+                started.elapsed().as_millis()
+            ));
+            probe
+        };
+        crate::preflight::decide_routing(self.args.routing, &probe)
     }
 
     /// 6. The services, from the lab registry.
@@ -682,7 +721,7 @@ impl Lab {
         let mut line = format!("Waiting for the replicas of {} ⏳", names.join(", "));
         if routes.is_some() {
             line += &format!(
-                " (and routing $ManagerIP to them through HAProxy on {}: no IPVS in this kernel)",
+                " (and routing $ManagerIP to them through HAProxy on {})",
                 self.nodes()[0].hostname
             );
         }
@@ -797,6 +836,7 @@ impl Lab {
             workers: self.spec().workers,
             registry: registry::pull_address(leader.address),
             routing: self.routing,
+            routing_why: self.routing_why.clone(),
             accel: self
                 .state
                 .as_ref()
@@ -979,8 +1019,9 @@ fn print_summary(summary: &Summary, output: Output) {
     }
     let routing = match summary.routing {
         Routing::Mesh => "Swarm routing mesh",
-        Routing::Edge => "edge proxy on the first manager (this kernel has no IPVS)",
+        Routing::Edge => "edge proxy on the first manager",
     };
+    let routing = format!("{routing}: {}", summary.routing_why);
     let flag = if summary.name == name::DEFAULT {
         String::new()
     } else {

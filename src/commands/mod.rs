@@ -4,6 +4,7 @@
 pub mod create;
 pub mod deploy;
 pub mod destroy;
+pub mod doctor;
 pub mod env;
 pub mod exec;
 pub mod lifecycle;
@@ -58,6 +59,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     let ui = Ui::new(cli.quiet, cli.verbose);
     match cli.command {
         Command::Create(args) => create::run(args, &ui).await,
+        Command::Doctor(args) => doctor::run(&args).await,
         Command::Prepare(args) => prepare::run(&args, &ui).await,
         Command::Env(args) => env::run(&args),
         Command::Status(args) => status::run(&args).await,

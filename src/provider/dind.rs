@@ -161,15 +161,29 @@ impl DindProvider {
         labels: HashMap<String, String>,
         privileged: bool,
     ) -> Result<()> {
+        let mut mounts = vec![Mount {
+            target: Some("/var/lib/docker".into()),
+            source: Some(node.volume.to_string()),
+            typ: Some(MountType::VOLUME),
+            ..Default::default()
+        }];
+        // The node shares this kernel but not its module files: without
+        // them dockerd cannot load ip_vs for the routing mesh (kind mounts
+        // them for the same reason). Read-only: a node loads, never installs.
+        let modules = host_modules();
+        if modules.is_dir() {
+            mounts.push(Mount {
+                target: Some("/lib/modules".into()),
+                source: Some(modules.display().to_string()),
+                typ: Some(MountType::BIND),
+                read_only: Some(true),
+                ..Default::default()
+            });
+        }
         let mut host = HostConfig {
             init: Some(true),
             network_mode: Some(node.network.name.clone()),
-            mounts: Some(vec![Mount {
-                target: Some("/var/lib/docker".into()),
-                source: Some(node.volume.to_string()),
-                typ: Some(MountType::VOLUME),
-                ..Default::default()
-            }]),
+            mounts: Some(mounts),
             tmpfs: Some(HashMap::from([
                 ("/run".to_string(), String::new()),
                 ("/tmp".to_string(), String::new()),
@@ -251,12 +265,7 @@ impl DindProvider {
     /// so later labs skip the failing attempt.
     async fn refusal_marker(&self) -> Option<std::path::PathBuf> {
         let id = self.docker.info().await.ok()?.id?;
-        let id: String = id.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
-        Some(
-            crate::lab::state::home()
-                .join("engines")
-                .join(format!("{id}.no-privileged")),
-        )
+        Some(refusal_marker(&id))
     }
 
     async fn remove_container(&self, name: &str) -> Result<()> {
@@ -581,6 +590,27 @@ pub async fn remove_labelled(docker: &Docker, lab: &str) -> Result<Removed> {
             (found.networks.len(), "network"),
         ],
     })
+}
+
+/// The file that says engine `engine_id` refused --privileged before
+/// (`goblog-lab doctor` reports it too).
+pub fn refusal_marker(engine_id: &str) -> std::path::PathBuf {
+    let id: String = engine_id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect();
+    crate::lab::state::home()
+        .join("engines")
+        .join(format!("{id}.no-privileged"))
+}
+
+/// Where this machine keeps its kernel modules: `/lib/modules`, unless
+/// `GOBLOG_LAB_HOST_MODULES` names another place (NixOS keeps them under
+/// /run/booted-system/kernel-modules/lib/modules).
+pub fn host_modules() -> std::path::PathBuf {
+    std::env::var_os("GOBLOG_LAB_HOST_MODULES")
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| "/lib/modules".into(), std::path::PathBuf::from)
 }
 
 fn refuses_privileged(message: &str) -> bool {

@@ -188,3 +188,33 @@ pub fn interrupt(child: &std::process::Child) {
         .unwrap();
     assert!(status.success());
 }
+
+/// A stand-in for an engine that says it speaks API 1.24 (Docker 1.12), on
+/// a real UNIX socket: `DOCKER_HOST=unix://PATH` points goblog-lab at it.
+/// It answers until the test process ends.
+pub fn old_engine(tag: &str) -> PathBuf {
+    use std::os::unix::net::UnixListener;
+    let socket = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("old-docker-{tag}-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&socket);
+    let listener = UnixListener::bind(&socket).unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { break };
+            let mut buf = [0u8; 4096];
+            let n = stream.read(&mut buf).unwrap_or(0);
+            let request = String::from_utf8_lossy(&buf[..n]);
+            let body = if request.contains("/_ping") {
+                "OK".to_string()
+            } else {
+                r#"{"Version":"1.12.6","ApiVersion":"1.24","MinAPIVersion":"1.12","Os":"linux","Arch":"amd64"}"#.to_string()
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nApi-Version: 1.24\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    socket
+}

@@ -80,6 +80,18 @@ pub async fn probe(kernel: &Path) -> (Accel, String) {
     found
 }
 
+/// What an earlier probe found on this host kernel, without probing:
+/// `doctor` must not boot a VM.
+pub fn cached() -> Option<(Accel, String)> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let cached: HashMap<String, (Accel, String)> =
+        serde_json::from_slice(&std::fs::read(home().join("accel-probe.json")).ok()?).ok()?;
+    cached
+        .into_iter()
+        .find(|(key, _)| key.starts_with(&format!("{} |", release.trim())))
+        .map(|(_, found)| found)
+}
+
 /// What the probe's answer depends on.
 async fn probe_key(kernel: &Path) -> String {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
