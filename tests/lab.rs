@@ -554,7 +554,7 @@ fn scale_logs_and_exec_work_on_the_nodes() {
     assert_one_line_error(
         &unknown,
         2,
-        "no service 'nope' in lab 't-loop' (it has: accountservice)",
+        "no service 'nope' in lab 't-loop' (it has: accountservice, quotes-service)",
     );
     let bad_n = goblog_lab(&["scale", "accountservice=lots", "--name", lab])
         .output()
