@@ -10,12 +10,19 @@
 #   bench/lab.sh            # RUNS=5 warm runs of each (10 workers: 3)
 #   bench/lab.sh --cold     # the same, then one cold run
 #
+# CREATE_ARGS adds flags to every create, e.g. CREATE_ARGS="--publish
+# localhost" (the Docker Desktop mode); ONLY picks timings by name (e.g.
+# ONLY=create-2); LAB names the lab (default bench), so that runs side by
+# side with other labs do not collide.
+#
 # Uses hyperfine (Debian package, installed if missing) and reports medians
 # as a markdown table on stdout. Labs live in a throw-away GOBLOG_LAB_HOME.
 set -euo pipefail
 
 RUNS=${RUNS:-5}
 RUNS_BIG=${RUNS_BIG:-3}
+CREATE_ARGS=${CREATE_ARGS:-}
+ONLY=${ONLY:-create-2 destroy create-10}
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
@@ -27,22 +34,24 @@ cargo build --release -q
 gl="$root/target/release/goblog-lab"
 export GOBLOG_LAB_HOME
 GOBLOG_LAB_HOME=$(mktemp -d)
-lab=bench
+lab=${LAB:-bench}
 results=$(mktemp -d)
 trap '"$gl" destroy -q --name "$lab" || true; rm -rf "$results"' EXIT
 
 "$gl" destroy -q --name "$lab"
 echo "bench: warm-up (builds the images once if needed)" >&2
-"$gl" create -q --name "$lab" --workers 2 >/dev/null
+"$gl" create -q --name "$lab" --workers 2 $CREATE_ARGS >/dev/null
 "$gl" destroy -q --name "$lab"
 
 time_it() { # NAME RUNS PREPARE COMMAND
+    [[ " $ONLY " == *" $1 "* ]] || return 0
     hyperfine --style basic --runs "$2" --prepare "$3" --cleanup "$gl destroy -q --name $lab" \
         --export-json "$results/$1.json" -n "$1" "$4" >&2
 }
-time_it create-2 "$RUNS" "$gl destroy -q --name $lab" "$gl create -q --name $lab --workers 2"
-time_it destroy "$RUNS" "$gl destroy -q --name $lab; $gl create -q --name $lab --workers 2" "$gl destroy -q --name $lab"
-time_it create-10 "$RUNS_BIG" "$gl destroy -q --name $lab" "$gl create -q --name $lab --workers 10"
+create="$gl create -q --name $lab $CREATE_ARGS"
+time_it create-2 "$RUNS" "$gl destroy -q --name $lab" "$create --workers 2"
+time_it destroy "$RUNS" "$gl destroy -q --name $lab; $create --workers 2" "$gl destroy -q --name $lab"
+time_it create-10 "$RUNS_BIG" "$gl destroy -q --name $lab" "$create --workers 10"
 
 if [[ "${1:-}" == "--cold" ]]; then
     echo "bench: cold run: removing goblog-lab images and the lab's cargo build" >&2
@@ -50,13 +59,13 @@ if [[ "${1:-}" == "--cold" ]]; then
     docker images --format '{{.Repository}}:{{.Tag}}' | grep -E '^goblog-lab/' | xargs -r docker rmi -f >/dev/null
     docker image prune -f >/dev/null
     rm -rf "$root/target/goblog-lab"
-    time_it cold-create-2 1 "true" "$gl create -q --name $lab --workers 2"
+    ONLY="$ONLY cold-create-2" time_it cold-create-2 1 "true" "$create --workers 2"
 fi
 
 python3 - "$results" <<'PY'
 import json, os, sys
 labels = {
-    "create-2": "`create --workers 2` (to answering)",
+    "create-2": "`create --workers 2` (to answering)" + (f" with `{os.environ['CREATE_ARGS']}`" if os.environ.get("CREATE_ARGS") else ""),
     "destroy": "`destroy` (3 nodes)",
     "create-10": "`create --workers 10` (to answering)",
     "cold-create-2": "cold first `create --workers 2` (debootstrap + cargo build)",

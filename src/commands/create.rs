@@ -1050,15 +1050,10 @@ fn print_summary(summary: &Summary, output: Output) {
     );
     println!("  routing    {routing}");
     if summary.publish == Publish::Localhost {
-        println!(
-            "  published  on 127.0.0.1 (this host does not route to the lab's addresses): {}",
-            summary
-                .endpoints
-                .iter()
-                .map(|e| format!("{} {}", e.node, e.describe()))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        println!("  published  on 127.0.0.1 only (--publish localhost):");
+        for e in &summary.endpoints {
+            println!("               {:<16} {}", e.node, e.describe());
+        }
     }
     if let Some(accel) = &summary.accel {
         println!(

@@ -243,7 +243,7 @@ pub async fn run(args: &StatusArgs) -> Result<()> {
         status.name, status.manager_ip, status.registry
     );
     if status.publish == Publish::Localhost {
-        println!("Published on 127.0.0.1 (this host does not route to the lab's addresses):");
+        println!("Published on 127.0.0.1 only (--publish localhost):");
         for e in &status.endpoints {
             println!("  {:<16} {}", e.node, e.describe());
         }
