@@ -116,6 +116,27 @@ pub enum RoutingChoice {
     Edge,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PublishChoice {
+    /// localhost on Docker Desktop, or when this host has no route to the manager's address; else direct.
+    Auto,
+    /// Each node's Docker API, 6767 and the registry published on 127.0.0.1; $ManagerIP is 127.0.0.1.
+    Localhost,
+    /// This host reaches the nodes at their addresses on the lab's bridge (Linux).
+    Direct,
+}
+
+impl PublishChoice {
+    /// The mode asked for, or none to find out.
+    pub fn forced(self) -> Option<crate::lab::state::Publish> {
+        match self {
+            PublishChoice::Auto => None,
+            PublishChoice::Localhost => Some(crate::lab::state::Publish::Localhost),
+            PublishChoice::Direct => Some(crate::lab::state::Publish::Direct),
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct CreateArgs {
     /// Name of the lab: 1-24 lowercase letters, digits or '-'.
@@ -149,6 +170,10 @@ pub struct CreateArgs {
     /// How $ManagerIP:PORT reaches the replicas.
     #[arg(long, value_enum, default_value_t = RoutingChoice::Auto)]
     pub routing: RoutingChoice,
+
+    /// How this host reaches the dind nodes: at their container addresses, or through ports published on 127.0.0.1 (Docker Desktop).
+    #[arg(long, value_enum, default_value_t = PublishChoice::Auto)]
+    pub publish: PublishChoice,
 
     /// What the nodes are: dind containers, existing ssh hosts, qemu VMs (root; 192.168.99.0/24 as in the blog), or docker-machine machines [default: from the lab file, else dind].
     #[arg(long, value_enum, help_heading = "Machines")]

@@ -431,6 +431,42 @@ mod tests {
     use super::*;
 
     #[test]
+    fn node_certificates_answer_to_the_lab_address_and_to_loopback() {
+        // In localhost mode this host calls every engine at 127.0.0.1:PORT.
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, ServerName};
+        let authority = Authority::create("t").unwrap();
+        let node = NodeState {
+            id: "t-swarm-manager-0".into(),
+            hostname: "swarm-manager-0".into(),
+            role: Role::Manager,
+            address: "172.28.0.10".parse().unwrap(),
+            docker_port: DOCKER_TLS_PORT,
+            published: [(DOCKER_TLS_PORT, 49153)].into(),
+        };
+        let config = EngineConfig {
+            authority: &authority,
+            registry: "172.28.0.10:5000",
+        };
+        let files = tls_files(&node, &config).unwrap();
+        let pem = files
+            .iter()
+            .find(|f| f.path == format!("{TLS_DIR}/cert.pem"))
+            .unwrap();
+        let der = CertificateDer::from_pem_slice(&pem.contents).unwrap();
+        let cert = webpki::EndEntityCert::try_from(&der).unwrap();
+        for name in ["127.0.0.1", "localhost", "172.28.0.10", "swarm-manager-0"] {
+            let name = ServerName::try_from(name).unwrap();
+            assert!(
+                cert.verify_is_valid_for_subject_name(&name).is_ok(),
+                "{name:?}"
+            );
+        }
+        let other = ServerName::try_from("172.28.0.11").unwrap();
+        assert!(cert.verify_is_valid_for_subject_name(&other).is_err());
+    }
+
+    #[test]
     fn docker_versions_are_judged_by_major_and_minor() {
         assert!(docker_version_ok("20.10.24+dfsg1"));
         assert!(docker_version_ok("19.03.0"));

@@ -59,14 +59,8 @@ fn create_env_docker_curl_destroy() {
     assert!(token.starts_with("SWMTKN-1-"), "{token}");
 
     // The user's own docker CLI sees the Swarm: 3 Ready nodes and my_network.
-    let nodes = lab_docker(
-        &vars,
-        &["node", "ls", "--format", "{{.Hostname}} {{.Status}}"],
-    );
-    assert!(nodes.status.success(), "{}", stderr(&nodes));
-    let nodes: BTreeSet<String> = stdout(&nodes).lines().map(str::to_string).collect();
     assert_eq!(
-        nodes,
+        node_statuses(&vars),
         BTreeSet::from([
             "swarm-manager-0 Ready".to_string(),
             "swarm-worker-0 Ready".to_string(),

@@ -286,6 +286,7 @@ fn machines_from_docker_machine_become_a_lab_and_are_given_back() {
         .map(|name| MachinePlan {
             hostname: name.to_string(),
             role: Role::Manager,
+            reached: Vec::new(),
         })
         .collect();
     let machines = runtime.block_on(provider.create(&plans)).unwrap();

@@ -5,46 +5,13 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-
-/// A copy of the service's sources the test may edit; it shares the
-/// checkout's compiled dependencies, so only the edited crate compiles.
-fn service_workspace(name: &str) -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dest = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let status = Command::new(manifest.join("scripts/service-workspace.sh"))
-        .arg(&dest)
-        .status()
-        .expect("scripts/service-workspace.sh runs");
-    assert!(status.success());
-    dest
-}
-
-fn shared_target_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/goblog-lab")
-}
-
-/// goblog-lab building services into the checkout's target directory.
-fn run_sharing_target_dir(args: &[&str]) -> Output {
-    let mut command = goblog_lab(args);
-    command.env("GOBLOG_LAB_TARGET_DIR", shared_target_dir());
-    run_command(command, args)
-}
-
-/// What `goblog-lab env` exports for `lab`.
-fn lab_env(lab: &str) -> HashMap<String, String> {
-    let env = run(&["env", "--name", lab, "--shell", "bash"]);
-    assert!(env.status.success());
-    env_vars(&stdout(&env))
-}
 
 fn manager_ip(lab: &str) -> String {
     lab_env(lab)["ManagerIP"].clone()
@@ -132,15 +99,7 @@ fn deploy_after_a_source_change_rolls_out_with_no_failed_request() {
     );
 
     // The one-line change a workshop makes.
-    let routes = src.join("accountservice/src/routes.rs");
-    let code = std::fs::read_to_string(&routes).unwrap();
-    let old_line = r##"br#"{"status":"UP"}"#"##;
-    assert!(code.contains(old_line), "routes.rs has the /health answer");
-    std::fs::write(
-        &routes,
-        code.replace(old_line, r##"br#"{"status":"UP","build":"second"}"#"##),
-    )
-    .unwrap();
+    let routes = change_health_answer(&src, "second");
 
     let hammer = Hammer::start(&manager, "/accounts/10000", 4);
     std::thread::sleep(Duration::from_millis(500));
@@ -344,35 +303,8 @@ async fn viz_shows_the_swarm_live_in_a_real_browser() {
         .status
         .success());
 
-    let mut viz = goblog_lab(&["viz", "--name", lab, "--port", "0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut first_line = String::new();
-    BufReader::new(viz.stdout.take().unwrap())
-        .read_line(&mut first_line)
-        .unwrap();
-    let url = first_line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://127.0.0.1:"))
-        .unwrap_or_else(|| panic!("viz prints its URL: {first_line:?}"))
-        .to_string();
-    struct Kill(Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _viz = Kill(viz);
-    let port: u16 = url
-        .trim_end_matches('/')
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let viz = Viz::start(lab);
+    let port = viz.port;
 
     // A second viz on the same port: one line, non-zero, nothing served.
     assert_one_line_error(
@@ -408,7 +340,7 @@ async fn viz_shows_the_swarm_live_in_a_real_browser() {
         .connect(&driver.url)
         .await
         .expect("a Chromium session through chromedriver");
-    page.goto(&url).await.unwrap();
+    page.goto(&viz.url()).await.unwrap();
 
     wait_for_page(
         &page,

@@ -17,13 +17,14 @@ use bollard::Docker;
 use futures_util::future::try_join_all;
 use serde::Serialize;
 
-use crate::cli::{CreateArgs, Output, RoutingChoice};
+use crate::cli::{CreateArgs, Output, PublishChoice, RoutingChoice};
 use crate::docker::{self, Labelled};
 use crate::error::{Error, Result};
 use crate::lab::name;
 use crate::lab::spec::{self, LoadedSpec};
 use crate::lab::state::{
-    LabDir, LabState, NodeState, RegistryState, Role, Routing, ServiceState, SshState,
+    Endpoint, LabDir, LabState, NodeState, Publish, RegistryState, Role, Routing, ServiceState,
+    SshState,
 };
 use crate::pki::Authority;
 use crate::preflight::{IpvsProbe, RoutingDecision};
@@ -31,7 +32,7 @@ use crate::provider::dind::DindProvider;
 use crate::provider::docker_machine;
 use crate::provider::qemu::QemuProvider;
 use crate::provider::ssh::SshProvider;
-use crate::provider::{MachinePlan, Provider, ProviderKind};
+use crate::provider::{MachinePlan, Provider, ProviderKind, Reached};
 use crate::provision::{self, EngineConfig};
 use crate::steps::{deploy, edge, engines, images, node_image, registry, swarm, wait};
 use crate::ui::{seconds, Ui};
@@ -49,6 +50,11 @@ pub struct Summary {
     pub routing: Routing,
     /// Why that routing: what the IPVS probe found, or the flag.
     pub routing_why: String,
+    /// How this host reaches the machines: `direct`, or `localhost`
+    /// through ports published on 127.0.0.1.
+    pub publish: Publish,
+    /// Every port of a machine this host calls, and where.
+    pub endpoints: Vec<Endpoint>,
     /// VM labs: how QEMU runs the guests, `kvm` or `tcg`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub accel: Option<String>,
@@ -185,6 +191,11 @@ fn apply_flags(loaded: &mut LoadedSpec, args: &CreateArgs) -> Result<()> {
             "--machines names docker-machine machines: add --driver docker-machine",
         ));
     }
+    if driver != ProviderKind::Dind && args.publish == PublishChoice::Localhost {
+        return Err(Error::usage(
+            "--publish localhost is for dind labs, whose nodes are containers: VMs and hosts are reached at their own addresses",
+        ));
+    }
     if driver != ProviderKind::Qemu && args.memory.is_some() {
         return Err(Error::usage("--memory sizes VMs: add --driver qemu"));
     }
@@ -258,7 +269,10 @@ fn make_provider(
 ) -> Result<(Box<dyn Provider>, BTreeMap<String, PathBuf>)> {
     let mut own_keys = BTreeMap::new();
     let provider: Box<dyn Provider> = match loaded.spec.driver.unwrap_or(ProviderKind::Dind) {
-        ProviderKind::Dind => Box::new(DindProvider::new(host.clone(), &args.name, ui.clone())),
+        ProviderKind::Dind => Box::new(
+            DindProvider::new(host.clone(), &args.name, ui.clone())
+                .publishing(args.publish.forced()),
+        ),
         ProviderKind::Qemu => Box::new(QemuProvider::new(
             &args.name,
             dir,
@@ -421,7 +435,7 @@ impl Lab {
             spec.workers,
             plural(spec.workers)
         ));
-        let plans = machine_plans(spec.managers, spec.workers);
+        let plans = machine_plans(spec);
         let adopts_hosts = self.adopts_hosts();
         let (nodes, images) = tokio::try_join!(
             async {
@@ -461,6 +475,7 @@ impl Lab {
             });
         }
         state.vm = self.provider.vm_state();
+        state.publish = self.provider.publish();
         state.nodes = nodes;
         state.project_root = Some(self.loaded.project_root.clone());
         self.dir.save(&state)?;
@@ -803,7 +818,7 @@ impl Lab {
                 });
                 continue;
             };
-            let url = format!("http://{}:{port}{probe}", leader.address);
+            let url = format!("http://{}{probe}", leader.endpoint(port));
             let step = self.ui.step(format!(
                 "Waiting for {} to answer on {url} ⏳",
                 service.name
@@ -828,15 +843,18 @@ impl Lab {
 
     fn summary(&mut self, took: Duration) -> Summary {
         let leader = &self.nodes()[0];
+        let state = self.state.as_ref().expect("saved once the machines exist");
         Summary {
             name: self.name.clone(),
             driver: self.provider.kind().as_str().to_string(),
-            manager_ip: leader.address.to_string(),
+            manager_ip: leader.reached_at().to_string(),
             managers: self.spec().managers,
             workers: self.spec().workers,
             registry: registry::pull_address(leader.address),
             routing: self.routing,
             routing_why: self.routing_why.clone(),
+            publish: state.publish,
+            endpoints: state.endpoints(),
             accel: self
                 .state
                 .as_ref()
@@ -951,14 +969,35 @@ async fn prebuilt_images(
 }
 
 /// Nodes are named as in the blog: swarm-manager-0, swarm-worker-0, ...
-/// (a provider that adopts hosts keeps the hosts' own names).
-fn machine_plans(managers: u32, workers: u32) -> Vec<MachinePlan> {
-    (0..managers)
+/// (a provider that adopts hosts keeps the hosts' own names). This host
+/// calls the first manager on the services' ports (`$ManagerIP:6767`) and
+/// on the registry's, where it pushes.
+fn machine_plans(spec: &spec::LabSpec) -> Vec<MachinePlan> {
+    let on_leader: Vec<Reached> = spec
+        .services
+        .iter()
+        .flat_map(|s| &s.ports)
+        .map(|&port| Reached {
+            port,
+            same_number: true,
+        })
+        .chain([Reached {
+            port: RegistryState::PORT,
+            same_number: false,
+        }])
+        .collect();
+    (0..spec.managers)
         .map(|i| (Role::Manager, i))
-        .chain((0..workers).map(|i| (Role::Worker, i)))
-        .map(|(role, index)| MachinePlan {
+        .chain((0..spec.workers).map(|i| (Role::Worker, i)))
+        .enumerate()
+        .map(|(n, (role, index))| MachinePlan {
             hostname: format!("swarm-{}-{index}", role.as_str()),
             role,
+            reached: if n == 0 {
+                on_leader.clone()
+            } else {
+                Vec::new()
+            },
         })
         .collect()
 }
@@ -1044,6 +1083,12 @@ fn print_summary(summary: &Summary, output: Output) {
         summary.registry
     );
     println!("  routing    {routing}");
+    if summary.publish == Publish::Localhost {
+        println!("  published  on 127.0.0.1 only (--publish localhost):");
+        for e in &summary.endpoints {
+            println!("               {:<16} {}", e.node, e.describe());
+        }
+    }
     if let Some(accel) = &summary.accel {
         println!(
             "  VMs        {}",

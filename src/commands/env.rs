@@ -3,6 +3,7 @@
 //! It prints only shell code on stdout, so `eval "$(goblog-lab env)"` is
 //! safe; the variables point the user's own `docker` CLI at the first
 //! manager over TLS and set `ManagerIP` for the tutorial's `curl` lines.
+//! In localhost mode both are 127.0.0.1 and the ports published there.
 
 use crate::cli::{EnvArgs, Shell};
 use crate::error::{Error, Result};
@@ -112,12 +113,35 @@ pub fn run(args: &EnvArgs) -> Result<()> {
     let leader = state.leader()?;
     let vars = variables(
         &state.name,
-        &leader.address.to_string(),
+        &state.manager_ip()?.to_string(),
         &leader.docker_host(),
         &dir.client_certs().display().to_string(),
     );
     print!("{}", render(shell, &vars, &state.name));
+    // Not shell code, so not on stdout: a port that could not keep its
+    // number on this host is said where the user sees it.
+    for line in moved_ports(&state) {
+        eprintln!("# {line}");
+    }
     Ok(())
+}
+
+/// Services whose port is published on 127.0.0.1 under another number,
+/// because theirs was taken on this host.
+fn moved_ports(state: &crate::lab::state::LabState) -> Vec<String> {
+    state
+        .endpoints()
+        .into_iter()
+        .filter(|e| e.what != "docker" && e.what != "registry")
+        .filter(|e| !e.reached_at.ends_with(&format!(":{}", e.port)))
+        .map(|e| {
+            let local = e.reached_at.rsplit(':').next().unwrap_or_default();
+            format!(
+                "{} {} was taken on this host: it is $ManagerIP:{local} here (curl $ManagerIP:{local}/...)",
+                e.what, e.port
+            )
+        })
+        .collect()
 }
 
 #[cfg(test)]

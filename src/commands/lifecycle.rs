@@ -86,6 +86,17 @@ pub async fn start(args: &LifecycleArgs, ui: &Ui) -> Result<()> {
         }
     }
     state.stopped = false;
+    // A port Docker picked for a node is picked again at each start.
+    let published = try_join_all(state.nodes.iter().map(|n| provider.published_ports(n))).await?;
+    for (node, published) in state.nodes.iter_mut().zip(published) {
+        if node.published != published {
+            ui.detail(format!(
+                "{} publishes on 127.0.0.1 now: {published:?}",
+                node.hostname
+            ));
+            node.published = published;
+        }
+    }
     dir.save(&state)?;
     step.done();
 
@@ -105,7 +116,7 @@ pub async fn start(args: &LifecycleArgs, ui: &Ui) -> Result<()> {
         let (Some(port), Some(probe)) = (service.ports.first(), service.probe.as_ref()) else {
             continue;
         };
-        let url = format!("http://{}:{port}{probe}", leader.address);
+        let url = format!("http://{}{probe}", leader.endpoint(*port));
         let step = ui.step(format!(
             "Waiting for {} to answer on {url} ⏳",
             service.name

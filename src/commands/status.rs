@@ -12,7 +12,7 @@ use crate::commands::destroy::labelled_labs;
 use crate::commands::{open_lab, OpenLab};
 use crate::docker;
 use crate::error::{Context, Result};
-use crate::lab::state::{saved_labs, LabDir, Routing};
+use crate::lab::state::{saved_labs, Endpoint, LabDir, Publish, Routing};
 
 #[derive(Debug, Serialize)]
 pub struct Status {
@@ -20,6 +20,10 @@ pub struct Status {
     pub manager_ip: String,
     pub routing: Routing,
     pub registry: String,
+    /// How this host reaches the machines: `direct` or `localhost`.
+    pub publish: Publish,
+    /// Every port of a machine this host calls, and where.
+    pub endpoints: Vec<Endpoint>,
     pub nodes: Vec<NodeRow>,
     pub services: Vec<ServiceRow>,
     pub tasks: Vec<TaskRow>,
@@ -56,7 +60,6 @@ pub struct TaskRow {
 
 pub async fn collect(lab: &str) -> Result<Status> {
     let OpenLab { state, manager, .. } = open_lab(lab).await?;
-    let leader = state.leader()?;
     let (nodes, services, tasks) = tokio::try_join!(
         async {
             manager
@@ -211,9 +214,11 @@ pub async fn collect(lab: &str) -> Result<Status> {
 
     Ok(Status {
         name: state.name.clone(),
-        manager_ip: leader.address.to_string(),
+        manager_ip: state.manager_ip()?.to_string(),
         routing: state.routing,
         registry: state.registry.pull_address.clone(),
+        publish: state.publish,
+        endpoints: state.endpoints(),
         nodes: node_rows,
         services: service_rows,
         tasks: task_rows,
@@ -237,6 +242,12 @@ pub async fn run(args: &StatusArgs) -> Result<()> {
         "Lab {}   ManagerIP {}   registry {}   {routing}",
         status.name, status.manager_ip, status.registry
     );
+    if status.publish == Publish::Localhost {
+        println!("Published on 127.0.0.1 only (--publish localhost):");
+        for e in &status.endpoints {
+            println!("  {:<16} {}", e.node, e.describe());
+        }
+    }
     println!();
     let mut table = vec![vec![
         "NODE".to_string(),
@@ -318,7 +329,7 @@ pub async fn ls(args: &LsArgs) -> Result<()> {
         .map(|name| match LabDir::new(&name).load() {
             Ok(state) => LabRow {
                 driver: Some(state.driver.clone()),
-                manager_ip: state.leader().ok().map(|l| l.address.to_string()),
+                manager_ip: state.manager_ip().ok().map(|ip| ip.to_string()),
                 nodes: state.nodes.len(),
                 state: "saved".into(),
                 name,

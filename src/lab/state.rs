@@ -6,9 +6,10 @@
 //! this file is gone. Writes are atomic (temp file + rename) so a crash
 //! cannot leave half a file behind.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -45,6 +46,28 @@ pub enum Routing {
     Edge,
 }
 
+/// How this host reaches the lab's machines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Publish {
+    /// At their lab addresses: this host routes to them (Linux, and labs
+    /// made before the other mode existed).
+    #[default]
+    Direct,
+    /// Through ports published on 127.0.0.1: Docker Desktop and other
+    /// engines whose container addresses this host cannot route to.
+    Localhost,
+}
+
+impl Publish {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Publish::Direct => "direct",
+            Publish::Localhost => "localhost",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeState {
     /// The driver's handle for the node (a container name for dind).
@@ -55,11 +78,37 @@ pub struct NodeState {
     pub address: Ipv4Addr,
     /// The node's Docker API, TLS with client certificates.
     pub docker_port: u16,
+    /// Ports of the machine published on this host's 127.0.0.1, by the
+    /// machine's port: how this host reaches a machine whose lab address
+    /// it cannot route to. Empty when it routes to the lab address.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub published: BTreeMap<u16, u16>,
 }
 
 impl NodeState {
+    /// Where this host reaches `port` of the machine: its published port on
+    /// 127.0.0.1 when it has one, else the lab address. Only for talking
+    /// from this host: the machines reach each other at `address`.
+    pub fn endpoint(&self, port: u16) -> SocketAddr {
+        match self.published.get(&port) {
+            Some(&local) => SocketAddr::from((Ipv4Addr::LOCALHOST, local)),
+            None => SocketAddr::from((self.address, port)),
+        }
+    }
+
+    /// The address this host calls the machine by (`$ManagerIP` for the
+    /// first manager).
+    pub fn reached_at(&self) -> IpAddr {
+        if self.published.is_empty() {
+            self.address.into()
+        } else {
+            Ipv4Addr::LOCALHOST.into()
+        }
+    }
+
+    /// The node's Docker API as this host reaches it.
     pub fn docker_host(&self) -> String {
-        format!("tcp://{}:{}", self.address, self.docker_port)
+        format!("tcp://{}", self.endpoint(self.docker_port))
     }
 }
 
@@ -120,6 +169,10 @@ pub struct LabState {
     pub nodes: Vec<NodeState>,
     pub registry: RegistryState,
     pub routing: Routing,
+    /// How this host reaches the machines; labs made before there was a
+    /// choice reached them directly.
+    #[serde(default)]
+    pub publish: Publish,
     pub services: Vec<ServiceState>,
     /// The checkout the built services come from, so `deploy` rebuilds the
     /// same sources `create` built.
@@ -174,12 +227,46 @@ impl LabState {
             nodes: Vec::new(),
             registry,
             routing: Routing::Edge,
+            publish: Publish::Direct,
             services: Vec::new(),
             project_root: None,
             ssh: None,
             vm: None,
             stopped: false,
         }
+    }
+
+    /// What the tutorial calls `$ManagerIP`: the first manager as this
+    /// host reaches it (127.0.0.1 when its ports are published there).
+    pub fn manager_ip(&self) -> Result<IpAddr> {
+        Ok(self.leader()?.reached_at())
+    }
+
+    /// Every port of a machine that this host calls, and where it reaches
+    /// it: each Docker API, the first manager's services and registry.
+    pub fn endpoints(&self) -> Vec<Endpoint> {
+        let endpoint = |node: &NodeState, what: &str, port: u16| Endpoint {
+            node: node.hostname.clone(),
+            what: what.to_string(),
+            port,
+            reached_at: node.endpoint(port).to_string(),
+        };
+        let mut found: Vec<Endpoint> = self
+            .nodes
+            .iter()
+            .map(|n| endpoint(n, "docker", n.docker_port))
+            .collect();
+        if let Ok(leader) = self.leader() {
+            found.extend(self.services.iter().flat_map(|s| {
+                s.ports
+                    .iter()
+                    .map(move |&port| endpoint(leader, &s.name, port))
+            }));
+            if self.registry.runs_on == RegistryHost::Manager {
+                found.push(endpoint(leader, "registry", RegistryState::PORT));
+            }
+        }
+        found
     }
 
     /// The node whose address the tutorial calls `$ManagerIP`.
@@ -190,6 +277,27 @@ impl LabState {
             .ok_or_else(|| {
                 Error::failed(format!("lab '{}' has no manager in its state", self.name))
             })
+    }
+}
+
+/// A port of a machine that this host calls, and where it reaches it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Endpoint {
+    /// The machine's hostname.
+    pub node: String,
+    /// What listens there: `docker`, `registry`, or a service's name.
+    pub what: String,
+    /// The port on the machine.
+    pub port: u16,
+    /// Where this host reaches it: `LAB_ADDRESS:PORT`, or `127.0.0.1:PORT`
+    /// when the machine's ports are published there.
+    pub reached_at: String,
+}
+
+impl Endpoint {
+    /// `accountservice 6767 → 127.0.0.1:6767`, for text output.
+    pub fn describe(&self) -> String {
+        format!("{} {} → {}", self.what, self.port, self.reached_at)
     }
 }
 
@@ -354,6 +462,7 @@ mod tests {
             role: Role::Manager,
             address: "172.28.3.10".parse().unwrap(),
             docker_port: 2376,
+            published: BTreeMap::new(),
         });
         state.services.push(ServiceState {
             name: "accountservice".into(),
@@ -394,6 +503,43 @@ mod tests {
         lab.remove().unwrap();
         assert!(matches!(lab.load(), Err(Error::LabNotFound(_))));
         lab.remove().unwrap();
+    }
+
+    #[test]
+    fn localhost_labs_are_reached_through_their_published_ports() {
+        let mut state = sample();
+        assert_eq!(state.manager_ip().unwrap().to_string(), "172.28.3.10");
+        state.publish = Publish::Localhost;
+        state.nodes[0].published = [(2376, 49153), (6767, 6767), (5000, 49154)].into();
+        let leader = state.leader().unwrap();
+        assert_eq!(leader.docker_host(), "tcp://127.0.0.1:49153");
+        assert_eq!(leader.endpoint(6767).to_string(), "127.0.0.1:6767");
+        // The machines still reach each other at the lab address.
+        assert_eq!(leader.address.to_string(), "172.28.3.10");
+        assert_eq!(state.manager_ip().unwrap().to_string(), "127.0.0.1");
+        let seen: Vec<String> = state.endpoints().iter().map(Endpoint::describe).collect();
+        assert_eq!(
+            seen,
+            [
+                "docker 2376 → 127.0.0.1:49153",
+                "accountservice 6767 → 127.0.0.1:6767",
+                "registry 5000 → 127.0.0.1:49154"
+            ]
+        );
+    }
+
+    #[test]
+    fn states_saved_before_publishing_load_as_direct() {
+        let mut json = serde_json::to_value(sample()).unwrap();
+        json.as_object_mut().unwrap().remove("publish");
+        assert!(json["nodes"][0].get("published").is_none());
+        let state: LabState = serde_json::from_value(json).unwrap();
+        assert_eq!(state.publish, Publish::Direct);
+        assert!(state.nodes[0].published.is_empty());
+        assert_eq!(
+            state.leader().unwrap().docker_host(),
+            "tcp://172.28.3.10:2376"
+        );
     }
 
     #[test]

@@ -13,16 +13,24 @@
 //! (this machine's bounding set lacks CAP_SYS_RESOURCE, so runc cannot grant
 //! "all" capabilities); then the nodes get every capability but that one,
 //! which is what dockerd actually needs, and we say so once.
+//!
+//! Docker Desktop (macOS, Windows) and some rootless engines keep container
+//! addresses out of this host's reach. There the nodes publish the ports
+//! this host calls (each Docker API, the services behind `$ManagerIP`, the
+//! registry) on 127.0.0.1, and `NodeState::endpoint` says where each went;
+//! the machines still reach each other at their lab addresses.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bollard::models::{
-    ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HostConfig, Ipam, IpamConfig, Mount,
-    MountType, NetworkCreateRequest, NetworkingConfig, VolumeCreateRequest,
+    ContainerCreateBody, ContainerInspectResponse, EndpointIpamConfig, EndpointSettings,
+    HostConfig, Ipam, IpamConfig, Mount, MountType, NetworkCreateRequest, NetworkingConfig,
+    PortBinding, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListNetworksOptionsBuilder, RemoveContainerOptionsBuilder,
@@ -32,12 +40,12 @@ use bollard::Docker;
 use futures_util::future::try_join_all;
 
 use super::{
-    CommandOutput, EngineSetup, Forward, MachinePlan, NodeFile, Provider, ProviderKind, Removed,
-    DOCKER_TLS_PORT,
+    CommandOutput, EngineSetup, Forward, MachinePlan, NodeFile, Provider, ProviderKind, Reached,
+    Removed, DOCKER_TLS_PORT,
 };
 use crate::docker::{tolerate, Labelled, ALREADY, GONE, LABEL_LAB, LABEL_ROLE};
 use crate::error::{docker_message, Context, Error, Result};
-use crate::lab::state::{LabState, NodeState, Role};
+use crate::lab::state::{LabState, NodeState, Publish, Role};
 use crate::ui::Ui;
 
 /// The node's command: dockerd, once the provisioner has written its
@@ -51,6 +59,10 @@ pub struct DindProvider {
     ui: Ui,
     /// Set once the engine has refused `--privileged` in this run.
     unprivileged: AtomicBool,
+    /// `--publish`: a mode, or none to find out (`auto`).
+    choice: Option<Publish>,
+    /// Set when the nodes publish their ports on 127.0.0.1.
+    localhost: AtomicBool,
 }
 
 /// The lab's bridge network: its name and the /24 the nodes sit on.
@@ -77,7 +89,22 @@ impl DindProvider {
             lab: lab.to_string(),
             ui,
             unprivileged: AtomicBool::new(false),
+            choice: None,
+            localhost: AtomicBool::new(false),
         }
+    }
+
+    /// How this host reaches the nodes: `Some` mode, or `None` to find out
+    /// at create (Docker Desktop, or no route to the manager's address).
+    pub fn publishing(mut self, choice: Option<Publish>) -> Self {
+        self.choice = choice;
+        self.localhost
+            .store(choice == Some(Publish::Localhost), Ordering::SeqCst);
+        self
+    }
+
+    fn on_localhost(&self) -> bool {
+        self.localhost.load(Ordering::SeqCst)
     }
 
     pub fn network_name(lab: &str) -> String {
@@ -123,36 +150,68 @@ impl DindProvider {
             plan,
             address,
         };
-        let privileged = !self.unprivileged.load(Ordering::SeqCst);
-        self.create_container(&node, labels.clone(), privileged)
-            .await?;
-        match self.docker.start_container(&name, None).await {
-            Ok(()) => {}
-            Err(err) if privileged && refuses_privileged(&docker_message(&err)) => {
+        let mut privileged = !self.unprivileged.load(Ordering::SeqCst);
+        let mut same_numbers = true;
+        loop {
+            self.create_container(&node, labels.clone(), privileged, same_numbers)
+                .await?;
+            let Err(err) = self.docker.start_container(&name, None).await else {
+                break;
+            };
+            let message = docker_message(&err);
+            if privileged && refuses_privileged(&message) {
                 if !self.unprivileged.swap(true, Ordering::SeqCst) {
                     self.warn_unprivileged();
                 }
-                self.remove_container(&name).await?;
-                self.create_container(&node, labels, false).await?;
-                self.docker
-                    .start_container(&name, None)
-                    .await
-                    .with_context(|| format!("starting node {}", plan.hostname))?;
-            }
-            Err(err) => {
+                privileged = false;
+            } else if same_numbers && port_taken(&message) {
+                // Taken between our look and Docker's bind: any free port.
+                self.ui.detail(format!(
+                    "{}: a port was taken meanwhile ({message}); publishing on free ones",
+                    plan.hostname
+                ));
+                same_numbers = false;
+            } else {
                 return Err(err).with_context(|| format!("starting node {}", plan.hostname));
             }
+            self.remove_container(&name).await?;
         }
         self.ui.detail(format!("node {} started", plan.hostname));
         // Asked of the engine, not assumed: what the node really got.
-        let address = self.address_of(&name).await?;
+        let inspect = self.inspect(&name).await?;
+        let address = self.address_in(&name, &inspect)?;
         Ok(NodeState {
             id: name,
             hostname: plan.hostname.clone(),
             role: plan.role,
             address,
             docker_port: DOCKER_TLS_PORT,
+            published: published_in(&inspect),
         })
+    }
+
+    /// What this node publishes on 127.0.0.1 in localhost mode: its Docker
+    /// API on any free port, and what the lab calls on it under the same
+    /// number where that is free here (else any free port).
+    fn port_bindings(&self, reached: &[Reached], same_numbers: bool) -> Vec<(u16, String)> {
+        if !self.on_localhost() {
+            return Vec::new();
+        }
+        let mut ports = vec![(DOCKER_TLS_PORT, String::new())];
+        ports.extend(reached.iter().map(|r| {
+            let same = same_numbers
+                && r.same_number
+                && std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, r.port)).is_ok();
+            (
+                r.port,
+                if same {
+                    r.port.to_string()
+                } else {
+                    String::new()
+                },
+            )
+        }));
+        ports
     }
 
     async fn create_container(
@@ -160,6 +219,7 @@ impl DindProvider {
         node: &Node<'_>,
         labels: HashMap<String, String>,
         privileged: bool,
+        same_numbers: bool,
     ) -> Result<()> {
         let mut mounts = vec![Mount {
             target: Some("/var/lib/docker".into()),
@@ -180,6 +240,7 @@ impl DindProvider {
                 ..Default::default()
             });
         }
+        let bindings = self.port_bindings(&node.plan.reached, same_numbers);
         let mut host = HostConfig {
             init: Some(true),
             network_mode: Some(node.network.name.clone()),
@@ -188,6 +249,21 @@ impl DindProvider {
                 ("/run".to_string(), String::new()),
                 ("/tmp".to_string(), String::new()),
             ])),
+            // On 127.0.0.1 only: nothing of the lab is offered to the LAN.
+            port_bindings: (!bindings.is_empty()).then(|| {
+                bindings
+                    .iter()
+                    .map(|(port, host_port)| {
+                        (
+                            format!("{port}/tcp"),
+                            Some(vec![PortBinding {
+                                host_ip: Some(Ipv4Addr::LOCALHOST.to_string()),
+                                host_port: Some(host_port.clone()),
+                            }]),
+                        )
+                    })
+                    .collect()
+            }),
             ..Default::default()
         };
         if privileged {
@@ -223,6 +299,8 @@ impl DindProvider {
                 "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
             ]),
             labels: Some(labels),
+            exposed_ports: (!bindings.is_empty())
+                .then(|| bindings.iter().map(|(p, _)| format!("{p}/tcp")).collect()),
             host_config: Some(host),
             networking_config: Some(NetworkingConfig {
                 endpoints_config: Some(HashMap::from([(node.network.name.clone(), endpoint)])),
@@ -239,18 +317,21 @@ impl DindProvider {
             .map(drop)
     }
 
-    async fn address_of(&self, container: &str) -> Result<Ipv4Addr> {
-        let inspect = self
-            .docker
+    async fn inspect(&self, container: &str) -> Result<ContainerInspectResponse> {
+        self.docker
             .inspect_container(container, None)
             .await
-            .with_context(|| format!("inspecting node {container}"))?;
+            .with_context(|| format!("inspecting node {container}"))
+    }
+
+    fn address_in(&self, container: &str, inspect: &ContainerInspectResponse) -> Result<Ipv4Addr> {
         let network = Self::network_name(&self.lab);
         inspect
             .network_settings
-            .and_then(|n| n.networks)
-            .and_then(|mut networks| networks.remove(&network))
-            .and_then(|endpoint| endpoint.ip_address)
+            .as_ref()
+            .and_then(|n| n.networks.as_ref())
+            .and_then(|networks| networks.get(&network))
+            .and_then(|endpoint| endpoint.ip_address.as_deref())
             .and_then(|ip| ip.parse().ok())
             .ok_or_else(|| Error::failed(format!("node {container} has no address on {network}")))
     }
@@ -341,9 +422,36 @@ struct Node<'a> {
 }
 
 impl DindProvider {
-    /// Makes the lab network and one node per plan from `image`.
+    /// Makes the lab network and one node per plan from `image`; in `auto`
+    /// mode, makes them again with published ports when this host turns
+    /// out not to route to the manager's address.
     async fn create_nodes(&self, image: &str, plans: &[MachinePlan]) -> Result<Vec<NodeState>> {
         let network = self.create_network().await?;
+        let nodes = self.start_nodes(&network, image, plans).await?;
+        let Some(manager) = nodes.first() else {
+            return Ok(nodes);
+        };
+        if self.choice.is_some() || self.on_localhost() {
+            return Ok(nodes);
+        }
+        if let Err(why) = routes_to(SocketAddr::from((manager.address, DOCKER_TLS_PORT))).await {
+            self.ui.warn(format!(
+                "this host cannot reach container addresses ({why}): re-creating the nodes with their ports published on 127.0.0.1 (--publish localhost)"
+            ));
+            self.localhost.store(true, Ordering::SeqCst);
+            try_join_all(nodes.iter().map(|n| self.remove_container(&n.id))).await?;
+            return self.start_nodes(&network, image, plans).await;
+        }
+        Ok(nodes)
+    }
+
+    /// One node per plan on `network`, at the addresses their roles give.
+    async fn start_nodes(
+        &self,
+        network: &LabNetwork,
+        image: &str,
+        plans: &[MachinePlan],
+    ) -> Result<Vec<NodeState>> {
         let mut counters = HashMap::new();
         let addressed: Vec<(&MachinePlan, Ipv4Addr)> = plans
             .iter()
@@ -363,7 +471,7 @@ impl DindProvider {
             return try_join_all(
                 addressed
                     .iter()
-                    .map(|(plan, address)| self.create_node(&network, image, plan, *address)),
+                    .map(|(plan, address)| self.create_node(network, image, plan, *address)),
             )
             .await;
         }
@@ -373,7 +481,7 @@ impl DindProvider {
         // The first node finds out whether --privileged works, so the others
         // don't all fail and retry at once; the answer is kept for next time.
         let first = self
-            .create_node(&network, image, first, *first_address)
+            .create_node(network, image, first, *first_address)
             .await?;
         if self.unprivileged.load(Ordering::SeqCst) {
             if let Some(marker) = marker {
@@ -385,7 +493,7 @@ impl DindProvider {
         nodes.extend(
             try_join_all(
                 rest.iter()
-                    .map(|(plan, address)| self.create_node(&network, image, plan, *address)),
+                    .map(|(plan, address)| self.create_node(network, image, plan, *address)),
             )
             .await?,
         );
@@ -405,7 +513,33 @@ impl Provider for DindProvider {
 
     async fn create(&self, plans: &[MachinePlan]) -> Result<Vec<NodeState>> {
         let image = crate::steps::node_image::ensure(&self.docker).await?;
+        if self.choice.is_none() {
+            let os = self
+                .docker
+                .info()
+                .await
+                .ok()
+                .and_then(|i| i.operating_system);
+            if let Some(os) = os.filter(|os| os.contains("Docker Desktop")) {
+                self.ui.detail(format!(
+                    "the engine runs on {os}, whose container addresses this host cannot reach: publishing the nodes' ports on 127.0.0.1"
+                ));
+                self.localhost.store(true, Ordering::SeqCst);
+            }
+        }
         self.create_nodes(&image, plans).await
+    }
+
+    fn publish(&self) -> Publish {
+        if self.on_localhost() {
+            Publish::Localhost
+        } else {
+            Publish::Direct
+        }
+    }
+
+    async fn published_ports(&self, node: &NodeState) -> Result<BTreeMap<u16, u16>> {
+        Ok(published_in(&self.inspect(&node.id).await?))
     }
 
     async fn put_files(&self, node: &NodeState, files: &[NodeFile]) -> Result<()> {
@@ -448,7 +582,8 @@ impl Provider for DindProvider {
     async fn start(&self, node: &NodeState) -> Result<Ipv4Addr> {
         tolerate(self.docker.start_container(&node.id, None).await, ALREADY)
             .with_context(|| format!("starting node {}", node.hostname))?;
-        self.address_of(&node.id).await
+        let inspect = self.inspect(&node.id).await?;
+        self.address_in(&node.id, &inspect)
     }
 
     async fn ensure_running(&self, node: &NodeState) -> Result<()> {
@@ -476,10 +611,10 @@ impl Provider for DindProvider {
     }
 
     async fn forward(&self, node: &NodeState, port: u16, local_port: u16) -> Result<Forward> {
-        // This host routes to container addresses; a plain TCP relay on
-        // loopback lets its engine push over 127.0.0.1, which dockerd
-        // trusts without any daemon setting.
-        super::relay::tcp(local_port, SocketAddr::from((node.address, port))).await
+        // A plain TCP relay on loopback lets this host's engine push over
+        // 127.0.0.1, which dockerd trusts without any daemon setting; it
+        // relays to the lab address, or to the port published for it.
+        super::relay::tcp(local_port, node.endpoint(port)).await
     }
 
     async fn interactive(&self, node: &NodeState, command: &[String]) -> Result<i32> {
@@ -613,6 +748,50 @@ pub fn host_modules() -> std::path::PathBuf {
         .map_or_else(|| "/lib/modules".into(), std::path::PathBuf::from)
 }
 
+/// The container's ports published on 127.0.0.1, by the container's port.
+fn published_in(inspect: &ContainerInspectResponse) -> BTreeMap<u16, u16> {
+    let Some(ports) = inspect
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.ports.as_ref())
+    else {
+        return BTreeMap::new();
+    };
+    ports
+        .iter()
+        .filter_map(|(port, bindings)| {
+            let port: u16 = port.strip_suffix("/tcp")?.parse().ok()?;
+            let local = bindings
+                .iter()
+                .flatten()
+                .filter(|b| b.host_ip.as_deref() == Some("127.0.0.1"))
+                .find_map(|b| b.host_port.as_deref()?.parse().ok())?;
+            Some((port, local))
+        })
+        .collect()
+}
+
+/// Whether this host routes to `target`: an answer, even a refusal (the
+/// node's dockerd is not listening yet), says yes; a timeout or "no route"
+/// says no, and why.
+async fn routes_to(target: SocketAddr) -> std::result::Result<(), String> {
+    match tokio::time::timeout(
+        Duration::from_secs(1),
+        tokio::net::TcpStream::connect(target),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(err)) if err.kind() == std::io::ErrorKind::ConnectionRefused => Ok(()),
+        Ok(Err(err)) => Err(format!("{target}: {err}")),
+        Err(_) => Err(format!("{target}: no answer in 1 s")),
+    }
+}
+
+fn port_taken(message: &str) -> bool {
+    message.contains("port is already allocated") || message.contains("address already in use")
+}
+
 fn refuses_privileged(message: &str) -> bool {
     message.contains("unable to apply caps") || message.contains("operation not permitted")
 }
@@ -682,6 +861,37 @@ mod tests {
         // A /16 in the way pushes past all of it.
         let used = [parse_cidr("172.28.0.0/16").unwrap()];
         assert_eq!(first_free_subnet(&used), Some(Ipv4Addr::new(172, 29, 0, 0)));
+    }
+
+    #[test]
+    fn published_ports_are_read_for_loopback_only() {
+        let inspect: ContainerInspectResponse = serde_json::from_value(serde_json::json!({
+            "NetworkSettings": { "Ports": {
+                "2376/tcp": [{ "HostIp": "127.0.0.1", "HostPort": "49153" }],
+                "6767/tcp": [{ "HostIp": "0.0.0.0", "HostPort": "6767" }],
+                "5000/tcp": null,
+                "53/udp": [{ "HostIp": "127.0.0.1", "HostPort": "53" }]
+            }}
+        }))
+        .unwrap();
+        assert_eq!(published_in(&inspect), BTreeMap::from([(2376, 49153)]));
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_proves_a_route() {
+        // A port nothing listens on: the refusal comes back at once.
+        let port = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        assert_eq!(routes_to(port).await, Ok(()));
+        let listening = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .unwrap();
+        assert_eq!(routes_to(listening.local_addr().unwrap()).await, Ok(()));
+        assert!(port_taken(
+            "driver failed programming external connectivity on endpoint x: Bind for 127.0.0.1:6767 failed: port is already allocated"
+        ));
     }
 
     #[test]

@@ -19,13 +19,14 @@ pub mod qemu;
 mod relay;
 pub mod ssh;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::lab::state::{LabDir, LabState, NodeState, Role};
+use crate::lab::state::{LabDir, LabState, NodeState, Publish, Role};
 use crate::ui::Ui;
 
 /// The port every node's Docker API listens on, TLS only, as docker-machine had it.
@@ -98,6 +99,19 @@ impl NodeFile {
 pub struct MachinePlan {
     pub hostname: String,
     pub role: Role,
+    /// Ports of the machine this host calls besides its Docker API (the
+    /// services behind `$ManagerIP`, the registry). A provider whose
+    /// machines this host cannot route to publishes them on 127.0.0.1.
+    pub reached: Vec<Reached>,
+}
+
+/// A port of a machine that this host calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reached {
+    pub port: u16,
+    /// Published under the same number where that is free on this host:
+    /// the tutorial's `curl $ManagerIP:6767` then works as written.
+    pub same_number: bool,
 }
 
 /// How a machine's dockerd takes the lab's configuration; the provisioner
@@ -198,6 +212,17 @@ pub trait Provider: Send + Sync {
         None
     }
 
+    /// How this host reaches the machines `create` made.
+    fn publish(&self) -> Publish {
+        Publish::Direct
+    }
+
+    /// The machine's ports published on 127.0.0.1 as they are now (a
+    /// restart may give them new host ports), by the machine's port.
+    async fn published_ports(&self, node: &NodeState) -> Result<BTreeMap<u16, u16>> {
+        Ok(node.published.clone())
+    }
+
     /// Removes the lab's machines, or gives adopted hosts back as they were.
     /// Works twice in a row.
     async fn remove(&self, state: Option<&LabState>) -> Result<Removed>;
@@ -208,11 +233,10 @@ pub async fn for_lab(state: &LabState, dir: &LabDir, ui: &Ui) -> Result<Box<dyn 
     match ProviderKind::parse(&state.driver)? {
         ProviderKind::Dind => {
             let host = crate::docker::connect_host().await?;
-            Ok(Box::new(dind::DindProvider::new(
-                host,
-                &state.name,
-                ui.clone(),
-            )))
+            Ok(Box::new(
+                dind::DindProvider::new(host, &state.name, ui.clone())
+                    .publishing(Some(state.publish)),
+            ))
         }
         ProviderKind::Ssh | ProviderKind::DockerMachine => {
             Ok(Box::new(ssh::SshProvider::for_lab(state, dir, ui.clone())?))

@@ -274,6 +274,7 @@ impl SshProvider {
             role: plan.role,
             address: resolve(&target.host).await?,
             docker_port: DOCKER_TLS_PORT,
+            published: Default::default(),
         })
     }
 }

@@ -218,3 +218,104 @@ pub fn old_engine(tag: &str) -> PathBuf {
     });
     socket
 }
+
+/// A copy of the service's sources the test may edit; it shares the
+/// compiled dependencies (`shared_target_dir`), so only the edited crate
+/// compiles.
+pub fn service_workspace(name: &str) -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dest = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let status = Command::new(manifest.join("scripts/service-workspace.sh"))
+        .arg(&dest)
+        .status()
+        .expect("scripts/service-workspace.sh runs");
+    assert!(status.success());
+    dest
+}
+
+/// Where services compile: `GOBLOG_LAB_TARGET_DIR` when the run sets it
+/// (checkouts sharing one build), else the checkout's own.
+pub fn shared_target_dir() -> PathBuf {
+    std::env::var_os("GOBLOG_LAB_TARGET_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/goblog-lab"))
+}
+
+/// goblog-lab building services into `shared_target_dir`.
+pub fn run_sharing_target_dir(args: &[&str]) -> Output {
+    let mut command = goblog_lab(args);
+    command.env("GOBLOG_LAB_TARGET_DIR", shared_target_dir());
+    run_command(command, args)
+}
+
+/// What `goblog-lab env` exports for `lab`.
+pub fn lab_env(lab: &str) -> HashMap<String, String> {
+    let env = run(&["env", "--name", lab, "--shell", "bash"]);
+    assert!(env.status.success());
+    env_vars(&stdout(&env))
+}
+
+/// `goblog-lab viz --port 0` for `lab`, on the port it printed; killed
+/// when dropped.
+pub struct Viz {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl Viz {
+    pub fn start(lab: &str) -> Self {
+        use std::io::{BufRead, BufReader};
+        let mut child = goblog_lab(&["viz", "--name", lab, "--port", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut first_line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first_line)
+            .unwrap();
+        // Killed by Drop even when the line is not what was expected.
+        let mut viz = Viz { child, port: 0 };
+        let url = first_line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://127.0.0.1:"))
+            .unwrap_or_else(|| panic!("viz prints its URL: {first_line:?}"));
+        let port = url.trim_end_matches('/').rsplit(':').next().unwrap();
+        viz.port = port.parse().unwrap();
+        viz
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.port)
+    }
+}
+
+impl Drop for Viz {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `HOSTNAME STATUS` of each node, as the user's `docker node ls` shows them.
+pub fn node_statuses(vars: &HashMap<String, String>) -> std::collections::BTreeSet<String> {
+    let nodes = lab_docker(
+        vars,
+        &["node", "ls", "--format", "{{.Hostname}} {{.Status}}"],
+    );
+    assert!(nodes.status.success(), "{}", stderr(&nodes));
+    stdout(&nodes).lines().map(str::to_string).collect()
+}
+
+/// The one-line change a workshop makes in a `service_workspace`: the
+/// `/health` answer gains `"build":BUILD`. Returns the file changed.
+pub fn change_health_answer(workspace: &Path, build: &str) -> PathBuf {
+    let routes = workspace.join("accountservice/src/routes.rs");
+    let code = std::fs::read_to_string(&routes).unwrap();
+    let old_line = r##"br#"{"status":"UP"}"#"##;
+    assert!(code.contains(old_line), "routes.rs has the /health answer");
+    let new_line = format!(r##"br#"{{"status":"UP","build":"{build}"}}"#"##);
+    std::fs::write(&routes, code.replace(old_line, &new_line)).unwrap();
+    routes
+}

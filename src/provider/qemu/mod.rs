@@ -321,6 +321,7 @@ impl Provider for QemuProvider {
                 role: plan.role,
                 address: net.address(index),
                 docker_port: DOCKER_TLS_PORT,
+                published: Default::default(),
             })
             .collect();
         let known_hosts = try_join_all(
