@@ -384,6 +384,14 @@ pub struct BenchArgs {
     #[arg(long, value_name = "PORT", help_heading = "Target")]
     pub port: Option<u16>,
 
+    /// Stop this node (by hostname) this long into the run, through the provider that made it, to watch the failover.
+    #[arg(long, value_name = "NODE@TIME", value_parser = crate::bench::kill::parse_kill, help_heading = "Failover")]
+    pub kill: Option<crate::bench::kill::KillSpec>,
+
+    /// Start the killed node again this long after the kill (within the run).
+    #[arg(long, value_name = "DURATION", value_parser = crate::bench::plan::parse_duration, requires = "kill", help_heading = "Failover")]
+    pub heal_after: Option<std::time::Duration>,
+
     /// Name of the lab [default: $GOBLOG_LAB_NAME, else goblog].
     #[arg(long, env = "GOBLOG_LAB_NAME", default_value = DEFAULT_LAB)]
     pub name: String,

@@ -121,8 +121,50 @@ fn bench_loads_a_real_lab() {
     // A node the lab does not have.
     let output = run(&["bench", "-q", "--name", LAB, "--node", "swarm-worker-9"]);
     assert_one_line_error(&output, 2, "no node 'swarm-worker-9'");
+    let output = run(&["bench", "-q", "--name", LAB, "--kill", "swarm-worker-9@1s"]);
+    assert_one_line_error(&output, 2, "no node 'swarm-worker-9'");
+
+    failover_under_load();
 
     ctrl_c_still_reports();
+}
+
+/// `--kill` stops the worker mid-run and `--heal-after` brings it back;
+/// the report says when, and the load recovers: by the end of the run,
+/// every request succeeds again.
+fn failover_under_load() {
+    let report = bench_json(&[
+        "--rate",
+        "50",
+        "--duration",
+        "25s",
+        "--kill",
+        "swarm-worker-0@3s",
+        "--heal-after",
+        "5s",
+    ]);
+    assert_eq!(
+        report["requests"], 1250,
+        "every request settled: {report:#}"
+    );
+    let events: Vec<&str> = report["events"]
+        .as_array()
+        .unwrap_or_else(|| panic!("events in {report:#}"))
+        .iter()
+        .map(|e| e["what"].as_str().unwrap())
+        .collect();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert!(events[0].starts_with("killed swarm-worker-0"), "{events:?}");
+    assert!(events[1].starts_with("healed swarm-worker-0"), "{events:?}");
+    let window = &report["failover"];
+    assert_eq!(window["from_s"], 3, "{window}");
+    assert!(number(&window["requests"]) > 0.0, "{window}");
+    // Recovered: the last seconds of the run, long after the heal, are clean.
+    let timeline = report["timeline"].as_array().unwrap();
+    let tail = &timeline[timeline.len() - 3..];
+    assert!(tail.iter().all(|s| s["failures"] == 0), "{timeline:?}");
+    let status = run(&["status", "--name", LAB, "-o", "json"]);
+    assert!(status.status.success(), "{}", stderr(&status));
 }
 
 /// Ctrl-C stops the load and prints the report of what ran.

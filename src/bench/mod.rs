@@ -6,6 +6,7 @@
 //! [`report`] turns the recording into the table or JSON a person or a
 //! script reads.
 
+pub mod kill;
 pub mod load;
 pub mod plan;
 pub mod report;

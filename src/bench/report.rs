@@ -10,6 +10,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use super::kill::Event;
 use super::load::{Failures, Plan, Recorder, Target};
 use super::plan::{IdRange, Model};
 
@@ -39,6 +40,54 @@ pub struct Report {
     pub latency_ms: Option<Latency>,
     pub timeline: Vec<SecondRow>,
     pub served_by: Vec<Replica>,
+    /// What `--kill` did, and when.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<Event>,
+    /// The seconds from the kill to the heal (or the end of the run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failover: Option<Window>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Window {
+    /// Seconds of the timeline, `from` included, `to` not.
+    pub from_s: u64,
+    pub to_s: u64,
+    pub requests: u64,
+    pub failures: u64,
+    pub latency_ms: Option<Latency>,
+}
+
+impl Window {
+    /// The failover window: from the second a node was killed to the second
+    /// it was healed, else to the end of the run.
+    fn of(events: &[Event], recorded: &Recorder) -> Option<Window> {
+        let killed = events.iter().find(|e| e.what.starts_with("killed "))?;
+        let from = killed.at_s as u64;
+        let to = events
+            .iter()
+            .find(|e| e.what.starts_with("healed ") && e.at_s >= killed.at_s)
+            .map_or(recorded.seconds.len() as u64, |e| e.at_s as u64 + 1);
+        let mut latency = Histogram::<u64>::new_from(&recorded.latency);
+        let (mut requests, mut failures) = (0, 0);
+        for second in recorded
+            .seconds
+            .iter()
+            .skip(from as usize)
+            .take(to.saturating_sub(from) as usize)
+        {
+            requests += second.requests;
+            failures += second.failures;
+            let _ = latency.add(&second.latency);
+        }
+        Some(Window {
+            from_s: from,
+            to_s: to,
+            requests,
+            failures,
+            latency_ms: Latency::of(&latency),
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -94,6 +143,7 @@ impl Report {
         recorded: &Recorder,
         elapsed: Duration,
         interrupted: bool,
+        events: Vec<Event>,
     ) -> Report {
         let timeline = recorded
             .seconds
@@ -141,6 +191,8 @@ impl Report {
             latency_ms: Latency::of(&recorded.latency),
             timeline,
             served_by,
+            failover: Window::of(&events, recorded),
+            events,
         }
     }
 
@@ -229,6 +281,30 @@ impl Report {
                 opt(row.p99_ms)
             );
         }
+        if !self.events.is_empty() {
+            let _ = writeln!(out);
+            for event in &self.events {
+                let _ = writeln!(out, "at {:>6.1}s  {}", event.at_s, event.what);
+            }
+        }
+        if let Some(w) = &self.failover {
+            let latency = w.latency_ms.as_ref().map_or_else(
+                || "no answer".to_string(),
+                |l| {
+                    format!(
+                        "p50 {} ms, p99 {} ms, max {} ms",
+                        ms(l.p50),
+                        ms(l.p99),
+                        ms(l.max)
+                    )
+                },
+            );
+            let _ = writeln!(
+                out,
+                "Failover     seconds {}-{}: {} requests, {} failed, {latency}",
+                w.from_s, w.to_s, w.requests, w.failures
+            );
+        }
         let _ = writeln!(out);
         if self.served_by.is_empty() {
             let _ = writeln!(out, "Served by    no answer named its replica (servedBy)");
@@ -286,6 +362,16 @@ mod tests {
                 last: 10099,
             },
         };
+        let events = vec![
+            Event {
+                at_s: 1.2,
+                what: "killed swarm-worker-0".into(),
+            },
+            Event {
+                at_s: 1.7,
+                what: "healed swarm-worker-0".into(),
+            },
+        ];
         Report::new(
             "t",
             &plan,
@@ -293,7 +379,16 @@ mod tests {
             &recorded,
             Duration::from_secs(2),
             false,
+            events,
         )
+    }
+
+    #[test]
+    fn the_failover_window_runs_from_kill_to_heal() {
+        let window = sample().failover.unwrap();
+        assert_eq!((window.from_s, window.to_s), (1, 2));
+        assert_eq!((window.requests, window.failures), (51, 1));
+        assert!(window.latency_ms.unwrap().min >= 1.0);
     }
 
     #[test]

@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::bench::kill::{self, Events};
 use crate::bench::load::{self, Plan, Recorder, Shared, Target};
 use crate::bench::plan::Model;
 use crate::bench::report::{Latency, Report};
 use crate::cli::{BenchArgs, Output};
 use crate::commands::create::interrupted;
 use crate::error::{Error, Result};
-use crate::lab::state::{LabDir, LabState};
+use crate::lab::state::{LabDir, LabState, NodeState};
 use crate::ui::Ui;
 
 /// Most connections the users model opens by default: one per user, as
@@ -22,6 +23,8 @@ const MAX_DEFAULT_CONNECTIONS: u32 = 1000;
 /// Open loop: enough for a few hundred requests a second at lab latencies
 /// to find a free connection, so the queue does not add latency.
 const RATE_CONNECTIONS: u32 = 50;
+/// How long a heal may still take once the load has ended.
+const HEAL_GRACE: Duration = Duration::from_secs(60);
 /// Without a terminal, a progress line this often.
 const PLAIN_EVERY: u64 = 5;
 
@@ -38,9 +41,30 @@ pub async fn run(args: &BenchArgs, ui: &Ui) -> Result<()> {
         plan.connections
     ));
 
+    let kill = kill_plan(args, &state)?;
+    let provider = match kill {
+        Some(_) => Some(crate::provider::for_lab(&state, &LabDir::new(&state.name), ui).await?),
+        None => None,
+    };
+
     let recorder: Shared = Arc::default();
+    let events: Events = Arc::default();
     let live = ui.live();
     let started = Instant::now();
+    let chaos = match (kill, provider) {
+        (Some(node), Some(provider)) => {
+            let spec = args.kill.clone().expect("kill_plan read it");
+            Some(tokio::spawn(kill::run(
+                provider,
+                node,
+                spec.at,
+                args.heal_after,
+                started,
+                events.clone(),
+            )))
+        }
+        _ => None,
+    };
     let load = load::run(&plan, &target, recorder.clone());
     let stop = interrupted();
     tokio::pin!(load, stop);
@@ -66,6 +90,23 @@ pub async fn run(args: &BenchArgs, ui: &Ui) -> Result<()> {
     if let Some(bar) = &live {
         ui.end_live(bar);
     }
+    if let Some(mut chaos) = chaos {
+        // A heal still under way gets a little time, never an unbounded wait.
+        if was_interrupted || tokio::time::timeout(HEAL_GRACE, &mut chaos).await.is_err() {
+            chaos.abort();
+        }
+    }
+    let events = events.lock().expect("no panics while noting").clone();
+    if let Some(spec) = &args.kill {
+        let healed = events.iter().any(|e| e.what.starts_with("healed "));
+        let killed = events.iter().any(|e| e.what.starts_with("killed "));
+        if killed && !healed {
+            ui.warn(format!(
+                "{} is still stopped: `goblog-lab start --name {}` starts it again",
+                spec.node, state.name
+            ));
+        }
+    }
     let recorded = recorder.lock().expect("no panics while recording").clone();
     let report = Report::new(
         &state.name,
@@ -74,6 +115,7 @@ pub async fn run(args: &BenchArgs, ui: &Ui) -> Result<()> {
         &recorded,
         elapsed,
         was_interrupted,
+        events,
     );
     match args.output {
         Output::Json => println!(
@@ -106,18 +148,7 @@ fn lab_state(name: &str) -> Result<LabState> {
 fn target(args: &BenchArgs, state: &LabState) -> Result<Target> {
     let node = match &args.node {
         None => state.leader()?,
-        Some(hostname) => state
-            .nodes
-            .iter()
-            .find(|n| &n.hostname == hostname)
-            .ok_or_else(|| {
-                let known: Vec<&str> = state.nodes.iter().map(|n| n.hostname.as_str()).collect();
-                Error::usage(format!(
-                    "lab '{}' has no node '{hostname}': its nodes are {}",
-                    state.name,
-                    known.join(", ")
-                ))
-            })?,
+        Some(hostname) => find_node(state, hostname)?,
     };
     let port = match args.port {
         Some(port) => port,
@@ -139,6 +170,45 @@ fn target(args: &BenchArgs, state: &LabState) -> Result<Target> {
         path: args.path.clone(),
         ids: args.ids,
     })
+}
+
+/// The node `--kill` names, checked before any load is sent.
+fn kill_plan(args: &BenchArgs, state: &LabState) -> Result<Option<NodeState>> {
+    let Some(spec) = &args.kill else {
+        return Ok(None);
+    };
+    let node = find_node(state, &spec.node)?;
+    if node.address == state.leader()?.address {
+        return Err(Error::usage(format!(
+            "--kill {}: that is $ManagerIP, where the load goes in; kill a worker instead",
+            spec.node
+        )));
+    }
+    let healed_at = spec.at + args.heal_after.unwrap_or_default();
+    if spec.at >= args.duration || healed_at >= args.duration {
+        return Err(Error::usage(format!(
+            "--kill at {} and --heal-after {} fall outside the {} run: lengthen --duration",
+            humantime::format_duration(spec.at),
+            humantime::format_duration(args.heal_after.unwrap_or_default()),
+            humantime::format_duration(args.duration)
+        )));
+    }
+    Ok(Some(node.clone()))
+}
+
+fn find_node<'a>(state: &'a LabState, hostname: &str) -> Result<&'a NodeState> {
+    state
+        .nodes
+        .iter()
+        .find(|n| n.hostname == hostname)
+        .ok_or_else(|| {
+            let known: Vec<&str> = state.nodes.iter().map(|n| n.hostname.as_str()).collect();
+            Error::usage(format!(
+                "lab '{}' has no node '{hostname}': its nodes are {}",
+                state.name,
+                known.join(", ")
+            ))
+        })
 }
 
 fn plan(args: &BenchArgs) -> Plan {
