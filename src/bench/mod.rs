@@ -10,4 +10,3 @@ pub mod kill;
 pub mod load;
 pub mod plan;
 pub mod report;
-pub mod resources;
