@@ -80,8 +80,10 @@ pub enum Command {
         Only the lab's own addresses are called, and every run stops by itself: after\n\
         --duration, plus at most one --timeout for the last answers. Ctrl-C stops early and\n\
         still prints the report. The report (stdout): requests, failures by kind, throughput,\n\
-        latency percentiles, a per-second timeline and which replica (servedBy) answered how many.",
-        after_help = "Examples:\n  goblog-lab bench                                  # the blog's scenario\n  goblog-lab bench --rate 200 --duration 10s -o json\n  goblog-lab bench --users 50 --pause 0s --duration 10s   # closed loop, as fast as it answers"
+        latency percentiles, a per-second timeline and which replica (servedBy) answered how many.\n\n\
+        --kill NODE@T stops a worker T into the run through the provider that made it, and\n\
+        --heal-after D starts it again; the report marks both and gives the failover window.",
+        after_help = "Examples:\n  goblog-lab bench                                  # the blog's scenario\n  goblog-lab bench --rate 200 --duration 10s -o json\n  goblog-lab bench --users 50 --pause 0s --duration 10s   # closed loop, as fast as it answers\n  goblog-lab bench --rate 50 --duration 25s --kill swarm-worker-0@3s --heal-after 5s"
     )]
     Bench(BenchArgs),
     /// Run a command inside a node: `exec swarm-worker-0 -- docker ps`.
