@@ -2,7 +2,8 @@
 //! connections and records every outcome in a [`Recorder`].
 //!
 //! Requests are due at times the plan fixes; a connection takes the next
-//! due request when it is free, as wrk2 does. Latency is counted from when
+//! due request when it is free, as wrk2 does (virtual users with a
+//! connection each send on it themselves, as Gatling's do). Latency is counted from when
 //! a request was *due*, not when a connection got round to sending it, so a
 //! server that stalls shows its stall in the percentiles instead of hiding
 //! it by slowing the generator down (coordinated omission). The timeout
@@ -193,20 +194,25 @@ pub async fn run(plan: &Plan, target: &Target, recorder: Shared) -> Duration {
     let end = started + plan.duration;
     let (queue, jobs) = mpsc::unbounded_channel::<Job>();
     let jobs: Queue = Arc::new(tokio::sync::Mutex::new(jobs));
-    let host = target.address.to_string();
+    let host: Arc<str> = target.address.to_string().into();
+    let client = || Client {
+        sender: None,
+        address: target.address,
+        host: host.clone(),
+        timeout: plan.timeout,
+        started,
+        recorder: recorder.clone(),
+    };
+    let own_connections =
+        matches!(plan.model, Model::Users { users, .. } if plan.connections >= users as usize);
 
     // JoinSets abort their tasks when dropped, so an interrupted run leaves
     // nothing sending behind it.
     let mut connections = JoinSet::new();
-    for _ in 0..plan.connections.max(1) {
-        connections.spawn(connection(
-            jobs.clone(),
-            recorder.clone(),
-            target.address,
-            host.clone(),
-            plan.timeout,
-            started,
-        ));
+    if !own_connections {
+        for _ in 0..plan.connections.max(1) {
+            connections.spawn(connection(jobs.clone(), client()));
+        }
     }
     let feed = Arc::new(Feed::new(target.ids));
     let mut senders = JoinSet::new();
@@ -234,9 +240,14 @@ pub async fn run(plan: &Plan, target: &Target, recorder: Shared) -> Duration {
         }
         Model::Users { users, pause, ramp } => {
             for i in 0..users {
-                let (queue, feed, path) = (queue.clone(), feed.clone(), target.path.clone());
+                let via = if own_connections {
+                    Via::Own(client())
+                } else {
+                    Via::Pool(queue.clone())
+                };
+                let (feed, path) = (feed.clone(), target.path.clone());
                 let first = started + Model::user_start(i, users, ramp);
-                senders.spawn(virtual_user(first, end, pause, queue, feed, path));
+                senders.spawn(virtual_user(first, end, pause, via, feed, path));
             }
         }
     }
@@ -251,58 +262,80 @@ async fn virtual_user(
     first: Instant,
     end: Instant,
     pause: Duration,
-    queue: mpsc::UnboundedSender<Job>,
+    mut via: Via,
     feed: Arc<Feed>,
     path: String,
 ) {
     let mut due = first;
     while due < end {
         tokio::time::sleep_until(due).await;
-        let (done, answered) = oneshot::channel();
         let path = fill(&path, feed.next());
-        let job = Job {
-            due,
-            path,
-            done: Some(done),
-        };
-        if queue.send(job).is_err() {
-            return;
+        match &mut via {
+            Via::Own(client) => client.send(due, &path).await,
+            Via::Pool(queue) => {
+                let (done, answered) = oneshot::channel();
+                let job = Job {
+                    due,
+                    path,
+                    done: Some(done),
+                };
+                if queue.send(job).is_err() {
+                    return;
+                }
+                let _ = answered.await;
+            }
         }
-        let _ = answered.await;
         due = Instant::now() + pause;
     }
 }
 
-/// One keep-alive connection: takes the next due request, sends it,
-/// records the outcome; opens a new connection after any failure.
-async fn connection(
-    jobs: Queue,
-    recorder: Shared,
+/// How a virtual user sends: over a connection of its own, as Gatling's
+/// users do (and with no hand-off, so a closed loop runs as fast as the
+/// lab answers), or through the pool when there are fewer connections
+/// than users.
+enum Via {
+    Own(Client),
+    Pool(mpsc::UnboundedSender<Job>),
+}
+
+/// One keep-alive connection, and where its outcomes go.
+struct Client {
+    sender: Option<SendRequest<Empty<Bytes>>>,
     address: SocketAddr,
-    host: String,
+    host: Arc<str>,
     timeout: Duration,
     started: Instant,
-) {
-    let mut sender: Option<SendRequest<Empty<Bytes>>> = None;
-    loop {
-        let job = jobs.lock().await.recv().await;
-        let Some(job) = job else { return };
+    recorder: Shared,
+}
+
+impl Client {
+    /// Sends one request due at `due` and records how it ended; opens a
+    /// new connection after any failure.
+    async fn send(&mut self, due: Instant, path: &str) {
         let outcome = tokio::time::timeout_at(
-            job.due + timeout,
-            exchange(&mut sender, address, &host, &job.path),
+            due + self.timeout,
+            exchange(&mut self.sender, self.address, &self.host, path),
         )
         .await
         .unwrap_or(Outcome::Timeout);
         if !matches!(outcome, Outcome::Answered { .. }) {
             // Half a request may still be on it.
-            sender = None;
+            self.sender = None;
         }
-        let latency = job.due.elapsed();
-        recorder.lock().expect("no panics while recording").record(
-            job.due - started,
-            latency,
-            outcome,
-        );
+        let latency = due.elapsed();
+        self.recorder
+            .lock()
+            .expect("no panics while recording")
+            .record(due - self.started, latency, outcome);
+    }
+}
+
+/// A pooled connection: takes the next due request whoever scheduled it.
+async fn connection(jobs: Queue, mut client: Client) {
+    loop {
+        let job = jobs.lock().await.recv().await;
+        let Some(job) = job else { return };
+        client.send(job.due, &job.path).await;
         if let Some(done) = job.done {
             let _ = done.send(());
         }

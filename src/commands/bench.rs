@@ -223,8 +223,10 @@ fn plan(args: &BenchArgs) -> Plan {
                 pause: args.pause,
                 ramp: args.ramp,
             },
+            // More connections than users would sit idle.
             args.connections
-                .unwrap_or(args.users.min(MAX_DEFAULT_CONNECTIONS)),
+                .unwrap_or(MAX_DEFAULT_CONNECTIONS)
+                .min(args.users),
         ),
     };
     Plan {
