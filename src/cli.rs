@@ -86,6 +86,22 @@ pub enum Command {
         GET /api/state returns the same model as JSON, for scripts."
     )]
     Viz(VizArgs),
+    /// Load-test the lab through $ManagerIP: the blog's Gatling run, built in.
+    #[command(
+        long_about = "Load-test the lab through $ManagerIP: the blog's Gatling run (part 5), built in.\n\n\
+        By default 1000 virtual users each call GET /accounts/{id} (ids from a circular feed),\n\
+        wait for the answer and pause 1s, all starting within a 10s ramp, for 30s. --rate R\n\
+        sends R requests a second instead, whatever the answers do (open loop). Latency counts\n\
+        from when each request was due, so a stalled server cannot hide its stall.\n\n\
+        Only the lab's own addresses are called, and every run stops by itself: after\n\
+        --duration, plus at most one --timeout for the last answers. Ctrl-C stops early and\n\
+        still prints the report. The report (stdout): requests, failures by kind, throughput,\n\
+        latency percentiles, a per-second timeline and which replica (servedBy) answered how many.\n\n\
+        --kill NODE@T stops a worker T into the run through the provider that made it, and\n\
+        --heal-after D starts it again; the report marks both and gives the failover window.",
+        after_help = "Examples:\n  goblog-lab bench                                  # the blog's scenario\n  goblog-lab bench --rate 200 --duration 10s -o json\n  goblog-lab bench --users 50 --pause 0s --duration 10s   # closed loop, as fast as it answers\n  goblog-lab bench --rate 50 --duration 25s --kill swarm-worker-0@3s --heal-after 5s"
+    )]
+    Bench(BenchArgs),
     /// Run a command inside a node: `exec swarm-worker-0 -- docker ps`.
     Exec(ExecArgs),
     /// An interactive shell inside a node.
@@ -370,6 +386,68 @@ pub struct VizArgs {
     /// Name of the lab [default: $GOBLOG_LAB_NAME, else goblog].
     #[arg(long, env = "GOBLOG_LAB_NAME", default_value = DEFAULT_LAB)]
     pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Virtual users, each requesting, waiting for the answer, then pausing (the blog's Gatling model).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::bench::plan::MAX_USERS)), conflicts_with = "rate", help_heading = "Load")]
+    pub users: u32,
+
+    /// Each user's pause after an answer; 0s makes a closed loop as fast as the lab answers.
+    #[arg(long, default_value = "1s", value_name = "DURATION", value_parser = crate::bench::plan::parse_duration, conflicts_with = "rate", help_heading = "Load")]
+    pub pause: std::time::Duration,
+
+    /// Time over which the users start, evenly.
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = crate::bench::plan::parse_duration, conflicts_with = "rate", help_heading = "Load")]
+    pub ramp: std::time::Duration,
+
+    /// Open loop instead of users: this many requests a second, at fixed times, for the whole run.
+    #[arg(long, value_name = "R", value_parser = crate::bench::plan::parse_rate, help_heading = "Load")]
+    pub rate: Option<f64>,
+
+    /// How long requests are sent (at most 1h); the run then waits at most one --timeout for the last answers.
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = crate::bench::plan::parse_run_duration, allow_hyphen_values = true, help_heading = "Load")]
+    pub duration: std::time::Duration,
+
+    /// Keep-alive connections to spread the requests over [default: one per user, up to 1000; 50 with --rate].
+    #[arg(long, value_name = "C", value_parser = clap::value_parser!(u32).range(1..=10_000), help_heading = "Load")]
+    pub connections: Option<u32>,
+
+    /// A request not answered this long after it was due counts as a timeout.
+    #[arg(long, default_value = "2s", value_name = "DURATION", value_parser = crate::bench::plan::parse_run_duration, help_heading = "Load")]
+    pub timeout: std::time::Duration,
+
+    /// Path to call; {id} takes the next id of --ids.
+    #[arg(long, default_value = "/accounts/{id}", value_parser = crate::bench::plan::parse_path, help_heading = "Target")]
+    pub path: String,
+
+    /// Account ids FIRST..LAST (inclusive), handed out in turn and round again.
+    #[arg(long, default_value = "10000..10099", value_name = "FIRST..LAST", value_parser = crate::bench::plan::parse_ids, help_heading = "Target")]
+    pub ids: crate::bench::plan::IdRange,
+
+    /// Call this node's address instead of $ManagerIP (routing mesh labs answer on every node).
+    #[arg(long, value_name = "NODE", help_heading = "Target")]
+    pub node: Option<String>,
+
+    /// Port to call [default: the accountservice's published port, 6767].
+    #[arg(long, value_name = "PORT", help_heading = "Target")]
+    pub port: Option<u16>,
+
+    /// Stop this node (by hostname) this long into the run, through the provider that made it, to watch the failover.
+    #[arg(long, value_name = "NODE@TIME", value_parser = crate::bench::kill::parse_kill, help_heading = "Failover")]
+    pub kill: Option<crate::bench::kill::KillSpec>,
+
+    /// Start the killed node again this long after the kill (within the run).
+    #[arg(long, value_name = "DURATION", value_parser = crate::bench::plan::parse_duration, requires = "kill", help_heading = "Failover")]
+    pub heal_after: Option<std::time::Duration>,
+
+    /// Name of the lab [default: $GOBLOG_LAB_NAME, else goblog].
+    #[arg(long, env = "GOBLOG_LAB_NAME", default_value = DEFAULT_LAB)]
+    pub name: String,
+
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
 }
 
 #[derive(Debug, Args)]

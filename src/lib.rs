@@ -2,6 +2,7 @@
 //! integration tests drive directly where the command line cannot reach
 //! (booting bare VMs for the docker-machine adoption test, for one).
 
+pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod docker;

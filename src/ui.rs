@@ -64,6 +64,30 @@ impl Ui {
         }
     }
 
+    /// A status line that rewrites itself while something long runs
+    /// (`bench`'s live rate), or None when quiet or not on a terminal: the
+    /// caller then prints a plain [`Ui::info`] line now and then instead.
+    /// [`Ui::end_live`] takes it off the screen.
+    pub fn live(&self) -> Option<ProgressBar> {
+        if self.quiet || !self.fancy {
+            return None;
+        }
+        let bar = ProgressBar::new_spinner();
+        bar.set_style(
+            ProgressStyle::with_template(" {spinner:.cyan} {msg}")
+                .expect("static template")
+                .tick_chars("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏ "),
+        );
+        bar.enable_steady_tick(Duration::from_millis(80));
+        *self.active.lock().unwrap() = Some(bar.clone());
+        Some(bar)
+    }
+
+    pub fn end_live(&self, bar: &ProgressBar) {
+        bar.finish_and_clear();
+        *self.active.lock().unwrap() = None;
+    }
+
     /// A line of its own (a fallback taken, a hint), above any spinner.
     pub fn warn(&self, message: impl AsRef<str>) {
         self.line(&format!(" ! {}", message.as_ref()));

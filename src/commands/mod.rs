@@ -1,6 +1,7 @@
 //! One module per subcommand; each parses nothing and prints its data to
 //! stdout, its progress to stderr.
 
+pub mod bench;
 pub mod create;
 pub mod deploy;
 pub mod destroy;
@@ -68,6 +69,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Scale(args) => scale::run(&args, &ui).await,
         Command::Logs(args) => logs::run(&args).await,
         Command::Viz(args) => viz::run(&args, &ui).await,
+        Command::Bench(args) => bench::run(&args, &ui).await,
         Command::Exec(args) => exec::exec(&args, &ui).await,
         Command::Shell(args) => exec::shell(&args, &ui).await,
         Command::Stop(args) => lifecycle::stop(&args, &ui).await,

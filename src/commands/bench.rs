@@ -1,0 +1,255 @@
+//! `goblog-lab bench`: finds the lab's own address to load, runs the load
+//! generator with a live line on stderr, and prints the report on stdout,
+//! also when Ctrl-C ends the run early.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::bench::kill::{self, Events};
+use crate::bench::load::{self, Plan, Recorder, Shared, Target};
+use crate::bench::plan::Model;
+use crate::bench::report::{Latency, Report};
+use crate::cli::{BenchArgs, Output};
+use crate::commands::create::interrupted;
+use crate::error::{Error, Result};
+use crate::lab::state::{LabDir, LabState, NodeState};
+use crate::ui::Ui;
+
+/// Most connections the users model opens by default: one per user, as
+/// Gatling does, but no more than the edge proxy is comfortable with.
+const MAX_DEFAULT_CONNECTIONS: u32 = 1000;
+/// Open loop: enough for a few hundred requests a second at lab latencies
+/// to find a free connection, so the queue does not add latency.
+const RATE_CONNECTIONS: u32 = 50;
+/// How long a heal may still take once the load has ended.
+const HEAL_GRACE: Duration = Duration::from_secs(60);
+/// Without a terminal, a progress line this often.
+const PLAIN_EVERY: u64 = 5;
+
+pub async fn run(args: &BenchArgs, ui: &Ui) -> Result<()> {
+    let state = lab_state(&args.name)?;
+    let target = target(args, &state)?;
+    let plan = plan(args);
+    ui.info(format!(
+        "GET {} on lab '{}': {} for {}, {} connections",
+        target.url(),
+        state.name,
+        plan.model,
+        humantime::format_duration(plan.duration),
+        plan.connections
+    ));
+
+    let kill = kill_plan(args, &state)?;
+    let provider = match kill {
+        Some(_) => Some(crate::provider::for_lab(&state, &LabDir::new(&state.name), ui).await?),
+        None => None,
+    };
+
+    let recorder: Shared = Arc::default();
+    let events: Events = Arc::default();
+    let live = ui.live();
+    let started = Instant::now();
+    let chaos = match (kill, provider) {
+        (Some(node), Some(provider)) => {
+            let spec = args.kill.clone().expect("kill_plan read it");
+            Some(tokio::spawn(kill::run(
+                provider,
+                node,
+                spec.at,
+                args.heal_after,
+                started,
+                events.clone(),
+            )))
+        }
+        _ => None,
+    };
+    let load = load::run(&plan, &target, recorder.clone());
+    let stop = interrupted();
+    tokio::pin!(load, stop);
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut last = 0;
+    let (elapsed, was_interrupted) = loop {
+        tokio::select! {
+            elapsed = &mut load => break (elapsed, false),
+            () = &mut stop => break (started.elapsed(), true),
+            _ = ticker.tick() => {
+                let (line, completed) = progress(&recorder, started.elapsed(), plan.duration, last);
+                last = completed;
+                match &live {
+                    Some(bar) => bar.set_message(line),
+                    None if started.elapsed().as_secs().is_multiple_of(PLAIN_EVERY)
+                        && started.elapsed().as_secs() > 0 => ui.info(line),
+                    None => {}
+                }
+            }
+        }
+    };
+    if let Some(bar) = &live {
+        ui.end_live(bar);
+    }
+    if let Some(mut chaos) = chaos {
+        // A heal still under way gets a little time, never an unbounded wait.
+        if was_interrupted || tokio::time::timeout(HEAL_GRACE, &mut chaos).await.is_err() {
+            chaos.abort();
+        }
+    }
+    let events = events.lock().expect("no panics while noting").clone();
+    if let Some(spec) = &args.kill {
+        let healed = events.iter().any(|e| e.what.starts_with("healed "));
+        let killed = events.iter().any(|e| e.what.starts_with("killed "));
+        if killed && !healed {
+            ui.warn(format!(
+                "{} is still stopped: `goblog-lab start --name {}` starts it again",
+                spec.node, state.name
+            ));
+        }
+    }
+    let recorded = recorder.lock().expect("no panics while recording").clone();
+    let report = Report::new(
+        &state.name,
+        &plan,
+        &target,
+        &recorded,
+        elapsed,
+        was_interrupted,
+        events,
+    );
+    match args.output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("the report serialises")
+        ),
+        Output::Table => print!("{}", report.table()),
+    }
+    if was_interrupted {
+        return Err(Error::Interrupted);
+    }
+    Ok(())
+}
+
+/// The lab's saved state; a lab that does not exist is a mistake in the
+/// command line (exit 2), like any other argument.
+fn lab_state(name: &str) -> Result<LabState> {
+    crate::lab::name::validate(name)?;
+    let state = match LabDir::new(name).load() {
+        Err(Error::LabNotFound(name)) => return Err(Error::usage(Error::LabNotFound(name))),
+        other => other?,
+    };
+    if state.stopped {
+        return Err(Error::LabStopped(state.name));
+    }
+    Ok(state)
+}
+
+/// Only the lab's own addresses: $ManagerIP, or a node named by --node.
+fn target(args: &BenchArgs, state: &LabState) -> Result<Target> {
+    let node = match &args.node {
+        None => state.leader()?,
+        Some(hostname) => find_node(state, hostname)?,
+    };
+    let port = match args.port {
+        Some(port) => port,
+        None => state
+            .services
+            .iter()
+            .filter(|s| !s.ports.is_empty())
+            .min_by_key(|s| s.name != "accountservice")
+            .map(|s| s.ports[0])
+            .ok_or_else(|| {
+                Error::usage(format!(
+                    "lab '{}' publishes no service port: deploy one, or name the port with --port",
+                    state.name
+                ))
+            })?,
+    };
+    Ok(Target {
+        address: (node.address, port).into(),
+        path: args.path.clone(),
+        ids: args.ids,
+    })
+}
+
+/// The node `--kill` names, checked before any load is sent.
+fn kill_plan(args: &BenchArgs, state: &LabState) -> Result<Option<NodeState>> {
+    let Some(spec) = &args.kill else {
+        return Ok(None);
+    };
+    let node = find_node(state, &spec.node)?;
+    if node.address == state.leader()?.address {
+        return Err(Error::usage(format!(
+            "--kill {}: that is $ManagerIP, where the load goes in; kill a worker instead",
+            spec.node
+        )));
+    }
+    let healed_at = spec.at + args.heal_after.unwrap_or_default();
+    if spec.at >= args.duration || healed_at >= args.duration {
+        return Err(Error::usage(format!(
+            "--kill at {} and --heal-after {} fall outside the {} run: lengthen --duration",
+            humantime::format_duration(spec.at),
+            humantime::format_duration(args.heal_after.unwrap_or_default()),
+            humantime::format_duration(args.duration)
+        )));
+    }
+    Ok(Some(node.clone()))
+}
+
+fn find_node<'a>(state: &'a LabState, hostname: &str) -> Result<&'a NodeState> {
+    state
+        .nodes
+        .iter()
+        .find(|n| n.hostname == hostname)
+        .ok_or_else(|| {
+            let known: Vec<&str> = state.nodes.iter().map(|n| n.hostname.as_str()).collect();
+            Error::usage(format!(
+                "lab '{}' has no node '{hostname}': its nodes are {}",
+                state.name,
+                known.join(", ")
+            ))
+        })
+}
+
+fn plan(args: &BenchArgs) -> Plan {
+    let (model, connections) = match args.rate {
+        Some(rate) => (
+            Model::Rate { rate },
+            args.connections.unwrap_or(RATE_CONNECTIONS),
+        ),
+        None => (
+            Model::Users {
+                users: args.users,
+                pause: args.pause,
+                ramp: args.ramp,
+            },
+            // More connections than users would sit idle.
+            args.connections
+                .unwrap_or(MAX_DEFAULT_CONNECTIONS)
+                .min(args.users),
+        ),
+    };
+    Plan {
+        model,
+        duration: args.duration,
+        connections: connections as usize,
+        timeout: args.timeout,
+    }
+}
+
+/// The live line: time, rate over the last tick, p99 so far, failures.
+fn progress(recorder: &Shared, elapsed: Duration, duration: Duration, last: u64) -> (String, u64) {
+    let recorded: std::sync::MutexGuard<'_, Recorder> =
+        recorder.lock().expect("no panics while recording");
+    let p99 =
+        Latency::of(&recorded.latency).map_or_else(|| "-".into(), |l| format!("{:.2} ms", l.p99));
+    let line = format!(
+        "{:>3}s of {}s  {:>6} req/s  p99 {p99}  {} failed  {} requests",
+        elapsed.as_secs(),
+        duration.as_secs(),
+        recorded.completed.saturating_sub(last),
+        recorded.failures.total,
+        recorded.completed
+    );
+    (line, recorded.completed)
+}

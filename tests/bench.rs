@@ -1,0 +1,231 @@
+//! `goblog-lab bench` against a real lab with real HTTP: the open-loop
+//! count is exact, failures are counted by kind, the replicas are named,
+//! the JSON parses, Ctrl-C still reports, and bad input is one line and
+//! exit 2.
+//!
+//! One lab serves every run here: the runs are in one test, one after the
+//! other, so they never load the lab at the same time.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+
+const LAB: &str = "bn-load";
+
+fn bench_json(extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["bench", "-q", "--name", LAB, "-o", "json"];
+    args.extend(extra);
+    let output = run(&args);
+    assert!(output.status.success(), "{}", stderr(&output));
+    serde_json::from_slice(&output.stdout).expect("bench -o json prints one JSON document")
+}
+
+fn number(value: &serde_json::Value) -> f64 {
+    value
+        .as_f64()
+        .unwrap_or_else(|| panic!("{value} is a number"))
+}
+
+#[test]
+fn bench_loads_a_real_lab() {
+    let _guard = LabGuard::new(LAB);
+    let created = run(&["create", "-q", "--name", LAB, "--workers", "1"]);
+    assert!(created.status.success(), "create failed");
+
+    // 200 req/s for 5 s: the open-loop schedule holds exactly 1000
+    // requests, however fast the machine is. The long timeout is for a
+    // busy machine: this run is about counting, not speed.
+    let report = bench_json(&["--rate", "200", "--duration", "5s", "--timeout", "10s"]);
+    assert_eq!(report["scheduled"], 1000, "{report:#}");
+    assert_eq!(report["requests"], 1000, "{report:#}");
+    assert_eq!(report["failures"]["total"], 0, "{report:#}");
+    assert_eq!(report["interrupted"], false);
+    let latency = &report["latency_ms"];
+    let (min, p50, p99, max) = (
+        number(&latency["min"]),
+        number(&latency["p50"]),
+        number(&latency["p99"]),
+        number(&latency["max"]),
+    );
+    assert!(
+        0.0 < min && min <= p50 && p50 <= p99 && p99 <= max,
+        "{latency}"
+    );
+    let replicas = report["served_by"].as_array().unwrap();
+    assert!(
+        replicas.len() >= 2,
+        "one replica answered all: {replicas:?}"
+    );
+    let served: f64 = replicas.iter().map(|r| number(&r["requests"])).sum();
+    assert_eq!(served, 1000.0, "{replicas:?}");
+    let timeline = report["timeline"].as_array().unwrap();
+    assert_eq!(timeline.len(), 5, "{timeline:?}");
+    assert!(
+        timeline.iter().all(|s| s["requests"] == 200),
+        "200 due every second: {timeline:?}"
+    );
+
+    // Ids the accountservice does not have: every answer is a 404, counted
+    // as a status failure, and none names a replica.
+    let report = bench_json(&["--rate", "50", "--duration", "2s", "--ids", "1..9"]);
+    assert_eq!(report["requests"], 100, "{report:#}");
+    let failures = &report["failures"];
+    assert_eq!(failures["total"], 100, "{report:#}");
+    assert_eq!(failures["status"], 100);
+    assert_eq!(failures["by_status"]["404"], 100);
+    assert_eq!(failures["timeout"], 0);
+    assert_eq!(failures["connect"], 0);
+    assert_eq!(failures["reset"], 0);
+    assert_eq!(report["served_by"], serde_json::json!([]));
+
+    // The blog's users model, as a person reads it: the report on stdout in
+    // the order, the log on stderr.
+    let output = run(&[
+        "bench",
+        "--name",
+        LAB,
+        "--users",
+        "20",
+        "--pause",
+        "100ms",
+        "--ramp",
+        "1s",
+        "--duration",
+        "3s",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let table = stdout(&output);
+    let order: Vec<usize> = [
+        "Requests ",
+        "Failures     0 ",
+        "Throughput ",
+        "Latency ms ",
+        "second",
+        "served by",
+    ]
+    .iter()
+    .map(|needle| {
+        table
+            .find(needle)
+            .unwrap_or_else(|| panic!("{needle:?} in {table}"))
+    })
+    .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{table}");
+    assert!(stderr(&output).contains("20 users"), "{}", stderr(&output));
+
+    // A node the lab does not have.
+    let output = run(&["bench", "-q", "--name", LAB, "--node", "swarm-worker-9"]);
+    assert_one_line_error(&output, 2, "no node 'swarm-worker-9'");
+    let output = run(&["bench", "-q", "--name", LAB, "--kill", "swarm-worker-9@1s"]);
+    assert_one_line_error(&output, 2, "no node 'swarm-worker-9'");
+
+    failover_under_load();
+
+    ctrl_c_still_reports();
+}
+
+/// `--kill` stops the worker mid-run and `--heal-after` brings it back;
+/// the report says when, and the load recovers: by the end of the run,
+/// every request succeeds again.
+fn failover_under_load() {
+    let report = bench_json(&[
+        "--rate",
+        "50",
+        "--duration",
+        "25s",
+        "--kill",
+        "swarm-worker-0@3s",
+        "--heal-after",
+        "5s",
+    ]);
+    assert_eq!(
+        report["requests"], 1250,
+        "every request settled: {report:#}"
+    );
+    let events: Vec<&str> = report["events"]
+        .as_array()
+        .unwrap_or_else(|| panic!("events in {report:#}"))
+        .iter()
+        .map(|e| e["what"].as_str().unwrap())
+        .collect();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert!(events[0].starts_with("killed swarm-worker-0"), "{events:?}");
+    assert!(events[1].starts_with("healed swarm-worker-0"), "{events:?}");
+    let window = &report["failover"];
+    assert_eq!(window["from_s"], 3, "{window}");
+    assert!(number(&window["requests"]) > 0.0, "{window}");
+    // Recovered: the last seconds of the run, long after the heal, are clean.
+    let timeline = report["timeline"].as_array().unwrap();
+    let tail = &timeline[timeline.len() - 3..];
+    assert!(tail.iter().all(|s| s["failures"] == 0), "{timeline:?}");
+    let status = run(&["status", "--name", LAB, "-o", "json"]);
+    assert!(status.status.success(), "{}", stderr(&status));
+}
+
+/// Ctrl-C stops the load and prints the report of what ran.
+fn ctrl_c_still_reports() {
+    let args = [
+        "bench",
+        "--name",
+        LAB,
+        "--rate",
+        "50",
+        "--duration",
+        "60s",
+        "-o",
+        "json",
+    ];
+    let mut child = goblog_lab(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let reader = {
+        let log = log.clone();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("{line}");
+                log.lock().unwrap().push_str(&(line + "\n"));
+            }
+        })
+    };
+    // Not a terminal: a plain progress line every 5 s, once requests ran.
+    wait_until("a progress line", Duration::from_secs(60), || {
+        log.lock().unwrap().contains(" requests")
+    });
+    interrupt(&child);
+    let output = child.wait_with_output().unwrap();
+    reader.join().unwrap();
+    assert_eq!(output.status.code(), Some(130));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["interrupted"], true, "{report:#}");
+    let requests = number(&report["requests"]);
+    assert!(
+        0.0 < requests && requests < 3000.0,
+        "stopped early: {report:#}"
+    );
+}
+
+#[test]
+fn bad_input_is_one_line_and_exit_2() {
+    for (args, needle) in [
+        (
+            &["--name", "bn-no-such-lab"][..],
+            "no lab named 'bn-no-such-lab'",
+        ),
+        (&["--rate", "0"][..], "the rate must be more than 0"),
+        (&["--duration", "-1"][..], "is not a duration"),
+        (&["--ids", "10099..10000"][..], "runs backwards"),
+    ] {
+        let mut all = vec!["bench", "-q"];
+        all.extend(args);
+        assert_one_line_error(&run(&all), 2, needle);
+    }
+}
