@@ -21,6 +21,13 @@ pub const LABEL_ROLE: &str = "io.goblog-lab.role";
 /// preferences: all present by API 1.40 (Docker 19.03).
 const MIN_API: (u32, u32) = (1, 40);
 
+/// Whether an engine's `info` OperatingSystem is Docker Desktop's: its
+/// engine runs in a VM, so this host neither routes to container addresses
+/// nor shares the engine's kernel.
+pub fn is_docker_desktop(operating_system: &str) -> bool {
+    operating_system.contains("Docker Desktop")
+}
+
 /// The engine the lab's containers run on.
 pub async fn connect_host() -> Result<Docker> {
     let host = host_address();

@@ -276,7 +276,7 @@ impl EngineFacts {
     /// The engine runs on this machine's kernel (not in Docker Desktop's
     /// VM, not on another host), so this machine's files speak for it.
     pub fn is_local(&self, this_kernel: &str) -> bool {
-        !self.os.contains("Docker Desktop") && self.kernel == this_kernel
+        !crate::docker::is_docker_desktop(&self.os) && self.kernel == this_kernel
     }
 }
 
@@ -616,7 +616,7 @@ fn reach(engine: &EngineFacts) -> Finding {
     let local_gateway = engine
         .bridge_gateway
         .filter(|gw| std::net::UdpSocket::bind((*gw, 0)).is_ok());
-    let desktop = engine.os.contains("Docker Desktop");
+    let desktop = crate::docker::is_docker_desktop(&engine.os);
     match local_gateway {
         Some(gw) if !desktop => Finding::ok(
             "reach",

@@ -520,7 +520,7 @@ impl Provider for DindProvider {
                 .await
                 .ok()
                 .and_then(|i| i.operating_system);
-            if let Some(os) = os.filter(|os| os.contains("Docker Desktop")) {
+            if let Some(os) = os.filter(|os| crate::docker::is_docker_desktop(os)) {
                 self.ui.detail(format!(
                     "the engine runs on {os}, whose container addresses this host cannot reach: publishing the nodes' ports on 127.0.0.1"
                 ));
