@@ -124,9 +124,87 @@ fn bench_loads_a_real_lab() {
     let output = run(&["bench", "-q", "--name", LAB, "--kill", "swarm-worker-9@1s"]);
     assert_one_line_error(&output, 2, "no node 'swarm-worker-9'");
 
+    a_service_answering_500_counts_those_failures();
+
     failover_under_load();
 
     ctrl_c_still_reports();
+}
+
+/// A real service in the lab whose every answer is a 500: the lab's own
+/// HAProxy image with a config that says so, deployed with the learner's
+/// `docker` CLI and published on the manager, loaded through `--port`.
+fn a_service_answering_500_counts_those_failures() {
+    const PORT: u16 = 8500;
+    let vars = lab_env(LAB);
+    let edge_image = lab_docker(
+        &vars,
+        &[
+            "service",
+            "inspect",
+            "edge",
+            "--format",
+            "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+        ],
+    );
+    assert!(
+        edge_image.status.success(),
+        "this lab routes through the edge proxy here: {}",
+        stderr(&edge_image)
+    );
+    let config = std::env::temp_dir().join(format!("{LAB}-fails.cfg"));
+    std::fs::write(
+        &config,
+        format!(
+            "defaults\n  mode http\n  timeout client 5s\n  timeout connect 1s\n  timeout server 5s\n\
+             frontend fails\n  bind :{PORT}\n  \
+             http-request return status 500 content-type text/plain string \"failing on purpose\"\n"
+        ),
+    )
+    .unwrap();
+    let created = lab_docker(
+        &vars,
+        &["config", "create", "fails", config.to_str().unwrap()],
+    );
+    assert!(created.status.success(), "{}", stderr(&created));
+    let created = lab_docker(
+        &vars,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "fails",
+            "--config",
+            "src=fails,target=/usr/local/etc/haproxy/haproxy.cfg",
+            "--publish",
+            &format!("mode=host,target={PORT},published={PORT}"),
+            "--constraint",
+            "node.role==manager",
+            stdout(&edge_image).trim(),
+        ],
+    );
+    assert!(created.status.success(), "{}", stderr(&created));
+    let manager = &vars["ManagerIP"];
+    wait_until(
+        "the failing service answers",
+        Duration::from_secs(60),
+        || matches!(http_get(manager, PORT, "/"), Ok((500, _))),
+    );
+
+    let report = bench_json(&["--port", "8500", "--rate", "50", "--duration", "2s"]);
+    assert_eq!(report["requests"], 100, "{report:#}");
+    let failures = &report["failures"];
+    assert_eq!(failures["total"], 100, "{report:#}");
+    assert_eq!(failures["status"], 100, "{report:#}");
+    assert_eq!(failures["by_status"]["500"], 100, "{report:#}");
+    assert_eq!(
+        report["throughput_rps"].as_f64().map(|t| t > 0.0),
+        Some(true)
+    );
+
+    let removed = lab_docker(&vars, &["service", "rm", "fails"]);
+    assert!(removed.status.success(), "{}", stderr(&removed));
 }
 
 /// `--kill` stops the worker mid-run and `--heal-after` brings it back;

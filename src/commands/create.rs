@@ -792,6 +792,7 @@ impl Lab {
             &self.spec().network,
             &leader.hostname,
             routes,
+            self.pace(),
         )
         .await
     }

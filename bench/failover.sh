@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Failover under load, the issue's scenario: a worker killed while the lab
+# answers 200 req/s. Each run gets a fresh lab (so the worker really holds an
+# accountservice replica when it dies), loads it open loop for DURATION s,
+# kills the worker at KILL_AT s and heals it HEAL_AFTER s later, then
+# destroys the lab. Load goes only to the lab's own $ManagerIP.
+#
+#   bench/failover.sh                    # 3 runs, 200 req/s, 30 s, kill at 10 s, heal 15 s later
+#   RUNS=1 RATE=100 bench/failover.sh
+#
+# Prints one markdown row per run and the medians: failed requests, and the
+# p99 / max latency of the failover window (kill → heal) and of the whole run.
+set -euo pipefail
+
+RUNS=${RUNS:-3}
+RATE=${RATE:-200}
+DURATION=${DURATION:-30}
+KILL_AT=${KILL_AT:-10}
+HEAL_AFTER=${HEAL_AFTER:-15}
+WORKERS=${WORKERS:-2}
+LAB=${LAB:-failover-bench}
+NODE=${NODE:-swarm-worker-0}
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+command -v python3 >/dev/null || { echo "failover: python3 is required" >&2; exit 1; }
+if [[ -z "${LAB_BIN:-}" ]]; then
+    echo "failover: building goblog-lab (release)" >&2
+    cargo build --release -p goblog-lab >&2
+fi
+lab_bin=${LAB_BIN:-"${CARGO_TARGET_DIR:-$root/target}/release/goblog-lab"}
+
+work=$(mktemp -d)
+cleanup() {
+    "$lab_bin" destroy -q --name "$LAB" >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+echo "| run | requests | failed | window p99 ms | window max ms | run p99 ms | load avg |"
+echo "|---|---|---|---|---|---|---|"
+for run in $(seq "$RUNS"); do
+    "$lab_bin" destroy -q --name "$LAB" >/dev/null 2>&1 || true
+    "$lab_bin" create -q --name "$LAB" --workers "$WORKERS" >/dev/null
+    "$lab_bin" bench -q --name "$LAB" --rate "$RATE" --duration "${DURATION}s" \
+        --kill "$NODE@${KILL_AT}s" --heal-after "${HEAL_AFTER}s" -o json >"$work/run-$run.json"
+    load=$(cut -d' ' -f1 /proc/loadavg)
+    python3 - "$work/run-$run.json" "$run" "$load" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+w = r.get("failover") or {}
+wl = w.get("latency_ms") or {}
+l = r.get("latency_ms") or {}
+print(f"| {sys.argv[2]} | {r['requests']} | {r['failures']['total']} | {wl.get('p99', '-')} | "
+      f"{wl.get('max', '-')} | {l.get('p99', '-')} | {sys.argv[3]} |")
+EOF
+done
+python3 - "$work"/run-*.json <<'EOF'
+import json, statistics, sys
+runs = [json.load(open(p)) for p in sys.argv[1:]]
+def med(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else "-"
+window = [((r.get("failover") or {}).get("latency_ms") or {}) for r in runs]
+print(f"\nmedian of {len(runs)}: failed {med([r['failures']['total'] for r in runs])}, "
+      f"window p99 {med([w.get('p99') for w in window])} ms, "
+      f"window max {med([w.get('max') for w in window])} ms, "
+      f"run p99 {med([(r.get('latency_ms') or {}).get('p99') for r in runs])} ms")
+EOF
