@@ -36,7 +36,7 @@ const HEIGHT: f64 = 400.0;
 const LEFT: f64 = 84.0;
 const RIGHT: f64 = 24.0;
 const BOTTOM: f64 = 56.0;
-const FONT: f64 = 18.0;
+const FONT: f64 = 19.0;
 const LEGEND_ROW: f64 = 28.0;
 
 /// The whole page. `cpu` and `memory_mib` are the per-task series (one per
@@ -59,16 +59,23 @@ pub fn render(
     header(&mut page, report, when, &title);
     headline(&mut page, report);
 
-    let x_max = report.timeline.len().max(1) as f64;
     let markers = markers(report);
+    let frame = Frame {
+        x_max: report.timeline.len().max(1) as f64,
+        markers: &markers,
+        shade: report
+            .failover
+            .as_ref()
+            .map(|w| (w.from_s as f64, w.to_s as f64)),
+    };
     page.push_str("<section class=\"charts\">\n");
-    latency_chart(&mut page, report, x_max, &markers);
-    throughput_chart(&mut page, report, x_max, &markers);
+    latency_chart(&mut page, report, &frame);
+    throughput_chart(&mut page, report, &frame);
     page.push_str("</section>\n");
     if !cpu.is_empty() || !memory_mib.is_empty() {
         page.push_str("<h2 class=\"section\">Per-task CPU and memory</h2>\n");
         page.push_str("<section class=\"charts\" id=\"resources\">\n");
-        page.push_str(&resource_charts(cpu, memory_mib, x_max, &markers));
+        page.push_str(&resource_charts(cpu, memory_mib, &frame));
         page.push_str("</section>\n");
     }
     events(&mut page, report);
@@ -78,13 +85,8 @@ pub fn render(
 }
 
 /// Per-task CPU % and memory MiB, one series per task, as two charts with
-/// the kill and heal marked like the others.
-pub fn resource_charts(
-    cpu: &[Labelled],
-    memory_mib: &[Labelled],
-    x_max: f64,
-    markers: &[Marker],
-) -> String {
+/// the kill, the heal and the failover window marked like the others.
+pub fn resource_charts(cpu: &[Labelled], memory_mib: &[Labelled], frame: &Frame) -> String {
     let mut out = String::new();
     for (id, title, unit, series) in [
         ("chart-cpu", "CPU per task", "CPU %", cpu),
@@ -105,10 +107,10 @@ pub fn resource_charts(
             id,
             title,
             unit,
-            x_max,
+            x_max: frame.x_max,
             scale: Scale::Linear,
-            markers,
-            shade: None,
+            markers: frame.markers,
+            shade: frame.shade,
         };
         figure(&mut out, &chart, &series);
     }
@@ -131,6 +133,7 @@ h2.section { margin-top: 20px; }
 .stat .label { font-size: 16px; text-transform: uppercase; letter-spacing: .04em; color: #333; }
 .stat .value { font-size: 32px; font-weight: 700; font-variant-numeric: tabular-nums; }
 .stat .sub { font-size: 16px; color: #333; }
+.stat .cells { display: flex; gap: 22px; }
 .stat.bad { border-color: #D55E00; }
 .stat.bad .value { color: #B34700; }
 .charts { display: grid; grid-template-columns: repeat(auto-fit, minmax(560px, 1fr)); gap: 16px 28px; }
@@ -227,22 +230,26 @@ fn headline(page: &mut String, report: &Report) {
                 p99_9,
                 max,
             } = l;
-            stat(page, "p50", "p50", &ms(*p50), "ms", false);
-            stat(page, "p99", "p99", &ms(*p99), "ms", false);
-            stat(
-                page,
-                "latency",
-                "Latency ms",
-                &ms(*max),
-                &format!(
-                    "max · min {} · mean {} · p90 {} · p99.9 {}",
-                    ms(*min),
-                    ms(*mean),
-                    ms(*p90),
-                    ms(*p99_9)
-                ),
-                false,
+            page.push_str(
+                "<div class=\"stat\" id=\"latency\"><div class=\"label\">Latency ms</div><div class=\"cells\">",
             );
+            for (name, value) in [
+                ("min", min),
+                ("mean", mean),
+                ("p50", p50),
+                ("p90", p90),
+                ("p99", p99),
+                ("p99.9", p99_9),
+                ("max", max),
+            ] {
+                let _ = write!(
+                    page,
+                    "<div><div class=\"value\" id=\"latency-{}\">{}</div><div class=\"sub\">{name}</div></div>",
+                    name.replace('.', "_"),
+                    ms(*value)
+                );
+            }
+            page.push_str("</div></div>\n");
         }
         None => stat(
             page,
@@ -284,7 +291,7 @@ fn mid(second: u64) -> f64 {
     second as f64 + 0.5
 }
 
-fn latency_chart(page: &mut String, report: &Report, x_max: f64, markers: &[Marker]) {
+fn latency_chart(page: &mut String, report: &Report, frame: &Frame) {
     let column = |pick: fn(&super::report::SecondRow) -> Option<f64>| -> Vec<(f64, Option<f64>)> {
         report
             .timeline
@@ -314,18 +321,15 @@ fn latency_chart(page: &mut String, report: &Report, x_max: f64, markers: &[Mark
         id: "chart-latency",
         title: "Latency per second",
         unit: "ms",
-        x_max,
+        x_max: frame.x_max,
         scale,
-        markers,
-        shade: report
-            .failover
-            .as_ref()
-            .map(|w| (w.from_s as f64, w.to_s as f64)),
+        markers: frame.markers,
+        shade: frame.shade,
     };
     figure(page, &chart, &series);
 }
 
-fn throughput_chart(page: &mut String, report: &Report, x_max: f64, markers: &[Marker]) {
+fn throughput_chart(page: &mut String, report: &Report, frame: &Frame) {
     let column = |pick: fn(&super::report::SecondRow) -> u64| -> Vec<(f64, Option<f64>)> {
         report
             .timeline
@@ -343,13 +347,10 @@ fn throughput_chart(page: &mut String, report: &Report, x_max: f64, markers: &[M
         id: "chart-throughput",
         title: "Throughput per second",
         unit: "requests",
-        x_max,
+        x_max: frame.x_max,
         scale: Scale::Linear,
-        markers,
-        shade: report
-            .failover
-            .as_ref()
-            .map(|w| (w.from_s as f64, w.to_s as f64)),
+        markers: frame.markers,
+        shade: frame.shade,
     };
     figure(page, &chart, &series);
 }
@@ -370,21 +371,14 @@ fn events(page: &mut String, report: &Report) {
         );
     }
     if let Some(w) = &report.failover {
-        let latency = w.latency_ms.as_ref().map_or_else(
-            || "no answer".to_string(),
-            |l| {
-                format!(
-                    "p50 {} ms, p99 {} ms, max {} ms",
-                    ms(l.p50),
-                    ms(l.p99),
-                    ms(l.max)
-                )
-            },
-        );
         let _ = writeln!(
             page,
-            "<li id=\"failover\">seconds {}–{} (shaded): {} requests, {} failed, {latency}</li>",
-            w.from_s, w.to_s, w.requests, w.failures
+            "<li id=\"failover\">seconds {}–{} (shaded): {} requests, {} failed, {}</li>",
+            w.from_s,
+            w.to_s,
+            w.requests,
+            w.failures,
+            esc(&w.latency_summary())
         );
     }
     page.push_str("</ul>\n</section>\n");
@@ -409,6 +403,16 @@ fn served_by(page: &mut String, report: &Report) {
         );
     }
     page.push_str("</table>\n</section>\n");
+}
+
+/// What every chart of one run shares: its length, its events and the
+/// failover window.
+pub struct Frame<'a> {
+    /// Seconds the x axis runs to.
+    pub x_max: f64,
+    pub markers: &'a [Marker],
+    /// Seconds to shade, from and to.
+    pub shade: Option<(f64, f64)>,
 }
 
 /// A vertical line across a chart: a kill or a heal.
@@ -494,7 +498,8 @@ pub fn line_chart(chart: &Chart, series: &[Series]) -> String {
         .filter(|v| v.is_finite())
         .collect();
     let y_ticks = match chart.scale {
-        Scale::Linear => linear_ticks(values.iter().copied().fold(0.0, f64::max)),
+        // Headroom, so a flat line at the top is not drawn on the frame.
+        Scale::Linear => linear_ticks(values.iter().copied().fold(0.0, f64::max) * 1.05),
         Scale::Log => log_ticks(
             values
                 .iter()
@@ -577,17 +582,22 @@ pub fn line_chart(chart: &Chart, series: &[Series]) -> String {
         esc(chart.unit),
         if chart.scale == Scale::Log { " (log)" } else { "" }
     );
-    for marker in chart.markers {
+    // Each marker's label on its own line, so a kill and a heal a few
+    // seconds apart do not write over each other; a white halo keeps them
+    // readable over the series.
+    for (i, marker) in chart.markers.iter().enumerate() {
         let mx = x(marker.at);
+        let right_half = mx > LEFT + plot_w / 2.0;
         let _ = writeln!(
             svg,
             "<g class=\"marker\"><line x1=\"{mx:.1}\" x2=\"{mx:.1}\" y1=\"{top:.1}\" y2=\"{:.1}\" \
              stroke=\"#111\" stroke-width=\"2\" stroke-dasharray=\"6 4\"/>\
-             <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"{:.0}\">{}</text></g>",
+             <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"{}\" stroke=\"#fff\" stroke-width=\"5\" \
+             paint-order=\"stroke\">{}</text></g>",
             top + plot_h,
-            mx + 5.0,
-            top + FONT,
-            FONT * 0.85,
+            if right_half { mx - 6.0 } else { mx + 6.0 },
+            top + FONT * (1.1 + 1.2 * i as f64),
+            if right_half { "end" } else { "start" },
             esc(&marker.label)
         );
     }
@@ -837,6 +847,7 @@ mod tests {
         let points = &polyline[..polyline.find('"').unwrap()];
         assert_eq!(points.split(' ').count(), 2, "{points}");
         assert!(html.contains("id=\"requests\">101<"), "{html}");
+        assert!(html.contains("id=\"latency-p99_9\">"), "{html}");
         assert!(!html.contains("NaN"), "{html}");
     }
 

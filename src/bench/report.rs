@@ -90,6 +90,23 @@ impl Window {
     }
 }
 
+impl Window {
+    /// The window's latency in one phrase, for the table and the page.
+    pub fn latency_summary(&self) -> String {
+        self.latency_ms.as_ref().map_or_else(
+            || "no answer".to_string(),
+            |l| {
+                format!(
+                    "p50 {} ms, p99 {} ms, max {} ms",
+                    ms(l.p50),
+                    ms(l.p99),
+                    ms(l.max)
+                )
+            },
+        )
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Latency {
     pub min: f64,
@@ -290,21 +307,14 @@ impl Report {
             }
         }
         if let Some(w) = &self.failover {
-            let latency = w.latency_ms.as_ref().map_or_else(
-                || "no answer".to_string(),
-                |l| {
-                    format!(
-                        "p50 {} ms, p99 {} ms, max {} ms",
-                        ms(l.p50),
-                        ms(l.p99),
-                        ms(l.max)
-                    )
-                },
-            );
             let _ = writeln!(
                 out,
-                "Failover     seconds {}-{}: {} requests, {} failed, {latency}",
-                w.from_s, w.to_s, w.requests, w.failures
+                "Failover     seconds {}-{}: {} requests, {} failed, {}",
+                w.from_s,
+                w.to_s,
+                w.requests,
+                w.failures,
+                w.latency_summary()
             );
         }
         let _ = writeln!(out);
