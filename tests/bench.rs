@@ -174,7 +174,7 @@ fn failover_under_load() {
 
 /// Ctrl-C stops the load and prints the report of what ran.
 fn ctrl_c_still_reports() {
-    let args = [
+    let output = interrupted_run(&[
         "bench",
         "--name",
         LAB,
@@ -184,8 +184,20 @@ fn ctrl_c_still_reports() {
         "60s",
         "-o",
         "json",
-    ];
-    let mut child = goblog_lab(&args)
+    ]);
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["interrupted"], true, "{report:#}");
+    let requests = number(&report["requests"]);
+    assert!(
+        0.0 < requests && requests < 3000.0,
+        "stopped early: {report:#}"
+    );
+}
+
+/// Runs a long bench and sends it Ctrl-C once it has sent requests; it
+/// exits 130.
+fn interrupted_run(args: &[&str]) -> std::process::Output {
+    let mut child = goblog_lab(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -209,13 +221,7 @@ fn ctrl_c_still_reports() {
     let output = child.wait_with_output().unwrap();
     reader.join().unwrap();
     assert_eq!(output.status.code(), Some(130));
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(report["interrupted"], true, "{report:#}");
-    let requests = number(&report["requests"]);
-    assert!(
-        0.0 < requests && requests < 3000.0,
-        "stopped early: {report:#}"
-    );
+    output
 }
 
 #[test]
@@ -228,6 +234,8 @@ fn bad_input_is_one_line_and_exit_2() {
         (&["--rate", "0"][..], "the rate must be more than 0"),
         (&["--duration", "-1"][..], "is not a duration"),
         (&["--ids", "10099..10000"][..], "runs backwards"),
+        (&["-o", "html"][..], "-o html needs the FILE"),
+        (&["-o", "json", "x.html"][..], "only -o html writes a FILE"),
     ] {
         let mut all = vec!["bench", "-q"];
         all.extend(args);
@@ -362,4 +370,43 @@ async fn bench_html_report_renders_in_chromium() {
 
     screenshot_to_docs(&page, "bench-report.png").await;
     page.close().await.unwrap();
+
+    // Ctrl-C still writes the page, of what ran.
+    std::fs::remove_file(&file).unwrap();
+    let output = interrupted_run(&[
+        "bench",
+        "--name",
+        LAB,
+        "--rate",
+        "50",
+        "--duration",
+        "60s",
+        "-o",
+        "html",
+        path,
+    ]);
+    assert!(
+        stdout(&output).contains("interrupted by Ctrl-C"),
+        "{}",
+        stdout(&output)
+    );
+    let html = std::fs::read_to_string(&file).unwrap();
+    assert!(html.contains("id=\"interrupted\""), "{html}");
+    assert!(html.contains("id=\"chart-throughput\""), "{html}");
+
+    // A FILE that cannot be written fails before any load: one line, exit 1.
+    let output = run(&[
+        "bench",
+        "-q",
+        "--name",
+        LAB,
+        "-o",
+        "html",
+        "/nonexistent-dir/report.html",
+    ]);
+    assert_one_line_error(
+        &output,
+        1,
+        "cannot write the HTML report to /nonexistent-dir/report.html: No such file or directory",
+    );
 }
