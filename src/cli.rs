@@ -98,8 +98,11 @@ pub enum Command {
         still prints the report. The report (stdout): requests, failures by kind, throughput,\n\
         latency percentiles, a per-second timeline and which replica (servedBy) answered how many.\n\n\
         --kill NODE@T stops a worker T into the run through the provider that made it, and\n\
-        --heal-after D starts it again; the report marks both and gives the failover window.",
-        after_help = "Examples:\n  goblog-lab bench                                  # the blog's scenario\n  goblog-lab bench --rate 200 --duration 10s -o json\n  goblog-lab bench --users 50 --pause 0s --duration 10s   # closed loop, as fast as it answers\n  goblog-lab bench --rate 50 --duration 25s --kill swarm-worker-0@3s --heal-after 5s"
+        --heal-after D starts it again; the report marks both and gives the failover window.\n\n\
+        -o html FILE also writes the report as one self-contained page (charts of latency\n\
+        percentiles and throughput per second, kill and heal marked) for a workshop screen;\n\
+        it opens in any browser with no network.",
+        after_help = "Examples:\n  goblog-lab bench                                  # the blog's scenario\n  goblog-lab bench --rate 200 --duration 10s -o json\n  goblog-lab bench --users 50 --pause 0s --duration 10s   # closed loop, as fast as it answers\n  goblog-lab bench --rate 50 --duration 25s --kill swarm-worker-0@3s --heal-after 5s\n  goblog-lab bench --rate 100 --duration 20s -o html report.html"
     )]
     Bench(BenchArgs),
     /// Run a command inside a node: `exec swarm-worker-0 -- docker ps`.
@@ -446,8 +449,23 @@ pub struct BenchArgs {
     #[arg(long, env = "GOBLOG_LAB_NAME", default_value = DEFAULT_LAB)]
     pub name: String,
 
-    #[arg(short, long, value_enum, default_value_t = Output::Table)]
-    pub output: Output,
+    /// What to print: the table, JSON, or with `-o html FILE` also one self-contained page of charts written to FILE.
+    #[arg(short, long, value_enum, default_value_t = BenchOutput::Table)]
+    pub output: BenchOutput,
+
+    /// The page `-o html` writes (overwritten), also when Ctrl-C ends the run.
+    #[arg(value_name = "FILE")]
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchOutput {
+    /// Human-readable text.
+    Table,
+    /// One JSON document on stdout, for scripts.
+    Json,
+    /// The table on stdout, and the report as one HTML page with charts in FILE (no network needed to view it).
+    Html,
 }
 
 #[derive(Debug, Args)]

@@ -3,9 +3,13 @@
 //! the JSON parses, Ctrl-C still reports, and bad input is one line and
 //! exit 2.
 //!
-//! One lab serves every run here: the runs are in one test, one after the
-//! other, so they never load the lab at the same time.
+//! One lab serves every run of `bench_loads_a_real_lab`: the runs are in
+//! one test, one after the other, so they never load the lab at the same
+//! time. The HTML report has a lab of its own and is looked at in a real
+//! headless Chromium.
 
+#[path = "common/browser.rs"]
+mod browser;
 mod common;
 
 use std::io::{BufRead, BufReader};
@@ -13,6 +17,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use browser::*;
 use common::*;
 
 const LAB: &str = "bn-load";
@@ -247,7 +252,7 @@ fn failover_under_load() {
 
 /// Ctrl-C stops the load and prints the report of what ran.
 fn ctrl_c_still_reports() {
-    let args = [
+    let output = interrupted_run(&[
         "bench",
         "--name",
         LAB,
@@ -257,8 +262,20 @@ fn ctrl_c_still_reports() {
         "60s",
         "-o",
         "json",
-    ];
-    let mut child = goblog_lab(&args)
+    ]);
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["interrupted"], true, "{report:#}");
+    let requests = number(&report["requests"]);
+    assert!(
+        0.0 < requests && requests < 3000.0,
+        "stopped early: {report:#}"
+    );
+}
+
+/// Runs a long bench and sends it Ctrl-C once it has sent requests; it
+/// exits 130.
+fn interrupted_run(args: &[&str]) -> std::process::Output {
+    let mut child = goblog_lab(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -282,13 +299,7 @@ fn ctrl_c_still_reports() {
     let output = child.wait_with_output().unwrap();
     reader.join().unwrap();
     assert_eq!(output.status.code(), Some(130));
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(report["interrupted"], true, "{report:#}");
-    let requests = number(&report["requests"]);
-    assert!(
-        0.0 < requests && requests < 3000.0,
-        "stopped early: {report:#}"
-    );
+    output
 }
 
 #[test]
@@ -301,9 +312,179 @@ fn bad_input_is_one_line_and_exit_2() {
         (&["--rate", "0"][..], "the rate must be more than 0"),
         (&["--duration", "-1"][..], "is not a duration"),
         (&["--ids", "10099..10000"][..], "runs backwards"),
+        (&["-o", "html"][..], "-o html needs the FILE"),
+        (&["-o", "json", "x.html"][..], "only -o html writes a FILE"),
     ] {
         let mut all = vec!["bench", "-q"];
         all.extend(args);
         assert_one_line_error(&run(&all), 2, needle);
     }
+}
+
+/// `-o html FILE` during a kill and heal: the table still on stdout, and a
+/// page that Chromium draws from the file alone, with the same numbers, one
+/// point a second and the events marked. Its screenshot is the README's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_html_report_renders_in_chromium() {
+    const LAB: &str = "ht-report";
+    let _guard = LabGuard::new(LAB);
+    let created = run(&["create", "-q", "--name", LAB, "--workers", "1"]);
+    assert!(created.status.success(), "create failed");
+
+    let file = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ht-report.html");
+    let _ = std::fs::remove_file(&file);
+    let path = file.to_str().unwrap();
+    let output = run(&[
+        "bench",
+        "--name",
+        LAB,
+        "--rate",
+        "100",
+        "--duration",
+        "8s",
+        "--kill",
+        "swarm-worker-0@2s",
+        "--heal-after",
+        "3s",
+        "-o",
+        "html",
+        path,
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains(&format!("wrote {path}")),
+        "{}",
+        stderr(&output)
+    );
+    let table = stdout(&output);
+    let requests: u64 = table
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("a Requests line in {table}"));
+    assert_eq!(requests, 800, "the open-loop schedule is exact: {table}");
+    // The timeline's rows, as the table prints them: second, requests,
+    // failures, p50, p99 ("-" for a second nothing answered in).
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("second"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 8, "{table}");
+    let answered_seconds = rows.iter().filter(|r| r[3] != "-").count();
+    let events = table.lines().filter(|l| l.starts_with("at ")).count();
+    assert_eq!(events, 2, "a kill and a heal: {table}");
+
+    // Self-contained: nothing the page would fetch, the target's URL only
+    // as text.
+    let html = std::fs::read_to_string(&file).unwrap();
+    for needle in ["src=", "href=", "<script", "<link", "url(", "@import"] {
+        assert!(!html.contains(needle), "{needle} in {html}");
+    }
+    let url = html
+        .split("<code id=\"url\">GET ")
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .unwrap_or_else(|| panic!("the target's URL in {html}"));
+    assert!(
+        !html.replace(url, "").contains("http://") && !html.replace(url, "").contains("https://"),
+        "{html}"
+    );
+
+    let driver = ChromeDriver::start();
+    let page = driver
+        .session("ht-report-chromium-profile", 1280, 800)
+        .await;
+    page.goto(&format!("file://{path}")).await.unwrap();
+    let drawn = page
+        .execute(
+            r#"const points = (chart, label) =>
+                 [...document.querySelectorAll(`#${chart} g.series[data-label="${label}"] polyline`)]
+                   .reduce((n, line) => n + line.points.numberOfItems, 0);
+               const width = id => document.getElementById(id).getBoundingClientRect().width;
+               return {
+                 charts: [...document.querySelectorAll('svg.chart')].map(s => s.id),
+                 latency_width: width('chart-latency'),
+                 throughput_width: width('chart-throughput'),
+                 p50: points('chart-latency', 'p50'),
+                 p99: points('chart-latency', 'p99'),
+                 per_second: points('chart-throughput', 'requests/s'),
+                 markers: document.querySelectorAll('svg.chart g.marker').length,
+                 y_ticks: document.querySelectorAll('#chart-latency text.y-tick').length,
+                 requests: document.getElementById('requests').textContent,
+                 failover: !!document.getElementById('failover'),
+                 fetched: performance.getEntriesByType('resource').map(r => r.name),
+               };"#,
+            vec![],
+        )
+        .await
+        .expect("the page runs the script");
+    eprintln!("drawn: {drawn:#}");
+    assert_eq!(
+        drawn["charts"],
+        serde_json::json!(["chart-latency", "chart-throughput"])
+    );
+    for chart in ["latency_width", "throughput_width"] {
+        assert!(number(&drawn[chart]) > 400.0, "{chart}: {drawn:#}");
+    }
+    assert_eq!(drawn["per_second"], 8, "one point a second: {drawn:#}");
+    assert_eq!(drawn["p50"], answered_seconds, "{drawn:#}");
+    assert_eq!(drawn["p99"], answered_seconds, "{drawn:#}");
+    assert_eq!(
+        drawn["markers"], 4,
+        "kill and heal on both charts: {drawn:#}"
+    );
+    assert!(number(&drawn["y_ticks"]) >= 3.0, "{drawn:#}");
+    assert_eq!(drawn["requests"], requests.to_string(), "{drawn:#}");
+    assert_eq!(drawn["failover"], true, "{drawn:#}");
+    assert_eq!(
+        drawn["fetched"],
+        serde_json::json!([]),
+        "the page loaded nothing else"
+    );
+
+    screenshot_to_docs(&page, "bench-report.png").await;
+    page.close().await.unwrap();
+
+    // Ctrl-C still writes the page, of what ran.
+    std::fs::remove_file(&file).unwrap();
+    let output = interrupted_run(&[
+        "bench",
+        "--name",
+        LAB,
+        "--rate",
+        "50",
+        "--duration",
+        "60s",
+        "-o",
+        "html",
+        path,
+    ]);
+    assert!(
+        stdout(&output).contains("interrupted by Ctrl-C"),
+        "{}",
+        stdout(&output)
+    );
+    let html = std::fs::read_to_string(&file).unwrap();
+    assert!(html.contains("id=\"interrupted\""), "{html}");
+    assert!(html.contains("id=\"chart-throughput\""), "{html}");
+
+    // A FILE that cannot be written fails before any load: one line, exit 1.
+    let output = run(&[
+        "bench",
+        "-q",
+        "--name",
+        LAB,
+        "-o",
+        "html",
+        "/nonexistent-dir/report.html",
+    ]);
+    assert_one_line_error(
+        &output,
+        1,
+        "cannot write the HTML report to /nonexistent-dir/report.html: No such file or directory",
+    );
 }

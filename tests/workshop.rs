@@ -3,14 +3,16 @@
 //! Chromium (Debian's, driven through chromedriver by fantoccini) while the
 //! lab is scaled and a node is killed.
 
+#[path = "common/browser.rs"]
+mod browser;
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use browser::*;
 use common::*;
 
 fn manager_ip(lab: &str) -> String {
@@ -214,40 +216,6 @@ fn deploy_after_a_source_change_rolls_out_with_no_failed_request() {
     assert_eq!(too_many.status.code(), Some(2));
 }
 
-/// chromedriver on a free port, stopped with the test.
-struct ChromeDriver {
-    child: Child,
-    url: String,
-}
-
-impl ChromeDriver {
-    fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver runs (.ci/run installs Debian's chromium-driver)");
-        let url = format!("http://127.0.0.1:{port}");
-        wait_until("chromedriver", Duration::from_secs(20), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        ChromeDriver { child, url }
-    }
-}
-
-impl Drop for ChromeDriver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// What the page draws, read from the hooks it keeps for tests.
 #[derive(Debug, serde::Deserialize, PartialEq)]
 struct Drawn {
@@ -321,25 +289,7 @@ async fn viz_shows_the_swarm_live_in_a_real_browser() {
     assert_eq!(state["nodes"].as_array().unwrap().len(), 3);
 
     let driver = ChromeDriver::start();
-    let profile = Path::new(env!("CARGO_TARGET_TMPDIR")).join("viz-chromium-profile");
-    let _ = std::fs::remove_dir_all(&profile);
-    let capabilities = serde_json::json!({
-        "goog:chromeOptions": {
-            "binary": "/usr/bin/chromium",
-            "args": [
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync",
-                "--window-size=1400,900",
-                format!("--user-data-dir={}", profile.display()),
-            ]
-        }
-    });
-    let page = fantoccini::ClientBuilder::native()
-        .capabilities(capabilities.as_object().unwrap().clone())
-        .connect(&driver.url)
-        .await
-        .expect("a Chromium session through chromedriver");
+    let page = driver.session("viz-chromium-profile", 1400, 900).await;
     page.goto(&viz.url()).await.unwrap();
 
     wait_for_page(
@@ -360,10 +310,7 @@ async fn viz_shows_the_swarm_live_in_a_real_browser() {
     .await;
     eprintln!("the page showed 5 tasks {took:?} after scale returned");
 
-    let screenshot = page.screenshot().await.unwrap();
-    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
-    std::fs::create_dir_all(&docs).unwrap();
-    std::fs::write(docs.join("viz.png"), screenshot).unwrap();
+    screenshot_to_docs(&page, "viz.png").await;
 
     // A killed node is shown down once the manager notices.
     let killed = docker(&["kill", &format!("{lab}-swarm-worker-1")]);

@@ -4,8 +4,9 @@
 //! [`plan`] says what to send and when (pure, unit-tested), [`load`] sends
 //! it over keep-alive connections and records what came back, and
 //! [`report`] turns the recording into the table or JSON a person or a
-//! script reads.
+//! script reads; [`html`] draws it as one page for a workshop screen.
 
+pub mod html;
 pub mod kill;
 pub mod load;
 pub mod plan;

@@ -90,6 +90,23 @@ impl Window {
     }
 }
 
+impl Window {
+    /// The window's latency in one phrase, for the table and the page.
+    pub fn latency_summary(&self) -> String {
+        self.latency_ms.as_ref().map_or_else(
+            || "no answer".to_string(),
+            |l| {
+                format!(
+                    "p50 {} ms, p99 {} ms, max {} ms",
+                    ms(l.p50),
+                    ms(l.p99),
+                    ms(l.max)
+                )
+            },
+        )
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Latency {
     pub min: f64,
@@ -126,6 +143,7 @@ pub struct SecondRow {
     pub requests: u64,
     pub failures: u64,
     pub p50_ms: Option<f64>,
+    pub p90_ms: Option<f64>,
     pub p99_ms: Option<f64>,
 }
 
@@ -156,6 +174,7 @@ impl Report {
                     requests: s.requests,
                     failures: s.failures,
                     p50_ms: latency.as_ref().map(|l| l.p50),
+                    p90_ms: latency.as_ref().map(|l| l.p90),
                     p99_ms: latency.as_ref().map(|l| l.p99),
                 }
             })
@@ -288,21 +307,14 @@ impl Report {
             }
         }
         if let Some(w) = &self.failover {
-            let latency = w.latency_ms.as_ref().map_or_else(
-                || "no answer".to_string(),
-                |l| {
-                    format!(
-                        "p50 {} ms, p99 {} ms, max {} ms",
-                        ms(l.p50),
-                        ms(l.p99),
-                        ms(l.max)
-                    )
-                },
-            );
             let _ = writeln!(
                 out,
-                "Failover     seconds {}-{}: {} requests, {} failed, {latency}",
-                w.from_s, w.to_s, w.requests, w.failures
+                "Failover     seconds {}-{}: {} requests, {} failed, {}",
+                w.from_s,
+                w.to_s,
+                w.requests,
+                w.failures,
+                w.latency_summary()
             );
         }
         let _ = writeln!(out);
@@ -319,7 +331,7 @@ impl Report {
 }
 
 /// Milliseconds with as many decimals as they need to be read.
-fn ms(value: f64) -> String {
+pub(crate) fn ms(value: f64) -> String {
     if value >= 100.0 {
         format!("{value:.0}")
     } else if value >= 10.0 {
@@ -330,11 +342,12 @@ fn ms(value: f64) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::super::load::Outcome;
     use super::*;
 
-    fn sample() -> Report {
+    /// A two-second run with a kill and a heal, for this module's and the page's tests.
+    pub(crate) fn sample() -> Report {
         let mut recorded = Recorder::default();
         for i in 0..100u64 {
             let ip = if i % 2 == 0 { "10.0.1.5" } else { "10.0.1.6" };

@@ -1,9 +1,13 @@
 //! `goblog-lab bench`: finds the lab's own address to load, runs the load
-//! generator with a live line on stderr, and prints the report on stdout,
-//! also when Ctrl-C ends the run early.
+//! generator with a live line on stderr, and prints the report on stdout
+//! (and writes it as a page with `-o html FILE`), also when Ctrl-C ends
+//! the run early.
 
+use std::fs::File;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
@@ -11,9 +15,9 @@ use crate::bench::kill::{self, Events};
 use crate::bench::load::{self, Plan, Recorder, Shared, Target};
 use crate::bench::plan::Model;
 use crate::bench::report::{Latency, Report};
-use crate::cli::{BenchArgs, Output};
+use crate::cli::{BenchArgs, BenchOutput};
 use crate::commands::create::interrupted;
-use crate::error::{Error, Result};
+use crate::error::{Context as _, Error, Result};
 use crate::lab::state::{LabDir, LabState, NodeState};
 use crate::ui::Ui;
 
@@ -29,6 +33,7 @@ const HEAL_GRACE: Duration = Duration::from_secs(60);
 const PLAIN_EVERY: u64 = 5;
 
 pub async fn run(args: &BenchArgs, ui: &Ui) -> Result<()> {
+    let page_path = page_path(args)?;
     let state = lab_state(&args.name)?;
     let target = target(args, &state)?;
     let plan = plan(args);
@@ -47,10 +52,15 @@ pub async fn run(args: &BenchArgs, ui: &Ui) -> Result<()> {
         None => None,
     };
 
+    // Opened before the load, so a path that cannot be written fails now
+    // rather than after the run; not truncated until the page is ready.
+    let page = page_path.map(open_page).transpose()?;
+
     let recorder: Shared = Arc::default();
     let events: Events = Arc::default();
     let live = ui.live();
     let started = Instant::now();
+    let started_at = SystemTime::now();
     let chaos = match (kill, provider) {
         (Some(node), Some(provider)) => {
             let spec = args.kill.clone().expect("kill_plan read it");
@@ -118,16 +128,55 @@ pub async fn run(args: &BenchArgs, ui: &Ui) -> Result<()> {
         events,
     );
     match args.output {
-        Output::Json => println!(
+        BenchOutput::Json => println!(
             "{}",
             serde_json::to_string_pretty(&report).expect("the report serialises")
         ),
-        Output::Table => print!("{}", report.table()),
+        BenchOutput::Table | BenchOutput::Html => print!("{}", report.table()),
+    }
+    if let Some((path, file)) = page {
+        // The per-task CPU and memory series go here once the report has them.
+        let html = crate::bench::html::render(&report, started_at, &[], &[]);
+        write_page(&path, file, &html)?;
+        ui.info(format!("wrote {}", path.display()));
     }
     if was_interrupted {
         return Err(Error::Interrupted);
     }
     Ok(())
+}
+
+/// FILE goes with `-o html` and only with it.
+fn page_path(args: &BenchArgs) -> Result<Option<PathBuf>> {
+    match (args.output, &args.file) {
+        (BenchOutput::Html, Some(path)) => Ok(Some(path.clone())),
+        (BenchOutput::Html, None) => Err(Error::usage(
+            "-o html needs the FILE to write the page to: goblog-lab bench -o html report.html",
+        )),
+        (_, Some(path)) => Err(Error::usage(format!(
+            "unexpected argument '{}': only -o html writes a FILE (goblog-lab bench -o html {})",
+            path.display(),
+            path.display()
+        ))),
+        (_, None) => Ok(None),
+    }
+}
+
+fn open_page(path: PathBuf) -> Result<(PathBuf, File)> {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot write the HTML report to {}", path.display()))?;
+    Ok((path, file))
+}
+
+fn write_page(path: &Path, mut file: File, html: &str) -> Result<()> {
+    file.set_len(0)
+        .and_then(|()| file.write_all(html.as_bytes()))
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write the HTML report to {}", path.display()))
 }
 
 /// The lab's saved state; a lab that does not exist is a mistake in the

@@ -1,0 +1,904 @@
+//! `bench -o html FILE`: the report as one page for a workshop screen.
+//!
+//! The page must open from a USB stick on a projector laptop with no
+//! network, so everything is inside it: CSS inline, charts drawn here as
+//! inline SVG, no script, no font or library from anywhere else. Every
+//! string that comes from the lab (its name, the URL, node and replica
+//! names) is escaped, since a lab name is user input.
+//!
+//! [`line_chart`] draws any per-second series; the latency and throughput
+//! charts use it, and so do the per-task CPU and memory charts
+//! ([`resource_charts`]) once the report carries them.
+
+use std::fmt::Write as _;
+use std::time::SystemTime;
+
+use super::report::{ms, Latency, Report};
+
+/// One named series over the run: `(label, [(second, value)])`, the shape
+/// the per-task CPU and memory samples come in.
+pub type Labelled = (String, Vec<(f64, f64)>);
+
+/// Okabe–Ito: told apart with every common colour-vision deficiency, and
+/// dark enough to read on white through a washed-out projector.
+const PALETTE: [&str; 7] = [
+    "#0072B2", "#E69F00", "#D55E00", "#009E73", "#CC79A7", "#56B4E9", "#000000",
+];
+/// Dashes as a second cue, for the lines that share a hue on a bad screen.
+const DASHES: [&str; 4] = ["", "10 6", "3 5", "14 5 3 5"];
+const BLUE: &str = PALETTE[0];
+const ORANGE: &str = PALETTE[1];
+const VERMILLION: &str = PALETTE[2];
+
+/// The SVG's own coordinates; it scales to the width it is given.
+const WIDTH: f64 = 720.0;
+const HEIGHT: f64 = 400.0;
+const LEFT: f64 = 84.0;
+const RIGHT: f64 = 24.0;
+const BOTTOM: f64 = 56.0;
+const FONT: f64 = 19.0;
+const LEGEND_ROW: f64 = 28.0;
+
+/// The whole page. `cpu` and `memory_mib` are the per-task series (one per
+/// task); the section is left out while they are empty.
+pub fn render(
+    report: &Report,
+    when: SystemTime,
+    cpu: &[Labelled],
+    memory_mib: &[Labelled],
+) -> String {
+    let mut page = String::new();
+    let title = format!("Load test of lab '{}'", report.lab);
+    let _ = write!(
+        page,
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <title>{}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n",
+        esc(&title)
+    );
+    header(&mut page, report, when, &title);
+    headline(&mut page, report);
+
+    let markers = markers(report);
+    let frame = Frame {
+        x_max: report.timeline.len().max(1) as f64,
+        markers: &markers,
+        shade: report
+            .failover
+            .as_ref()
+            .map(|w| (w.from_s as f64, w.to_s as f64)),
+    };
+    page.push_str("<section class=\"charts\">\n");
+    latency_chart(&mut page, report, &frame);
+    throughput_chart(&mut page, report, &frame);
+    page.push_str("</section>\n");
+    if !cpu.is_empty() || !memory_mib.is_empty() {
+        page.push_str("<h2 class=\"section\">Per-task CPU and memory</h2>\n");
+        page.push_str("<section class=\"charts\" id=\"resources\">\n");
+        page.push_str(&resource_charts(cpu, memory_mib, &frame));
+        page.push_str("</section>\n");
+    }
+    events(&mut page, report);
+    served_by(&mut page, report);
+    page.push_str("</body>\n</html>\n");
+    page
+}
+
+/// Per-task CPU % and memory MiB, one series per task, as two charts with
+/// the kill, the heal and the failover window marked like the others.
+pub fn resource_charts(cpu: &[Labelled], memory_mib: &[Labelled], frame: &Frame) -> String {
+    let mut out = String::new();
+    for (id, title, unit, series) in [
+        ("chart-cpu", "CPU per task", "CPU %", cpu),
+        ("chart-memory", "Memory per task", "MiB", memory_mib),
+    ] {
+        let series: Vec<Series> = series
+            .iter()
+            .enumerate()
+            .map(|(i, (label, points))| {
+                Series::nth(
+                    i,
+                    label,
+                    points.iter().map(|&(x, y)| (x, Some(y))).collect(),
+                )
+            })
+            .collect();
+        let chart = Chart {
+            id,
+            title,
+            unit,
+            x_max: frame.x_max,
+            scale: Scale::Linear,
+            markers: frame.markers,
+            shade: frame.shade,
+        };
+        figure(&mut out, &chart, &series);
+    }
+    out
+}
+
+const STYLE: &str = "
+:root { color-scheme: light; }
+* { box-sizing: border-box; }
+body { margin: 0; padding: 20px 32px; background: #fff; color: #111;
+  font: 20px/1.35 system-ui, -apple-system, 'Segoe UI', Roboto, 'DejaVu Sans', sans-serif; }
+h1 { font-size: 34px; margin: 0 0 4px; }
+h2 { font-size: 24px; margin: 0 0 6px; }
+h2.section { margin-top: 20px; }
+.meta { color: #333; margin: 0 0 14px; }
+.meta code { font-size: 20px; background: #eef; padding: 0 6px; border-radius: 4px; }
+.warning { background: #fff3d6; border-left: 8px solid #E69F00; padding: 8px 14px; margin: 0 0 14px; }
+.stats { display: flex; flex-wrap: wrap; gap: 12px; margin: 0 0 14px; }
+.stat { border: 2px solid #ccc; border-radius: 8px; padding: 6px 14px; min-width: 150px; }
+.stat .label { font-size: 16px; text-transform: uppercase; letter-spacing: .04em; color: #333; }
+.stat .value { font-size: 32px; font-weight: 700; font-variant-numeric: tabular-nums; }
+.stat .sub { font-size: 16px; color: #333; }
+.stat .cells { display: flex; gap: 22px; }
+.stat.bad { border-color: #D55E00; }
+.stat.bad .value { color: #B34700; }
+.charts { display: grid; grid-template-columns: repeat(auto-fit, minmax(560px, 1fr)); gap: 16px 28px; }
+figure { margin: 0; }
+figure svg { width: 100%; height: auto; display: block; }
+svg text { font-family: inherit; fill: #111; }
+table { border-collapse: collapse; font-variant-numeric: tabular-nums; }
+th, td { padding: 4px 16px 4px 0; text-align: left; }
+td.n { text-align: right; }
+.bar { background: #0072B2; height: 16px; display: inline-block; vertical-align: middle; }
+ul.events { margin: 0; padding-left: 24px; }
+";
+
+fn header(page: &mut String, report: &Report, when: SystemTime, title: &str) {
+    let when = humantime::format_rfc3339_seconds(when);
+    let _ = write!(
+        page,
+        "<header>\n<h1>{}</h1>\n<p class=\"meta\"><code id=\"url\">GET {}</code> ids {} · {} for {} · \
+         {} keep-alive connections · {}s timeout · run at {when}</p>\n",
+        esc(title),
+        esc(&report.url),
+        report.ids,
+        esc(&report.model.to_string()),
+        humantime::format_duration(std::time::Duration::from_secs_f64(report.duration_s)),
+        report.connections,
+        report.timeout_s,
+    );
+    if report.interrupted {
+        page.push_str(
+            "<p class=\"warning\" id=\"interrupted\">Interrupted by Ctrl-C: \
+             the numbers are of what ran until then.</p>\n",
+        );
+    }
+    page.push_str("</header>\n");
+}
+
+fn headline(page: &mut String, report: &Report) {
+    let f = &report.failures;
+    page.push_str("<section class=\"stats\">\n");
+    let scheduled = match report.scheduled {
+        Some(n) if n != report.requests => format!("of {n} scheduled"),
+        _ => "settled".into(),
+    };
+    stat(
+        page,
+        "requests",
+        "Requests",
+        &report.requests.to_string(),
+        &scheduled,
+        false,
+    );
+    let mut kinds = Vec::new();
+    for (code, n) in &f.by_status {
+        kinds.push(format!("{code}×{n}"));
+    }
+    for (kind, n) in [
+        ("timeout", f.timeout),
+        ("connect", f.connect),
+        ("reset", f.reset),
+    ] {
+        if n > 0 {
+            kinds.push(format!("{kind} {n}"));
+        }
+    }
+    let kinds = if kinds.is_empty() {
+        "none".to_string()
+    } else {
+        kinds.join(" · ")
+    };
+    stat(
+        page,
+        "failures",
+        "Failures",
+        &f.total.to_string(),
+        &kinds,
+        f.total > 0,
+    );
+    stat(
+        page,
+        "throughput",
+        "Throughput",
+        &format!("{:.1}", report.throughput_rps),
+        &format!("req/s over {:.1}s", report.elapsed_s),
+        false,
+    );
+    match &report.latency_ms {
+        Some(l) => {
+            let Latency {
+                min,
+                mean,
+                p50,
+                p90,
+                p99,
+                p99_9,
+                max,
+            } = l;
+            page.push_str(
+                "<div class=\"stat\" id=\"latency\"><div class=\"label\">Latency ms</div><div class=\"cells\">",
+            );
+            for (name, value) in [
+                ("min", min),
+                ("mean", mean),
+                ("p50", p50),
+                ("p90", p90),
+                ("p99", p99),
+                ("p99.9", p99_9),
+                ("max", max),
+            ] {
+                let _ = write!(
+                    page,
+                    "<div><div class=\"value\" id=\"latency-{}\">{}</div><div class=\"sub\">{name}</div></div>",
+                    name.replace('.', "_"),
+                    ms(*value)
+                );
+            }
+            page.push_str("</div></div>\n");
+        }
+        None => stat(
+            page,
+            "latency",
+            "Latency",
+            "–",
+            "no request was answered",
+            true,
+        ),
+    }
+    page.push_str("</section>\n");
+}
+
+fn stat(page: &mut String, id: &str, label: &str, value: &str, sub: &str, bad: bool) {
+    let _ = writeln!(
+        page,
+        "<div class=\"stat{}\"><div class=\"label\">{label}</div>\
+         <div class=\"value\" id=\"{id}\">{}</div><div class=\"sub\">{}</div></div>",
+        if bad { " bad" } else { "" },
+        esc(value),
+        esc(sub)
+    );
+}
+
+fn markers(report: &Report) -> Vec<Marker> {
+    report
+        .events
+        .iter()
+        .map(|e| Marker {
+            at: e.at_s,
+            label: e.what.clone(),
+        })
+        .collect()
+}
+
+/// Seconds are plotted at their middle: second 3 holds what was due in
+/// [3, 4), and a kill at 3.0 s sits on its left edge.
+fn mid(second: u64) -> f64 {
+    second as f64 + 0.5
+}
+
+fn latency_chart(page: &mut String, report: &Report, frame: &Frame) {
+    let column = |pick: fn(&super::report::SecondRow) -> Option<f64>| -> Vec<(f64, Option<f64>)> {
+        report
+            .timeline
+            .iter()
+            .map(|row| (mid(row.second), pick(row)))
+            .collect()
+    };
+    let series = [
+        Series::styled("p50", column(|r| r.p50_ms), BLUE, DASHES[0]),
+        Series::styled("p90", column(|r| r.p90_ms), ORANGE, DASHES[1]),
+        Series::styled("p99", column(|r| r.p99_ms), VERMILLION, DASHES[2]),
+    ];
+    // A failover puts timeouts of seconds beside answers of a millisecond:
+    // only a log axis shows both.
+    let values = series
+        .iter()
+        .flat_map(|s| s.points.iter().filter_map(|p| p.1));
+    let (lo, hi) = values.fold((f64::INFINITY, 0.0_f64), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    });
+    let scale = if lo > 0.0 && hi / lo > 20.0 {
+        Scale::Log
+    } else {
+        Scale::Linear
+    };
+    let chart = Chart {
+        id: "chart-latency",
+        title: "Latency per second",
+        unit: "ms",
+        x_max: frame.x_max,
+        scale,
+        markers: frame.markers,
+        shade: frame.shade,
+    };
+    figure(page, &chart, &series);
+}
+
+fn throughput_chart(page: &mut String, report: &Report, frame: &Frame) {
+    let column = |pick: fn(&super::report::SecondRow) -> u64| -> Vec<(f64, Option<f64>)> {
+        report
+            .timeline
+            .iter()
+            .map(|row| (mid(row.second), Some(pick(row) as f64)))
+            .collect()
+    };
+    let mut failures = Series::styled("failed/s", column(|r| r.failures), VERMILLION, DASHES[0]);
+    failures.dots = true;
+    let series = [
+        Series::styled("requests/s", column(|r| r.requests), BLUE, DASHES[0]),
+        failures,
+    ];
+    let chart = Chart {
+        id: "chart-throughput",
+        title: "Throughput per second",
+        unit: "requests",
+        x_max: frame.x_max,
+        scale: Scale::Linear,
+        markers: frame.markers,
+        shade: frame.shade,
+    };
+    figure(page, &chart, &series);
+}
+
+fn events(page: &mut String, report: &Report) {
+    if report.events.is_empty() && report.failover.is_none() {
+        return;
+    }
+    page.push_str(
+        "<section id=\"events\">\n<h2 class=\"section\">Failover</h2>\n<ul class=\"events\">\n",
+    );
+    for event in &report.events {
+        let _ = writeln!(
+            page,
+            "<li>at {:.1} s: {}</li>",
+            event.at_s,
+            esc(&event.what)
+        );
+    }
+    if let Some(w) = &report.failover {
+        let _ = writeln!(
+            page,
+            "<li id=\"failover\">seconds {}–{} (shaded): {} requests, {} failed, {}</li>",
+            w.from_s,
+            w.to_s,
+            w.requests,
+            w.failures,
+            esc(&w.latency_summary())
+        );
+    }
+    page.push_str("</ul>\n</section>\n");
+}
+
+fn served_by(page: &mut String, report: &Report) {
+    page.push_str("<section id=\"served-by\">\n<h2 class=\"section\">Served by</h2>\n");
+    if report.served_by.is_empty() {
+        page.push_str("<p>No answer named its replica (servedBy).</p>\n</section>\n");
+        return;
+    }
+    let total: u64 = report.served_by.iter().map(|r| r.requests).sum();
+    page.push_str("<table>\n<tr><th>replica</th><th>requests</th><th>share</th></tr>\n");
+    for replica in &report.served_by {
+        let share = 100.0 * replica.requests as f64 / total.max(1) as f64;
+        let _ = writeln!(
+            page,
+            "<tr><td>{}</td><td class=\"n\">{}</td><td><span class=\"bar\" style=\"width:{:.0}px\"></span> {share:.0}%</td></tr>",
+            esc(&replica.replica),
+            replica.requests,
+            share * 3.0
+        );
+    }
+    page.push_str("</table>\n</section>\n");
+}
+
+/// What every chart of one run shares: its length, its events and the
+/// failover window.
+pub struct Frame<'a> {
+    /// Seconds the x axis runs to.
+    pub x_max: f64,
+    pub markers: &'a [Marker],
+    /// Seconds to shade, from and to.
+    pub shade: Option<(f64, f64)>,
+}
+
+/// A vertical line across a chart: a kill or a heal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Marker {
+    pub at: f64,
+    pub label: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scale {
+    Linear,
+    Log,
+}
+
+pub struct Chart<'a> {
+    /// The SVG's id, for tests and links.
+    pub id: &'a str,
+    pub title: &'a str,
+    /// The y axis' label.
+    pub unit: &'a str,
+    /// The x axis runs from 0 to this many seconds.
+    pub x_max: f64,
+    pub scale: Scale,
+    pub markers: &'a [Marker],
+    /// Seconds to shade, from and to: the failover window.
+    pub shade: Option<(f64, f64)>,
+}
+
+pub struct Series<'a> {
+    pub label: &'a str,
+    /// `None` leaves a gap: a second with nothing to show (no answer).
+    pub points: Vec<(f64, Option<f64>)>,
+    pub colour: &'a str,
+    pub dash: &'a str,
+    /// A dot on each point above zero, so a single failed second is seen.
+    pub dots: bool,
+}
+
+impl<'a> Series<'a> {
+    pub fn styled(
+        label: &'a str,
+        points: Vec<(f64, Option<f64>)>,
+        colour: &'a str,
+        dash: &'a str,
+    ) -> Self {
+        Series {
+            label,
+            points,
+            colour,
+            dash,
+            dots: false,
+        }
+    }
+
+    /// The i-th of many alike (one per task): colours first, then dashes.
+    pub fn nth(i: usize, label: &'a str, points: Vec<(f64, Option<f64>)>) -> Self {
+        let dash = DASHES[(i / PALETTE.len()) % DASHES.len()];
+        Series::styled(label, points, PALETTE[i % PALETTE.len()], dash)
+    }
+}
+
+/// A chart in a `<figure>` with its title.
+fn figure(out: &mut String, chart: &Chart, series: &[Series]) {
+    let _ = writeln!(
+        out,
+        "<figure>\n<h2>{}</h2>\n{}</figure>",
+        esc(chart.title),
+        line_chart(chart, series)
+    );
+}
+
+/// One inline SVG: axes with labelled ticks, a legend, each series as
+/// polylines (one per run of values, gaps left open) inside a
+/// `<g class="series" data-label=…>`, the markers as dashed vertical lines.
+pub fn line_chart(chart: &Chart, series: &[Series]) -> String {
+    let legend = legend_rows(series);
+    let top = 16.0 + legend.len() as f64 * LEGEND_ROW + 12.0;
+    let (plot_w, plot_h) = (WIDTH - LEFT - RIGHT, HEIGHT - top - BOTTOM);
+    let values: Vec<f64> = series
+        .iter()
+        .flat_map(|s| s.points.iter().filter_map(|p| p.1))
+        .filter(|v| v.is_finite())
+        .collect();
+    let y_ticks = match chart.scale {
+        // Headroom, so a flat line at the top is not drawn on the frame.
+        Scale::Linear => linear_ticks(values.iter().copied().fold(0.0, f64::max) * 1.05),
+        Scale::Log => log_ticks(
+            values
+                .iter()
+                .copied()
+                .filter(|v| *v > 0.0)
+                .fold(f64::INFINITY, f64::min),
+            values.iter().copied().fold(0.0, f64::max),
+        ),
+    };
+    let (y_lo, y_hi) = (y_ticks[0], *y_ticks.last().expect("ticks are never empty"));
+    let x_max = chart.x_max.max(1.0);
+    let x = |s: f64| LEFT + s.clamp(0.0, x_max) / x_max * plot_w;
+    let y = |v: f64| {
+        let t = match chart.scale {
+            Scale::Linear => (v - y_lo) / (y_hi - y_lo),
+            Scale::Log => (v.max(y_lo).log10() - y_lo.log10()) / (y_hi.log10() - y_lo.log10()),
+        };
+        top + plot_h * (1.0 - t.clamp(0.0, 1.0))
+    };
+
+    let mut svg = String::new();
+    let _ = writeln!(
+        svg,
+        "<svg id=\"{}\" class=\"chart\" data-scale=\"{}\" viewBox=\"0 0 {WIDTH} {HEIGHT}\" \
+         role=\"img\" aria-label=\"{}\" font-size=\"{FONT}\">",
+        esc(chart.id),
+        match chart.scale {
+            Scale::Linear => "linear",
+            Scale::Log => "log",
+        },
+        esc(chart.title)
+    );
+    if let Some((from, to)) = chart.shade {
+        let _ = writeln!(
+            svg,
+            "<rect class=\"failover\" x=\"{:.1}\" y=\"{top:.1}\" width=\"{:.1}\" height=\"{plot_h:.1}\" fill=\"#000\" fill-opacity=\"0.07\"/>",
+            x(from),
+            (x(to) - x(from)).max(0.0)
+        );
+    }
+    // Grid and y ticks.
+    for &tick in &y_ticks {
+        let ty = y(tick);
+        let _ = writeln!(
+            svg,
+            "<line x1=\"{LEFT}\" x2=\"{:.1}\" y1=\"{ty:.1}\" y2=\"{ty:.1}\" stroke=\"#ccc\"/>\
+             <text class=\"y-tick\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
+            LEFT + plot_w,
+            LEFT - 8.0,
+            ty + FONT * 0.35,
+            tick_label(tick)
+        );
+    }
+    for tick in linear_ticks(x_max) {
+        if tick > x_max + 1e-9 {
+            break;
+        }
+        let tx = x(tick);
+        let _ = writeln!(
+            svg,
+            "<line x1=\"{tx:.1}\" x2=\"{tx:.1}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"#111\"/>\
+             <text class=\"x-tick\" x=\"{tx:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
+            top + plot_h,
+            top + plot_h + 6.0,
+            top + plot_h + 6.0 + FONT,
+            tick_label(tick)
+        );
+    }
+    // Axes and their labels.
+    let _ = writeln!(
+        svg,
+        "<path d=\"M{LEFT} {top:.1} V{:.1} H{:.1}\" fill=\"none\" stroke=\"#111\" stroke-width=\"2\"/>\
+         <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">seconds into the run</text>\
+         <text transform=\"translate(20 {:.1}) rotate(-90)\" text-anchor=\"middle\">{}{}</text>",
+        top + plot_h,
+        LEFT + plot_w,
+        LEFT + plot_w / 2.0,
+        HEIGHT - 8.0,
+        top + plot_h / 2.0,
+        esc(chart.unit),
+        if chart.scale == Scale::Log { " (log)" } else { "" }
+    );
+    // Each marker's label on its own line, so a kill and a heal a few
+    // seconds apart do not write over each other; a white halo keeps them
+    // readable over the series.
+    for (i, marker) in chart.markers.iter().enumerate() {
+        let mx = x(marker.at);
+        let right_half = mx > LEFT + plot_w / 2.0;
+        let _ = writeln!(
+            svg,
+            "<g class=\"marker\"><line x1=\"{mx:.1}\" x2=\"{mx:.1}\" y1=\"{top:.1}\" y2=\"{:.1}\" \
+             stroke=\"#111\" stroke-width=\"2\" stroke-dasharray=\"6 4\"/>\
+             <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"{}\" stroke=\"#fff\" stroke-width=\"5\" \
+             paint-order=\"stroke\">{}</text></g>",
+            top + plot_h,
+            if right_half { mx - 6.0 } else { mx + 6.0 },
+            top + FONT * (1.1 + 1.2 * i as f64),
+            if right_half { "end" } else { "start" },
+            esc(&marker.label)
+        );
+    }
+    if values.is_empty() {
+        let _ = writeln!(
+            svg,
+            "<text class=\"empty\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">no data</text>",
+            LEFT + plot_w / 2.0,
+            top + plot_h / 2.0
+        );
+    }
+    for s in series {
+        let _ = write!(
+            svg,
+            "<g class=\"series\" data-label=\"{}\" stroke=\"{}\" fill=\"none\" stroke-width=\"3.5\" \
+             stroke-linejoin=\"round\" stroke-linecap=\"round\"{}>",
+            esc(s.label),
+            esc(s.colour),
+            if s.dash.is_empty() {
+                String::new()
+            } else {
+                format!(" stroke-dasharray=\"{}\"", esc(s.dash))
+            }
+        );
+        for run in s.points.split(|p| p.1.is_none_or(|v| !v.is_finite())) {
+            if run.is_empty() {
+                continue;
+            }
+            let points: Vec<String> = run
+                .iter()
+                .map(|&(px, py)| format!("{:.1},{:.1}", x(px), y(py.unwrap_or_default())))
+                .collect();
+            let _ = write!(svg, "<polyline points=\"{}\"/>", points.join(" "));
+        }
+        if s.dots {
+            for &(px, py) in &s.points {
+                if let Some(v) = py.filter(|v| *v > 0.0) {
+                    let _ = write!(
+                        svg,
+                        "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"5\" fill=\"{}\" stroke=\"none\"/>",
+                        x(px),
+                        y(v),
+                        esc(s.colour)
+                    );
+                }
+            }
+        }
+        svg.push_str("</g>\n");
+    }
+    // The legend, on top of everything.
+    for (row, items) in legend.iter().enumerate() {
+        let ly = 16.0 + row as f64 * LEGEND_ROW + LEGEND_ROW / 2.0;
+        for &(at, i) in items {
+            let s = &series[i];
+            let lx = LEFT + at;
+            let _ = writeln!(
+                svg,
+                "<g class=\"legend\"><line x1=\"{lx:.1}\" x2=\"{:.1}\" y1=\"{ly:.1}\" y2=\"{ly:.1}\" stroke=\"{}\" \
+                 stroke-width=\"4\"{}/><text x=\"{:.1}\" y=\"{:.1}\">{}</text></g>",
+                lx + 36.0,
+                esc(s.colour),
+                if s.dash.is_empty() {
+                    String::new()
+                } else {
+                    format!(" stroke-dasharray=\"{}\"", esc(s.dash))
+                },
+                lx + 42.0,
+                ly + FONT * 0.35,
+                esc(s.label)
+            );
+        }
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+/// Where each legend entry goes: rows of `(x offset, series index)`,
+/// wrapped to the plot's width (one series per task can be many).
+fn legend_rows(series: &[Series]) -> Vec<Vec<(f64, usize)>> {
+    let width = WIDTH - LEFT - RIGHT;
+    let mut rows: Vec<Vec<(f64, usize)>> = vec![Vec::new()];
+    let mut at = 0.0;
+    for (i, s) in series.iter().enumerate() {
+        // Wide enough for the sample line and the label in this font.
+        let w = 42.0 + s.label.chars().count() as f64 * FONT * 0.58 + 24.0;
+        if at > 0.0 && at + w > width {
+            rows.push(Vec::new());
+            at = 0.0;
+        }
+        rows.last_mut().expect("a row").push((at, i));
+        at += w;
+    }
+    rows
+}
+
+/// Ticks from 0 to at least `max`, 1, 2 or 5 times a power of ten apart,
+/// about five of them.
+pub fn linear_ticks(max: f64) -> Vec<f64> {
+    let max = if max.is_finite() && max > 0.0 {
+        max
+    } else {
+        1.0
+    };
+    let rough = max / 5.0;
+    let power = 10f64.powf(rough.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * power)
+        .find(|step| *step >= rough)
+        .unwrap_or(10.0 * power);
+    let count = (max / step - 1e-9).ceil().max(1.0) as usize;
+    (0..=count).map(|i| i as f64 * step).collect()
+}
+
+/// Powers of ten around `[lo, hi]`, with 2 and 5 between them when the
+/// values span less than two decades (else a lone tick would be all).
+pub fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let (lo, hi) = if lo.is_finite() && lo > 0.0 && hi >= lo {
+        (lo, hi)
+    } else {
+        (1.0, 10.0)
+    };
+    let first = lo.log10().floor() as i32;
+    let last = (hi.log10().ceil() as i32).max(first + 1);
+    let mut ticks = Vec::new();
+    for power in first..=last {
+        let base = 10f64.powi(power);
+        ticks.push(base);
+        if last - first <= 2 && power < last {
+            ticks.extend([2.0 * base, 5.0 * base]);
+        }
+    }
+    ticks
+}
+
+/// A tick's number, with no trailing zeros: 0.5, 2, 1000.
+fn tick_label(value: f64) -> String {
+    let text = format!("{value:.3}");
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// Text made safe for HTML, in element content and in quoted attributes.
+pub fn esc(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::report::tests::sample;
+    use super::*;
+
+    fn page(report: &Report) -> String {
+        render(report, SystemTime::UNIX_EPOCH, &[], &[])
+    }
+
+    #[test]
+    fn every_string_from_the_lab_is_escaped() {
+        assert_eq!(
+            esc(r#"<a href="x">&'</a>"#),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;&lt;/a&gt;"
+        );
+        let mut report = sample();
+        report.lab = "<script>alert(1)</script>".into();
+        report.served_by[0].replica = "\"><img src=x>".into();
+        report.events[0].what = "killed <b>".into();
+        let html = page(&report);
+        assert!(!html.contains("<script>"), "{html}");
+        assert!(!html.contains("<img"), "{html}");
+        assert!(!html.contains("<b>"), "{html}");
+        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+    }
+
+    #[test]
+    fn linear_ticks_are_round_and_cover_the_maximum() {
+        assert_eq!(linear_ticks(100.0), [0.0, 20.0, 40.0, 60.0, 80.0, 100.0]);
+        assert_eq!(linear_ticks(7.0), [0.0, 2.0, 4.0, 6.0, 8.0]);
+        assert_eq!(
+            linear_ticks(0.0),
+            [0.0, 0.2, 0.4, 0.6000000000000001, 0.8, 1.0]
+        );
+        let ticks = linear_ticks(1234.0);
+        assert_eq!(ticks[1], 500.0);
+        assert!(*ticks.last().unwrap() >= 1234.0);
+        assert_eq!(tick_label(0.6000000000000001), "0.6");
+        assert_eq!(tick_label(1000.0), "1000");
+        assert_eq!(tick_label(0.25), "0.25");
+    }
+
+    #[test]
+    fn log_ticks_are_decades_with_steps_between_when_few() {
+        assert_eq!(
+            log_ticks(0.3, 2500.0),
+            [0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0]
+        );
+        assert_eq!(
+            log_ticks(1.5, 40.0),
+            [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0]
+        );
+        assert_eq!(log_ticks(f64::INFINITY, 0.0), [1.0, 2.0, 5.0, 10.0]);
+    }
+
+    #[test]
+    fn an_empty_timeline_still_draws_both_charts() {
+        let mut report = sample();
+        report.timeline.clear();
+        report.events.clear();
+        report.failover = None;
+        report.latency_ms = None;
+        report.served_by.clear();
+        let html = page(&report);
+        assert!(html.contains("id=\"chart-latency\""), "{html}");
+        assert!(html.contains("id=\"chart-throughput\""), "{html}");
+        assert_eq!(html.matches("no data").count(), 2, "{html}");
+        assert!(!html.contains("<polyline"), "{html}");
+        assert!(html.contains("no request was answered"));
+        assert!(html.contains("No answer named its replica"));
+        assert!(!html.contains("id=\"events\""));
+        assert!(!html.contains("NaN") && !html.contains("inf"), "{html}");
+    }
+
+    #[test]
+    fn a_report_with_events_marks_them_on_both_charts() {
+        let report = sample();
+        let html = page(&report);
+        assert_eq!(html.matches("<g class=\"marker\">").count(), 4, "{html}");
+        assert_eq!(html.matches(">killed swarm-worker-0</text>").count(), 2);
+        assert_eq!(html.matches("<rect class=\"failover\"").count(), 2);
+        assert!(
+            html.contains("seconds 1–2 (shaded): 51 requests, 1 failed"),
+            "{html}"
+        );
+        // One point per second in each series; the timeline has two.
+        let latency = &html[html.find("id=\"chart-latency\"").unwrap()..];
+        let p50 = &latency[latency.find("data-label=\"p50\"").unwrap()..];
+        let polyline = &p50[p50.find("points=\"").unwrap() + 8..];
+        let points = &polyline[..polyline.find('"').unwrap()];
+        assert_eq!(points.split(' ').count(), 2, "{points}");
+        assert!(html.contains("id=\"requests\">101<"), "{html}");
+        assert!(html.contains("id=\"latency-p99_9\">"), "{html}");
+        assert!(!html.contains("NaN"), "{html}");
+    }
+
+    #[test]
+    fn nothing_is_loaded_from_elsewhere() {
+        let report = sample();
+        // The target's URL is shown as text, and is the one address allowed.
+        let html = page(&report).replace(&report.url, "");
+        for needle in ["http://", "https://", "<script", "<link", "@import", "url("] {
+            assert!(!html.contains(needle), "{needle} in {html}");
+        }
+    }
+
+    #[test]
+    fn resources_show_only_when_given() {
+        let report = sample();
+        assert!(!page(&report).contains("chart-cpu"));
+        let cpu = vec![
+            (
+                "accountservice.1".to_string(),
+                vec![(0.5, 12.0), (1.5, 30.0)],
+            ),
+            (
+                "accountservice.2".to_string(),
+                vec![(0.5, 10.0), (1.5, 25.0)],
+            ),
+        ];
+        let memory = vec![("accountservice.1".to_string(), vec![(0.5, 8.0), (1.5, 9.0)])];
+        let html = render(&report, SystemTime::UNIX_EPOCH, &cpu, &memory);
+        assert!(html.contains("id=\"chart-cpu\""));
+        assert!(html.contains("id=\"chart-memory\""));
+        assert!(html.contains("data-label=\"accountservice.2\""));
+    }
+
+    #[test]
+    fn a_long_legend_wraps() {
+        let names: Vec<String> = (0..12)
+            .map(|i| format!("accountservice.{i}.abcdef"))
+            .collect();
+        let series: Vec<Series> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| Series::nth(i, n, vec![(0.5, Some(1.0))]))
+            .collect();
+        let rows = legend_rows(&series);
+        assert!(rows.len() > 2, "{rows:?}");
+        assert!(rows
+            .iter()
+            .flatten()
+            .all(|&(at, _)| at < WIDTH - LEFT - RIGHT));
+        assert_ne!(series[0].colour, series[1].colour);
+        assert_ne!(series[0].dash, series[7].dash);
+    }
+}
