@@ -13,6 +13,7 @@ use serde::Serialize;
 use super::kill::Event;
 use super::load::{Failures, Plan, Recorder, Target};
 use super::plan::{IdRange, Model};
+use super::resources::Resources;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -46,6 +47,8 @@ pub struct Report {
     /// The seconds from the kill to the heal (or the end of the run).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failover: Option<Window>,
+    /// CPU and memory of each task and node while the load ran.
+    pub resources: Resources,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -136,6 +139,7 @@ pub struct Replica {
 }
 
 impl Report {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         lab: &str,
         plan: &Plan,
@@ -144,6 +148,7 @@ impl Report {
         elapsed: Duration,
         interrupted: bool,
         events: Vec<Event>,
+        resources: Resources,
     ) -> Report {
         let timeline = recorded
             .seconds
@@ -193,6 +198,7 @@ impl Report {
             served_by,
             failover: Window::of(&events, recorded),
             events,
+            resources,
         }
     }
 
@@ -314,7 +320,37 @@ impl Report {
                 let _ = writeln!(out, "{:<16}  {:>8}", replica.replica, replica.requests);
             }
         }
+        self.resources_table(&mut out);
         out
+    }
+
+    fn resources_table(&self, out: &mut String) {
+        let r = &self.resources;
+        if r.tasks.is_empty() && r.nodes.is_empty() {
+            return;
+        }
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "{:<22}  {:<16}  {:>10}  {:>8}  {:>9}  {:>8}",
+            "task / node", "on", "CPU% peak", "mean", "MiB peak", "mean"
+        );
+        let rows = r
+            .tasks
+            .iter()
+            .map(|(task, t)| (task.as_str(), t.node.as_str(), &t.usage))
+            .chain(
+                r.nodes
+                    .iter()
+                    .map(|(node, u)| (node.as_str(), "(whole node)", u)),
+            );
+        for (name, on, u) in rows {
+            let _ = writeln!(
+                out,
+                "{name:<22}  {on:<16}  {:>10.1}  {:>8.1}  {:>9.1}  {:>8.1}",
+                u.cpu_percent.peak, u.cpu_percent.mean, u.memory_mib.peak, u.memory_mib.mean
+            );
+        }
     }
 }
 
@@ -380,6 +416,7 @@ mod tests {
             Duration::from_secs(2),
             false,
             events,
+            Resources::default(),
         )
     }
 

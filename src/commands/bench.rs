@@ -11,6 +11,7 @@ use crate::bench::kill::{self, Events};
 use crate::bench::load::{self, Plan, Recorder, Shared, Target};
 use crate::bench::plan::Model;
 use crate::bench::report::{Latency, Report};
+use crate::bench::resources::{self, Resources};
 use crate::cli::{BenchArgs, Output};
 use crate::commands::create::interrupted;
 use crate::error::{Error, Result};
@@ -46,6 +47,10 @@ pub async fn run(args: &BenchArgs, ui: &Ui) -> Result<()> {
         Some(_) => Some(crate::provider::for_lab(&state, &LabDir::new(&state.name), ui).await?),
         None => None,
     };
+
+    let engines = engines(&state, ui).await;
+    let resources: Arc<std::sync::Mutex<Resources>> = Arc::default();
+    let sampler = tokio::spawn(resources::sample(engines, resources.clone()));
 
     let recorder: Shared = Arc::default();
     let events: Events = Arc::default();
@@ -90,6 +95,7 @@ pub async fn run(args: &BenchArgs, ui: &Ui) -> Result<()> {
     if let Some(bar) = &live {
         ui.end_live(bar);
     }
+    sampler.abort();
     if let Some(mut chaos) = chaos {
         // A heal still under way gets a little time, never an unbounded wait.
         if was_interrupted || tokio::time::timeout(HEAL_GRACE, &mut chaos).await.is_err() {
@@ -116,6 +122,7 @@ pub async fn run(args: &BenchArgs, ui: &Ui) -> Result<()> {
         elapsed,
         was_interrupted,
         events,
+        resources.lock().expect("no panics while sampling").clone(),
     );
     match args.output {
         Output::Json => println!(
@@ -170,6 +177,30 @@ fn target(args: &BenchArgs, state: &LabState) -> Result<Target> {
         path: args.path.clone(),
         ids: args.ids,
     })
+}
+
+/// Each node's engine, to read its containers' CPU and memory; a node
+/// that does not answer is left out of the resources with a warning.
+async fn engines(state: &LabState, ui: &Ui) -> Vec<(String, bollard::Docker)> {
+    let certs = LabDir::new(&state.name).client_certs();
+    let connected = futures_util::future::join_all(state.nodes.iter().map(|node| {
+        let certs = certs.clone();
+        async move {
+            let engine = crate::docker::connect_node(&node.docker_host(), &certs).await;
+            (node.hostname.clone(), engine)
+        }
+    }))
+    .await;
+    connected
+        .into_iter()
+        .filter_map(|(hostname, engine)| match engine {
+            Ok(engine) => Some((hostname, engine)),
+            Err(err) => {
+                ui.warn(format!("no resources of {hostname}: {err}"));
+                None
+            }
+        })
+        .collect()
 }
 
 /// The node `--kill` names, checked before any load is sent.
