@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use common::*;
 
-const LAB: &str = "bn-load";
+const LAB: &str = "rs-load";
 
 fn bench_json(extra: &[&str]) -> serde_json::Value {
     let mut args = vec!["bench", "-q", "--name", LAB, "-o", "json"];
@@ -69,6 +69,7 @@ fn bench_loads_a_real_lab() {
         timeline.iter().all(|s| s["requests"] == 200),
         "200 due every second: {timeline:?}"
     );
+    resources_of_every_running_task(&report);
 
     // Ids the accountservice does not have: every answer is a 404, counted
     // as a status failure, and none names a replica.
@@ -107,6 +108,7 @@ fn bench_loads_a_real_lab() {
         "Latency ms ",
         "second",
         "served by",
+        "CPU% peak",
     ]
     .iter()
     .map(|needle| {
@@ -127,6 +129,62 @@ fn bench_loads_a_real_lab() {
     failover_under_load();
 
     ctrl_c_still_reports();
+}
+
+/// Every running accountservice task, as the user's `docker service ps`
+/// lists it, has its CPU and memory in the report, read every second.
+fn resources_of_every_running_task(report: &serde_json::Value) {
+    let ps = lab_docker(
+        &lab_env(LAB),
+        &[
+            "service",
+            "ps",
+            "accountservice",
+            "--filter",
+            "desired-state=running",
+            "--format",
+            "{{.Name}} {{.Node}}",
+        ],
+    );
+    assert!(ps.status.success(), "{}", stderr(&ps));
+    let running: std::collections::BTreeSet<String> =
+        stdout(&ps).lines().map(str::to_string).collect();
+    let resources = &report["resources"];
+    let rows: Vec<&serde_json::Value> = resources["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["service"] == "accountservice")
+        .collect();
+    let reported: std::collections::BTreeSet<String> = rows
+        .iter()
+        .map(|t| {
+            format!(
+                "{} {}",
+                t["task"].as_str().unwrap(),
+                t["node"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(reported, running, "{resources:#}");
+    for row in &rows {
+        let (cpu, memory) = (&row["cpu_percent"], &row["memory_mib"]);
+        assert!(number(&row["samples"]) >= 3.0, "{row}");
+        assert!(number(&memory["peak"]) > 0.0, "{row}");
+        assert!(number(&memory["peak"]) >= number(&memory["mean"]), "{row}");
+        assert!(number(&cpu["peak"]) >= number(&cpu["mean"]), "{row}");
+        assert!(number(&cpu["mean"]) >= 0.0, "{row}");
+        assert!(
+            ["engine", "cgroup"].contains(&row["source"].as_str().unwrap()),
+            "{row}"
+        );
+    }
+    assert!(
+        rows.iter().any(|t| number(&t["cpu_percent"]["mean"]) > 0.0),
+        "200 req/s cost the accountservice no CPU: {resources:#}"
+    );
+    let nodes = resources["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 2, "{resources:#}");
 }
 
 /// `--kill` stops the worker mid-run and `--heal-after` brings it back;

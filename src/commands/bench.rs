@@ -11,7 +11,7 @@ use crate::bench::kill::{self, Events};
 use crate::bench::load::{self, Plan, Recorder, Shared, Target};
 use crate::bench::plan::Model;
 use crate::bench::report::{Latency, Report};
-use crate::bench::resources::{self, Resources};
+use crate::bench::resources::{Machine, Resources, Sampler};
 use crate::cli::{BenchArgs, Output};
 use crate::commands::create::interrupted;
 use crate::error::{Error, Result};
@@ -48,9 +48,11 @@ pub async fn run(args: &BenchArgs, ui: &Ui) -> Result<()> {
         None => None,
     };
 
-    let engines = engines(&state, ui).await;
     let resources: Arc<std::sync::Mutex<Resources>> = Arc::default();
-    let sampler = tokio::spawn(resources::sample(engines, resources.clone()));
+    let sampler = match sampler(&state, ui).await {
+        Some(sampler) => tokio::spawn(sampler.run(resources.clone())),
+        None => tokio::spawn(async {}),
+    };
 
     let recorder: Shared = Arc::default();
     let events: Events = Arc::default();
@@ -179,28 +181,51 @@ fn target(args: &BenchArgs, state: &LabState) -> Result<Target> {
     })
 }
 
-/// Each node's engine, to read its containers' CPU and memory; a node
-/// that does not answer is left out of the resources with a warning.
-async fn engines(state: &LabState, ui: &Ui) -> Vec<(String, bollard::Docker)> {
-    let certs = LabDir::new(&state.name).client_certs();
-    let connected = futures_util::future::join_all(state.nodes.iter().map(|node| {
+/// The resources sampler: each node's engine (a node that does not answer
+/// is read through its provider alone) and the manager's task list. With
+/// no manager there is nothing to name the tasks by, and no resources.
+async fn sampler(state: &LabState, ui: &Ui) -> Option<Sampler> {
+    let dir = LabDir::new(&state.name);
+    let certs = dir.client_certs();
+    let machines = futures_util::future::join_all(state.nodes.iter().map(|node| {
         let certs = certs.clone();
         async move {
             let engine = crate::docker::connect_node(&node.docker_host(), &certs).await;
-            (node.hostname.clone(), engine)
+            (node.clone(), engine)
         }
     }))
     .await;
-    connected
+    let machines: Vec<Machine> = machines
         .into_iter()
-        .filter_map(|(hostname, engine)| match engine {
-            Ok(engine) => Some((hostname, engine)),
-            Err(err) => {
-                ui.warn(format!("no resources of {hostname}: {err}"));
-                None
-            }
+        .map(|(node, engine)| {
+            let engine = engine
+                .map_err(|err| {
+                    ui.warn(format!(
+                        "resources of {} without its engine: {err}",
+                        node.hostname
+                    ))
+                })
+                .ok();
+            Machine { node, engine }
         })
-        .collect()
+        .collect();
+    let leader = state.leader().ok()?;
+    let manager = machines
+        .iter()
+        .find(|m| m.node.hostname == leader.hostname)
+        .and_then(|m| m.engine.clone());
+    let provider = crate::provider::for_lab(state, &dir, ui).await;
+    match (manager, provider) {
+        (Some(manager), Ok(provider)) => Some(Sampler::new(manager, provider, machines)),
+        (None, _) => {
+            ui.warn("no resources: the manager's engine did not answer");
+            None
+        }
+        (_, Err(err)) => {
+            ui.warn(format!("no resources: {err}"));
+            None
+        }
+    }
 }
 
 /// The node `--kill` names, checked before any load is sent.
