@@ -1,6 +1,7 @@
 //! `goblog-lab bench`: finds the lab's own address to load, runs the load
-//! generator with a live line on stderr, and prints the report on stdout,
-//! also when Ctrl-C ends the run early.
+//! generator with a live line on stderr (and the resources sampler beside
+//! it, in a task of its own so a slow node never holds up a request), and
+//! prints the report on stdout, also when Ctrl-C ends the run early.
 
 use std::sync::Arc;
 use std::time::Duration;
