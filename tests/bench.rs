@@ -74,6 +74,7 @@ fn bench_loads_a_real_lab() {
         timeline.iter().all(|s| s["requests"] == 200),
         "200 due every second: {timeline:?}"
     );
+    resources_of_every_running_task(&report);
 
     // Ids the accountservice does not have: every answer is a 404, counted
     // as a status failure, and none names a replica.
@@ -112,6 +113,7 @@ fn bench_loads_a_real_lab() {
         "Latency ms ",
         "second",
         "served by",
+        "CPU% peak",
     ]
     .iter()
     .map(|needle| {
@@ -210,6 +212,62 @@ fn a_service_answering_500_counts_those_failures() {
 
     let removed = lab_docker(&vars, &["service", "rm", "fails"]);
     assert!(removed.status.success(), "{}", stderr(&removed));
+}
+
+/// Every running accountservice task, as the user's `docker service ps`
+/// lists it, has its CPU and memory in the report, read every second.
+fn resources_of_every_running_task(report: &serde_json::Value) {
+    let ps = lab_docker(
+        &lab_env(LAB),
+        &[
+            "service",
+            "ps",
+            "accountservice",
+            "--filter",
+            "desired-state=running",
+            "--format",
+            "{{.Name}} {{.Node}}",
+        ],
+    );
+    assert!(ps.status.success(), "{}", stderr(&ps));
+    let running: std::collections::BTreeSet<String> =
+        stdout(&ps).lines().map(str::to_string).collect();
+    let resources = &report["resources"];
+    let rows: Vec<&serde_json::Value> = resources["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["service"] == "accountservice")
+        .collect();
+    let reported: std::collections::BTreeSet<String> = rows
+        .iter()
+        .map(|t| {
+            format!(
+                "{} {}",
+                t["task"].as_str().unwrap(),
+                t["node"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(reported, running, "{resources:#}");
+    for row in &rows {
+        let (cpu, memory) = (&row["cpu_percent"], &row["memory_mib"]);
+        assert!(number(&row["samples"]) >= 3.0, "{row}");
+        assert!(number(&memory["peak"]) > 0.0, "{row}");
+        assert!(number(&memory["peak"]) >= number(&memory["mean"]), "{row}");
+        assert!(number(&cpu["peak"]) >= number(&cpu["mean"]), "{row}");
+        assert!(number(&cpu["mean"]) >= 0.0, "{row}");
+        assert!(
+            ["engine", "cgroup"].contains(&row["source"].as_str().unwrap()),
+            "{row}"
+        );
+    }
+    assert!(
+        rows.iter().any(|t| number(&t["cpu_percent"]["mean"]) > 0.0),
+        "200 req/s cost the accountservice no CPU: {resources:#}"
+    );
+    let nodes = resources["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 2, "{resources:#}");
 }
 
 /// `--kill` stops the worker mid-run and `--heal-after` brings it back;
@@ -413,6 +471,8 @@ async fn bench_html_report_renders_in_chromium() {
                  p99: points('chart-latency', 'p99'),
                  per_second: points('chart-throughput', 'requests/s'),
                  markers: document.querySelectorAll('svg.chart g.marker').length,
+                 cpu_series: document.querySelectorAll('#chart-cpu g.series').length,
+                 memory_series: document.querySelectorAll('#chart-memory g.series').length,
                  y_ticks: document.querySelectorAll('#chart-latency text.y-tick').length,
                  requests: document.getElementById('requests').textContent,
                  failover: !!document.getElementById('failover'),
@@ -425,8 +485,16 @@ async fn bench_html_report_renders_in_chromium() {
     eprintln!("drawn: {drawn:#}");
     assert_eq!(
         drawn["charts"],
-        serde_json::json!(["chart-latency", "chart-throughput"])
+        serde_json::json!([
+            "chart-latency",
+            "chart-throughput",
+            "chart-cpu",
+            "chart-memory"
+        ])
     );
+    // A series per running task (accountservice, quotes-service, edge).
+    assert!(number(&drawn["cpu_series"]) >= 3.0, "{drawn:#}");
+    assert_eq!(drawn["memory_series"], drawn["cpu_series"], "{drawn:#}");
     for chart in ["latency_width", "throughput_width"] {
         assert!(number(&drawn[chart]) > 400.0, "{chart}: {drawn:#}");
     }
@@ -434,8 +502,8 @@ async fn bench_html_report_renders_in_chromium() {
     assert_eq!(drawn["p50"], answered_seconds, "{drawn:#}");
     assert_eq!(drawn["p99"], answered_seconds, "{drawn:#}");
     assert_eq!(
-        drawn["markers"], 4,
-        "kill and heal on both charts: {drawn:#}"
+        drawn["markers"], 8,
+        "kill and heal on all four charts: {drawn:#}"
     );
     assert!(number(&drawn["y_ticks"]) >= 3.0, "{drawn:#}");
     assert_eq!(drawn["requests"], requests.to_string(), "{drawn:#}");

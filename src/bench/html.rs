@@ -14,6 +14,7 @@ use std::fmt::Write as _;
 use std::time::SystemTime;
 
 use super::report::{ms, Latency, Report};
+use super::resources::Resources;
 
 /// One named series over the run: `(label, [(second, value)])`, the shape
 /// the per-task CPU and memory samples come in.
@@ -82,6 +83,34 @@ pub fn render(
     served_by(&mut page, report);
     page.push_str("</body>\n</html>\n");
     page
+}
+
+/// Each task's CPU and memory readings over the run, labelled as
+/// `docker service ps` names the task, for `render`.
+pub fn task_series(resources: &Resources) -> (Vec<Labelled>, Vec<Labelled>) {
+    let label = |t: &super::resources::TaskUsage| format!("{} on {}", t.task, t.node);
+    let cpu = resources
+        .tasks
+        .iter()
+        .map(|t| {
+            let points = t.usage.timeline.iter();
+            (
+                label(t),
+                points
+                    .filter_map(|p| Some((p.at_s, p.cpu_percent?)))
+                    .collect(),
+            )
+        })
+        .collect();
+    let memory = resources
+        .tasks
+        .iter()
+        .map(|t| {
+            let points = t.usage.timeline.iter();
+            (label(t), points.map(|p| (p.at_s, p.memory_mib)).collect())
+        })
+        .collect();
+    (cpu, memory)
 }
 
 /// Per-task CPU % and memory MiB, one series per task, as two charts with

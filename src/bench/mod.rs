@@ -11,3 +11,4 @@ pub mod kill;
 pub mod load;
 pub mod plan;
 pub mod report;
+pub mod resources;

@@ -13,6 +13,7 @@ use serde::Serialize;
 use super::kill::Event;
 use super::load::{Failures, Plan, Recorder, Target};
 use super::plan::{IdRange, Model};
+use super::resources::Resources;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -46,6 +47,8 @@ pub struct Report {
     /// The seconds from the kill to the heal (or the end of the run).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failover: Option<Window>,
+    /// CPU and memory of each task and node while the load ran.
+    pub resources: Resources,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -154,6 +157,7 @@ pub struct Replica {
 }
 
 impl Report {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         lab: &str,
         plan: &Plan,
@@ -162,6 +166,7 @@ impl Report {
         elapsed: Duration,
         interrupted: bool,
         events: Vec<Event>,
+        resources: Resources,
     ) -> Report {
         let timeline = recorded
             .seconds
@@ -212,6 +217,7 @@ impl Report {
             served_by,
             failover: Window::of(&events, recorded),
             events,
+            resources,
         }
     }
 
@@ -326,7 +332,46 @@ impl Report {
                 let _ = writeln!(out, "{:<16}  {:>8}", replica.replica, replica.requests);
             }
         }
+        self.resources_table(&mut out);
         out
+    }
+
+    /// Each task's and node's CPU and memory, with where they were read.
+    fn resources_table(&self, out: &mut String) {
+        let r = &self.resources;
+        if r.tasks.is_empty() && r.nodes.is_empty() {
+            return;
+        }
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "{:<22}  {:<16}  {:>9}  {:>6}  {:>8}  {:>6}  {:>7}  source",
+            "task / node", "on", "CPU% peak", "mean", "MiB peak", "mean", "samples"
+        );
+        let rows = r
+            .tasks
+            .iter()
+            .map(|t| (t.task.as_str(), t.node.as_str(), &t.usage))
+            .chain(
+                r.nodes
+                    .iter()
+                    .map(|n| (n.node.as_str(), "(whole node)", &n.usage)),
+            );
+        for (name, on, u) in rows {
+            let _ = writeln!(
+                out,
+                "{name:<22}  {on:<16}  {:>9.1}  {:>6.1}  {:>8.1}  {:>6.1}  {:>7}  {}",
+                u.cpu_percent.peak,
+                u.cpu_percent.mean,
+                u.memory_mib.peak,
+                u.memory_mib.mean,
+                u.samples,
+                u.source.as_str()
+            );
+        }
+        if r.skipped > 0 {
+            let _ = writeln!(out, "({} readings skipped: no answer in time)", r.skipped);
+        }
     }
 }
 
@@ -393,6 +438,7 @@ pub(crate) mod tests {
             Duration::from_secs(2),
             false,
             events,
+            Resources::default(),
         )
     }
 
@@ -449,6 +495,46 @@ pub(crate) mod tests {
         ];
         assert!(order.windows(2).all(|w| w[0] < w[1]), "{table}");
         assert!(table.contains("reset 1"), "{table}");
+    }
+
+    #[test]
+    fn resources_follow_served_by_with_their_source() {
+        use super::super::resources::{Measure, Source, TaskUsage, Usage};
+        let mut report = sample();
+        let mut cpu = Measure::default();
+        cpu.add(2.0);
+        let mut memory = Measure::default();
+        memory.add(1.5);
+        report.resources.tasks.push(TaskUsage {
+            service: "accountservice".into(),
+            task: "accountservice.1".into(),
+            task_id: "r4d9bhuloqdy".into(),
+            node: "swarm-worker-0".into(),
+            usage: Usage {
+                samples: 3,
+                cpu_percent: cpu,
+                memory_mib: memory,
+                source: Source::Cgroup,
+                timeline: Vec::new(),
+            },
+        });
+        report.resources.skipped = 2;
+        let table = report.table();
+        let row = table
+            .lines()
+            .find(|l| l.starts_with("accountservice.1"))
+            .unwrap_or_else(|| panic!("a task row in {table}"));
+        assert!(
+            row.contains("swarm-worker-0") && row.ends_with("cgroup"),
+            "{row}"
+        );
+        assert!(table.find("served by") < table.find("CPU% peak"), "{table}");
+        assert!(table.contains("2 readings skipped"), "{table}");
+        let json = serde_json::to_value(&report).unwrap();
+        let task = &json["resources"]["tasks"][0];
+        assert_eq!(task["source"], "cgroup");
+        assert_eq!(task["memory_mib"]["peak"], 1.5);
+        assert_eq!(task["samples"], 3);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `goblog-lab bench`: finds the lab's own address to load, runs the load
-//! generator with a live line on stderr, and prints the report on stdout
-//! (and writes it as a page with `-o html FILE`), also when Ctrl-C ends
-//! the run early.
+//! generator with a live line on stderr (and the resources sampler beside
+//! it, in a task of its own so a slow node never holds up a request), and
+//! prints the report on stdout (and writes it as a page with `-o html
+//! FILE`), also when Ctrl-C ends the run early.
 
 use std::fs::File;
 use std::io::Write as _;
@@ -15,6 +16,7 @@ use crate::bench::kill::{self, Events};
 use crate::bench::load::{self, Plan, Recorder, Shared, Target};
 use crate::bench::plan::Model;
 use crate::bench::report::{Latency, Report};
+use crate::bench::resources::{Machine, Resources, Sampler};
 use crate::cli::{BenchArgs, BenchOutput};
 use crate::commands::create::interrupted;
 use crate::error::{Context as _, Error, Result};
@@ -55,6 +57,12 @@ pub async fn run(args: &BenchArgs, ui: &Ui) -> Result<()> {
     // Opened before the load, so a path that cannot be written fails now
     // rather than after the run; not truncated until the page is ready.
     let page = page_path.map(open_page).transpose()?;
+
+    let resources: Arc<std::sync::Mutex<Resources>> = Arc::default();
+    let sampler = match sampler(&state, ui).await {
+        Some(sampler) => tokio::spawn(sampler.run(resources.clone())),
+        None => tokio::spawn(async {}),
+    };
 
     let recorder: Shared = Arc::default();
     let events: Events = Arc::default();
@@ -100,6 +108,7 @@ pub async fn run(args: &BenchArgs, ui: &Ui) -> Result<()> {
     if let Some(bar) = &live {
         ui.end_live(bar);
     }
+    sampler.abort();
     if let Some(mut chaos) = chaos {
         // A heal still under way gets a little time, never an unbounded wait.
         if was_interrupted || tokio::time::timeout(HEAL_GRACE, &mut chaos).await.is_err() {
@@ -126,6 +135,7 @@ pub async fn run(args: &BenchArgs, ui: &Ui) -> Result<()> {
         elapsed,
         was_interrupted,
         events,
+        resources.lock().expect("no panics while sampling").clone(),
     );
     match args.output {
         BenchOutput::Json => println!(
@@ -135,8 +145,8 @@ pub async fn run(args: &BenchArgs, ui: &Ui) -> Result<()> {
         BenchOutput::Table | BenchOutput::Html => print!("{}", report.table()),
     }
     if let Some((path, file)) = page {
-        // The per-task CPU and memory series go here once the report has them.
-        let html = crate::bench::html::render(&report, started_at, &[], &[]);
+        let (cpu, memory) = crate::bench::html::task_series(&report.resources);
+        let html = crate::bench::html::render(&report, started_at, &cpu, &memory);
         write_page(&path, file, &html)?;
         ui.info(format!("wrote {}", path.display()));
     }
@@ -219,6 +229,53 @@ fn target(args: &BenchArgs, state: &LabState) -> Result<Target> {
         path: args.path.clone(),
         ids: args.ids,
     })
+}
+
+/// The resources sampler: each node's engine (a node that does not answer
+/// is read through its provider alone) and the manager's task list. With
+/// no manager there is nothing to name the tasks by, and no resources.
+async fn sampler(state: &LabState, ui: &Ui) -> Option<Sampler> {
+    let dir = LabDir::new(&state.name);
+    let certs = dir.client_certs();
+    let machines = futures_util::future::join_all(state.nodes.iter().map(|node| {
+        let certs = certs.clone();
+        async move {
+            let engine = crate::docker::connect_node(&node.docker_host(), &certs).await;
+            (node.clone(), engine)
+        }
+    }))
+    .await;
+    let machines: Vec<Machine> = machines
+        .into_iter()
+        .map(|(node, engine)| {
+            let engine = engine
+                .map_err(|err| {
+                    ui.warn(format!(
+                        "resources of {} without its engine: {err}",
+                        node.hostname
+                    ))
+                })
+                .ok();
+            Machine { node, engine }
+        })
+        .collect();
+    let leader = state.leader().ok()?;
+    let manager = machines
+        .iter()
+        .find(|m| m.node.hostname == leader.hostname)
+        .and_then(|m| m.engine.clone());
+    let provider = crate::provider::for_lab(state, &dir, ui).await;
+    match (manager, provider) {
+        (Some(manager), Ok(provider)) => Some(Sampler::new(manager, provider, machines)),
+        (None, _) => {
+            ui.warn("no resources: the manager's engine did not answer");
+            None
+        }
+        (_, Err(err)) => {
+            ui.warn(format!("no resources: {err}"));
+            None
+        }
+    }
 }
 
 /// The node `--kill` names, checked before any load is sent.

@@ -40,8 +40,8 @@ use bollard::Docker;
 use futures_util::future::try_join_all;
 
 use super::{
-    CommandOutput, EngineSetup, Forward, MachinePlan, NodeFile, Provider, ProviderKind, Reached,
-    Removed, DOCKER_TLS_PORT,
+    CommandOutput, EngineSetup, Forward, MachinePlan, MachineScope, NodeFile, Provider,
+    ProviderKind, Reached, Removed, DOCKER_TLS_PORT,
 };
 use crate::docker::{tolerate, Labelled, ALREADY, GONE, LABEL_LAB, LABEL_ROLE};
 use crate::error::{docker_message, Context, Error, Result};
@@ -509,6 +509,12 @@ impl Provider for DindProvider {
 
     fn engine_setup(&self) -> EngineSetup {
         EngineSetup::DaemonJson
+    }
+
+    fn machine_scope(&self) -> MachineScope {
+        // /proc/stat in a node is the host's: every node would show the
+        // whole machine.
+        MachineScope::OwnCgroup
     }
 
     async fn create(&self, plans: &[MachinePlan]) -> Result<Vec<NodeState>> {

@@ -164,6 +164,18 @@ pub struct CommandOutput {
     pub output: String,
 }
 
+/// Where a machine's own CPU and memory figures come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MachineScope {
+    /// A VM or a host: the whole kernel's (`/proc/stat`, `/proc/meminfo`).
+    Whole,
+    /// A container on a shared kernel (a dind node): its own cgroup, named
+    /// in `/proc/1/cgroup`, plus the cgroups of the containers its engine
+    /// runs, which sit beside it rather than under it when the node shares
+    /// the host's cgroup namespace.
+    OwnCgroup,
+}
+
 /// A local address that reaches a port of a machine for as long as it is
 /// held: how this host's engine pushes to the lab registry on the manager.
 #[must_use = "the forward closes when dropped"]
@@ -210,6 +222,11 @@ pub trait Provider: Send + Sync {
     /// What a VM provider must remember to boot the lab's machines again.
     fn vm_state(&self) -> Option<crate::lab::state::VmState> {
         None
+    }
+
+    /// What a machine's own CPU and memory are, for `bench`'s resources.
+    fn machine_scope(&self) -> MachineScope {
+        MachineScope::Whole
     }
 
     /// How this host reaches the machines `create` made.
