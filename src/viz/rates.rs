@@ -355,6 +355,74 @@ mod tests {
         assert!(rates(&before, &before, Duration::ZERO).is_empty());
     }
 
+    fn lab(routing: Routing, publish: Publish, published: &[(u16, u16)]) -> LabState {
+        use crate::lab::state::{NodeState, RegistryHost, RegistryState, Role};
+        let mut state = LabState::new(
+            "vr",
+            "dind",
+            "my_network",
+            RegistryState {
+                runs_on: RegistryHost::Manager,
+                container: "vr-registry".into(),
+                push_address: String::new(),
+                pull_address: "127.0.0.1:5000".into(),
+            },
+        );
+        state.routing = routing;
+        state.publish = publish;
+        state.nodes.push(NodeState {
+            id: "vr-swarm-manager-0".into(),
+            hostname: "swarm-manager-0".into(),
+            role: Role::Manager,
+            address: "127.0.0.1".parse().unwrap(),
+            docker_port: 2376,
+            published: published.iter().copied().collect(),
+        });
+        state
+    }
+
+    async fn read_once(state: &LabState) -> (HashMap<String, f64>, RateStatus) {
+        // Never called: every case here fails before the overlay is read.
+        let docker =
+            Docker::connect_with_http("http://127.0.0.1:9", 1, bollard::API_DEFAULT_VERSION)
+                .unwrap();
+        let running = BTreeSet::from(["t1".to_string()]);
+        RateReader::new(state).read(&docker, &running).await
+    }
+
+    #[tokio::test]
+    async fn without_an_edge_or_its_stats_tasks_have_no_rate_and_the_page_says_why() {
+        let (rates, status) = read_once(&lab(Routing::Mesh, Publish::Direct, &[])).await;
+        assert!(rates.is_empty());
+        assert!(!status.available);
+        assert!(status.note.contains("mesh"), "{}", status.note);
+
+        // A localhost lab made before the stats port was published.
+        let (_, status) =
+            read_once(&lab(Routing::Edge, Publish::Localhost, &[(2376, 49153)])).await;
+        assert!(status.note.contains("re-create the lab"), "{}", status.note);
+
+        // Stats that do not answer: no rate, no error for the poll.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let (rates, status) = read_once(&lab(
+            Routing::Edge,
+            Publish::Localhost,
+            &[(2376, 49153), (STATS_PORT, closed)],
+        ))
+        .await;
+        assert!(rates.is_empty());
+        assert!(!status.available);
+        assert!(
+            status.note.contains(&format!("127.0.0.1:{closed}")),
+            "{}",
+            status.note
+        );
+    }
+
     #[test]
     fn task_ids_are_read_from_the_overlay_by_address() {
         let services: HashMap<String, serde_json::Value> = serde_json::from_str(
