@@ -224,7 +224,8 @@ impl RateReader {
             Err(err) => {
                 self.previous = None;
                 return unavailable(format!(
-                    "no rates: the edge proxy's stats at {} did not answer ({err})",
+                    "no rates: the edge proxy's stats at {} did not answer ({err}); \
+                     a lab made before viz showed rates has none until it is re-created",
                     edge.reached_at
                 ));
             }
