@@ -1,7 +1,7 @@
 //! The workshop loop against real labs: `deploy` after a source change while
 //! a client hammers $ManagerIP, and the visualizer in a real headless
 //! Chromium (Debian's, driven through chromedriver by fantoccini) while the
-//! lab is scaled and a node is killed.
+//! lab is scaled, loaded (each task's request rate) and a node is killed.
 
 #[path = "common/browser.rs"]
 mod browser;
@@ -223,6 +223,24 @@ struct Drawn {
     down: Vec<String>,
     running: usize,
     summary_running: String,
+    /// `data-rate` and the label of each running accountservice task.
+    rates: Vec<String>,
+    rate_labels: Vec<String>,
+    total_rate: String,
+}
+
+impl Drawn {
+    /// Every running accountservice task shows a rate, and `check` holds
+    /// for each (as a number and as the label the audience reads).
+    fn every_rate(&self, check: impl Fn(f64, &str) -> bool) -> bool {
+        !self.rates.is_empty()
+            && self.rates.len() == self.running
+            && self
+                .rates
+                .iter()
+                .zip(&self.rate_labels)
+                .all(|(rate, label)| rate.parse().is_ok_and(|r| check(r, label)))
+    }
 }
 
 async fn drawn(page: &fantoccini::Client) -> Drawn {
@@ -230,11 +248,15 @@ async fn drawn(page: &fantoccini::Client) -> Drawn {
         .execute(
             r#"const q = s => [...document.querySelectorAll(s)];
             const summary = document.getElementById('summary');
+            const running = q('g.task[data-service="accountservice"][data-group="running"]');
             return {
               nodes: q('g.node').length,
               down: q('g.node[data-state="down"]').map(n => n.dataset.hostname),
-              running: q('g.task[data-service="accountservice"][data-group="running"]').length,
+              running: running.length,
               summary_running: summary ? (summary.dataset.runningTasks || '') : '',
+              rates: running.map(t => t.dataset.rate || ''),
+              rate_labels: running.map(t => t.querySelector('text.rate').textContent),
+              total_rate: summary ? (summary.dataset.totalRate || '') : '',
             };"#,
             vec![],
         )
@@ -265,7 +287,7 @@ async fn wait_for_page(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viz_shows_the_swarm_live_in_a_real_browser() {
-    let lab = "t-viz";
+    let lab = "vr-viz";
     let _guard = LabGuard::new(lab);
     assert!(run(&["create", "-q", "--name", lab, "--workers", "2"])
         .status
@@ -310,7 +332,46 @@ async fn viz_shows_the_swarm_live_in_a_real_browser() {
     .await;
     eprintln!("the page showed 5 tasks {took:?} after scale returned");
 
+    // Under load every running task shows its share of the traffic, read
+    // from the edge proxy's stats.
+    let hammer = Hammer::start(&manager_ip(lab), "/accounts/10000", 2);
+    let took = wait_for_page(
+        &page,
+        "a non-zero rate on every running task",
+        Duration::from_secs(30),
+        |d| d.running == 5 && d.every_rate(|r, label| r > 0.0 && label.ends_with(" req/s")),
+    )
+    .await;
+    eprintln!("every task showed a rate {took:?} into the load");
+    let (status, body) = http_get("127.0.0.1", port, "/api/state").unwrap();
+    assert_eq!(status, 200);
+    let state: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(state["rates"]["available"], true, "{}", state["rates"]);
+    let loaded: Vec<f64> = state["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["service"] == "accountservice" && t["state"] == "running")
+        .map(|t| t["rate_rps"].as_f64().unwrap_or(0.0))
+        .collect();
+    assert_eq!(loaded.len(), 5, "{loaded:?}");
+    assert!(loaded.iter().all(|&r| r > 0.0), "{loaded:?}");
+    let total: f64 = drawn(&page).await.total_rate.parse().unwrap();
+    assert!(total > 0.0, "the header shows no total rate");
+    eprintln!("rates under load (req/s): {loaded:?}");
+
     screenshot_to_docs(&page, "viz.png").await;
+
+    // Once the load stops, every task is idle again.
+    let (ok, _) = hammer.stop();
+    assert!(ok > 0);
+    wait_for_page(
+        &page,
+        "every rate back to 0",
+        Duration::from_secs(15),
+        |d| d.every_rate(|r, label| r == 0.0 && label == "0 req/s"),
+    )
+    .await;
 
     // A killed node is shown down once the manager notices.
     let killed = docker(&["kill", &format!("{lab}-swarm-worker-1")]);

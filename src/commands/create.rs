@@ -971,8 +971,8 @@ async fn prebuilt_images(
 
 /// Nodes are named as in the blog: swarm-manager-0, swarm-worker-0, ...
 /// (a provider that adopts hosts keeps the hosts' own names). This host
-/// calls the first manager on the services' ports (`$ManagerIP:6767`) and
-/// on the registry's, where it pushes.
+/// calls the first manager on the services' ports (`$ManagerIP:6767`), on
+/// the registry's, where it pushes, and on the edge proxy's stats port.
 fn machine_plans(spec: &spec::LabSpec) -> Vec<MachinePlan> {
     let on_leader: Vec<Reached> = spec
         .services
@@ -982,10 +982,17 @@ fn machine_plans(spec: &spec::LabSpec) -> Vec<MachinePlan> {
             port,
             same_number: true,
         })
-        .chain([Reached {
-            port: RegistryState::PORT,
-            same_number: false,
-        }])
+        .chain([
+            Reached {
+                port: RegistryState::PORT,
+                same_number: false,
+            },
+            // The edge proxy's stats, which `viz` reads for per-task rates.
+            Reached {
+                port: edge::STATS_PORT,
+                same_number: false,
+            },
+        ])
         .collect();
     (0..spec.managers)
         .map(|i| (Role::Manager, i))

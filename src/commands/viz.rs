@@ -19,7 +19,7 @@ pub async fn run(args: &VizArgs, ui: &Ui) -> Result<()> {
         Err(_) => format!("http://{}:{}/", args.address, args.port),
     };
     let address = lab.state.manager_ip()?.to_string();
-    let mut poller = Poller::new(lab.manager.clone(), &address);
+    let mut poller = Poller::new(lab.manager.clone(), &address, &lab.state);
     let hub = Hub::new(empty_state(&lab.state.name, &address));
     // The first picture is there before the first page asks for it.
     hub.publish(poller.snapshot().await);

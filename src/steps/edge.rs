@@ -27,6 +27,10 @@ use crate::steps::deploy::Pace;
 pub const SERVICE_NAME: &str = "edge";
 /// Room for scaling: HAProxy keeps this many server slots per service.
 const MAX_TASKS: u32 = 64;
+/// Where the proxy serves its statistics (`/stats;csv`): every server slot's
+/// address and counters, which `viz` turns into per-task request rates.
+pub const STATS_PORT: u16 = 8404;
+pub const STATS_PATH: &str = "/stats;csv";
 
 /// A published service behind the edge.
 #[derive(Debug, Clone)]
@@ -133,7 +137,26 @@ backend {name}
             port = route.port
         );
     }
+    cfg.push_str(&stats_section());
     cfg
+}
+
+/// The statistics listener, read-only (no admin actions), on the node's own
+/// interfaces: published in host mode like the routes, so it answers on the
+/// manager's lab address.
+fn stats_section() -> String {
+    format!(
+        "
+frontend stats
+    bind :{STATS_PORT}
+    stats enable
+    stats uri /stats
+    # Without it the CSV leaves out each server's address, which is how
+    # a slot is matched to its task.
+    stats show-legends
+    no log
+"
+    )
 }
 
 /// Creates the config and the edge service on the first manager.
@@ -198,9 +221,11 @@ pub async fn deploy(
             ports: Some(
                 routes
                     .iter()
-                    .map(|r| EndpointPortConfig {
-                        target_port: Some(r.port.into()),
-                        published_port: Some(r.port.into()),
+                    .map(|r| r.port)
+                    .chain([STATS_PORT])
+                    .map(|port| EndpointPortConfig {
+                        target_port: Some(port.into()),
+                        published_port: Some(port.into()),
                         publish_mode: Some(EndpointPortConfigPublishModeEnum::HOST),
                         ..Default::default()
                     })
@@ -243,5 +268,21 @@ mod tests {
         assert!(cfg.contains("tasks.other:8080"));
         assert_eq!(cfg.matches("option httpchk").count(), 1);
         assert!(cfg.contains("nameserver dns 127.0.0.11:53"));
+    }
+
+    #[test]
+    fn config_serves_read_only_stats_on_their_own_port() {
+        let cfg = haproxy_config(&[], Pace::Native);
+        let stats = cfg
+            .split("\nfrontend stats\n")
+            .nth(1)
+            .expect("a stats frontend");
+        assert!(stats.contains(&format!("bind :{STATS_PORT}\n")));
+        assert!(stats.contains("stats uri /stats\n"));
+        assert!(stats.contains("stats show-legends\n"));
+        assert!(STATS_PATH.starts_with("/stats;"));
+        // Read-only: nobody on the lab network can disable a server.
+        assert!(!stats.contains("stats admin"));
+        assert!(!stats.contains("default_backend"));
     }
 }

@@ -5,12 +5,16 @@
 
 use serde::Serialize;
 
+pub use crate::viz::rates::RateStatus;
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct VizState {
     /// Bumped on every change the page is sent.
     pub version: u64,
     pub lab: String,
     pub manager: ManagerStatus,
+    /// Whether tasks carry request rates, and why not.
+    pub rates: RateStatus,
     pub nodes: Vec<VizNode>,
     pub services: Vec<VizService>,
     pub tasks: Vec<VizTask>,
@@ -64,6 +68,9 @@ pub struct VizTask {
     pub error: Option<String>,
     /// When the poller first saw the task in its current state.
     pub updated_unix_ms: u64,
+    /// Requests per second the edge proxy sent this running task over the
+    /// last poll; None when unknown (no edge, not behind it, just appeared).
+    pub rate_rps: Option<f64>,
 }
 
 /// What changed between two snapshots, as the page applies it.
@@ -73,6 +80,7 @@ pub struct Diff {
     pub upsert: Upserts,
     pub remove: Removals,
     pub manager: ManagerStatus,
+    pub rates: RateStatus,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -129,7 +137,8 @@ fn changes<T: Keyed>(old: &[T], new: &[T]) -> (Vec<T>, Vec<String>) {
 }
 
 /// The changes from `old` to `new`, numbered `new.version`. The manager's
-/// status always rides along, so the page can show how fresh it is.
+/// status always rides along, so the page can show how fresh it is, and so
+/// does whether rates are shown.
 pub fn diff(old: &VizState, new: &VizState) -> Diff {
     let (nodes, removed_nodes) = changes(&old.nodes, &new.nodes);
     let (services, removed_services) = changes(&old.services, &new.services);
@@ -147,6 +156,7 @@ pub fn diff(old: &VizState, new: &VizState) -> Diff {
             tasks: removed_tasks,
         },
         manager: new.manager.clone(),
+        rates: new.rates.clone(),
     }
 }
 
@@ -166,6 +176,7 @@ mod tests {
             image: "registry:5000/accountservice:abc".into(),
             error: None,
             updated_unix_ms: 0,
+            rate_rps: None,
         }
     }
 
@@ -178,6 +189,10 @@ mod tests {
                 reachable: true,
                 error: None,
                 polled_unix_ms: 0,
+            },
+            rates: RateStatus {
+                available: true,
+                note: String::new(),
             },
             nodes: vec![],
             services: vec![],
@@ -207,5 +222,15 @@ mod tests {
         assert_eq!(upserted, vec![("t2", "running"), ("t3", "pending")]);
         assert_eq!(d.remove.tasks, vec!["t1".to_string()]);
         assert!(!d.is_empty());
+    }
+
+    #[test]
+    fn a_new_rate_is_a_change_of_its_task() {
+        let old = state(vec![task("t1", "running")]);
+        let mut new = old.clone();
+        new.tasks[0].rate_rps = Some(42.0);
+        let d = diff(&old, &new);
+        assert_eq!(d.upsert.tasks.len(), 1);
+        assert_eq!(d.upsert.tasks[0].rate_rps, Some(42.0));
     }
 }

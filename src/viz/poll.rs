@@ -5,16 +5,21 @@
 //! would bury the live ones. A task is shown while Swarm wants it running or
 //! it still runs (stopping), and for a few seconds after it ended, so a
 //! failure or a shutdown is seen happen.
+//!
+//! Each running task also gets its request rate from the edge proxy's
+//! stats (`crate::viz::rates`), read in the same poll.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bollard::models::{Node, NodeSpecRoleEnum, Service, Task, TaskState};
 use bollard::Docker;
 
 use crate::error::{Context, Result};
+use crate::lab::state::LabState;
 use crate::steps::images::template_image;
 use crate::viz::model::{ManagerStatus, VizNode, VizService, VizState, VizTask};
+use crate::viz::rates::{RateReader, RateStatus};
 use crate::viz::server::Hub;
 
 /// How long an ended task stays on the page.
@@ -27,15 +32,17 @@ pub struct Poller {
     /// Task id and state → when this poller first saw it so.
     seen: HashMap<(String, String), (Instant, u64)>,
     first_poll: bool,
+    rates: RateReader,
 }
 
 impl Poller {
-    pub fn new(manager: Docker, address: &str) -> Self {
+    pub fn new(manager: Docker, address: &str, lab: &LabState) -> Self {
         Poller {
             manager,
             address: address.to_string(),
             seen: HashMap::new(),
             first_poll: true,
+            rates: RateReader::new(lab),
         }
     }
 
@@ -63,8 +70,9 @@ impl Poller {
             polled_unix_ms,
         };
         match read {
-            Ok(Ok((nodes, services, tasks))) => Snapshot::Read {
+            Ok(Ok((nodes, services, tasks, rates))) => Snapshot::Read {
                 manager: manager(None),
+                rates,
                 nodes,
                 services,
                 tasks,
@@ -77,7 +85,7 @@ impl Poller {
         }
     }
 
-    async fn read(&mut self) -> Result<(Vec<VizNode>, Vec<VizService>, Vec<VizTask>)> {
+    async fn read(&mut self) -> Result<(Vec<VizNode>, Vec<VizService>, Vec<VizTask>, RateStatus)> {
         let (nodes, services, tasks) = tokio::try_join!(
             async {
                 self.manager
@@ -130,6 +138,16 @@ impl Poller {
             }
         }
         self.seen = seen;
+        let running: BTreeSet<String> = shown
+            .iter()
+            .filter(|t| t.state == "running")
+            .map(|t| t.id.clone())
+            .collect();
+        let (rates, rate_status) = self.rates.read(&self.manager, &running).await;
+        for task in &mut shown {
+            // Tenths: finer jitter would be a change to send every second.
+            task.rate_rps = rates.get(&task.id).map(|r| (r * 10.0).round() / 10.0);
+        }
         shown.sort_by(|a, b| (&a.service, a.slot, &a.id).cmp(&(&b.service, b.slot, &b.id)));
 
         let mut nodes: Vec<VizNode> = nodes.iter().filter_map(node_model).collect();
@@ -141,7 +159,7 @@ impl Poller {
             .filter_map(|s| service_model(s, &tasks, nodes.len()))
             .collect();
         services.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok((nodes, services, shown))
+        Ok((nodes, services, shown, rate_status))
     }
 }
 
@@ -149,6 +167,7 @@ impl Poller {
 pub enum Snapshot {
     Read {
         manager: ManagerStatus,
+        rates: RateStatus,
         nodes: Vec<VizNode>,
         services: Vec<VizService>,
         tasks: Vec<VizTask>,
@@ -162,6 +181,7 @@ impl Snapshot {
         match self {
             Snapshot::Read {
                 manager,
+                rates,
                 nodes,
                 services,
                 tasks,
@@ -169,6 +189,7 @@ impl Snapshot {
                 version: last.version,
                 lab: last.lab.clone(),
                 manager,
+                rates,
                 nodes,
                 services,
                 tasks,
@@ -190,6 +211,10 @@ pub fn empty_state(lab: &str, address: &str) -> VizState {
             reachable: false,
             error: Some("not polled yet".into()),
             polled_unix_ms: unix_ms(),
+        },
+        rates: RateStatus {
+            available: false,
+            note: "not polled yet".into(),
         },
         nodes: Vec::new(),
         services: Vec::new(),
@@ -279,6 +304,7 @@ fn task_model(task: &Task, service_names: &HashMap<String, String>) -> Option<Vi
             .to_string(),
         error: status.and_then(|s| s.err.clone()).filter(|e| !e.is_empty()),
         updated_unix_ms: 0,
+        rate_rps: None,
     })
 }
 

@@ -65,7 +65,8 @@ impl Hub {
         let mut next = snapshot.apply(&last);
         let mut changes = diff(&last, &next);
         let manager_changed = next.manager.reachable != last.manager.reachable
-            || next.manager.error != last.manager.error;
+            || next.manager.error != last.manager.error
+            || next.rates != last.rates;
         let mut last_sent = self.last_sent.lock().expect("hub lock");
         if changes.is_empty() && !manager_changed && last_sent.elapsed() < HEARTBEAT_EVERY {
             // The poll time alone changed; keep it for /api/state.
