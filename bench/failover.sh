@@ -8,6 +8,10 @@
 #   bench/failover.sh                    # 3 runs, 200 req/s, 30 s, kill at 10 s, heal 15 s later
 #   RUNS=1 RATE=100 bench/failover.sh
 #
+# EDGE_CONFIG=FILE puts that HAProxy config on the edge proxy of each fresh
+# lab before the load (needs the docker CLI), e.g. the config from before the
+# failover tuning: EDGE_CONFIG=bench/edge-before-failover-tuning.cfg.
+#
 # Prints one markdown row per run and the medians: failed requests, and the
 # p99 / max latency of the failover window (kill → heal) and of the whole run.
 set -euo pipefail
@@ -42,6 +46,17 @@ echo "|---|---|---|---|---|---|---|"
 for run in $(seq "$RUNS"); do
     "$lab_bin" destroy -q --name "$LAB" >/dev/null 2>&1 || true
     "$lab_bin" create -q --name "$LAB" --workers "$WORKERS" >/dev/null
+    if [[ -n "${EDGE_CONFIG:-}" ]]; then
+        (
+            eval "$("$lab_bin" env --name "$LAB")"
+            current=$(docker service inspect edge \
+                --format '{{range .Spec.TaskTemplate.ContainerSpec.Configs}}{{.ConfigName}}{{end}}')
+            docker config create "edge-bench-$run" "$EDGE_CONFIG" >/dev/null
+            docker service update -q --detach=false --config-rm "$current" \
+                --config-add "source=edge-bench-$run,target=/usr/local/etc/haproxy/haproxy.cfg,mode=0444" \
+                edge >/dev/null
+        )
+    fi
     "$lab_bin" bench -q --name "$LAB" --rate "$RATE" --duration "${DURATION}s" \
         --kill "$NODE@${KILL_AT}s" --heal-after "${HEAL_AFTER}s" -o json >"$work/run-$run.json"
     load=$(cut -d' ' -f1 /proc/loadavg)
