@@ -21,6 +21,8 @@ RAMP=${RAMP:-10s}
 DURATION=${DURATION:-30s}
 LAB=${LAB:-blog-bench}
 LAB_FILE=${LAB_FILE:-lab/part5.toml}
+# BENCH_ARGS=--no-resources leaves out the per-second resource readings.
+BENCH_ARGS=${BENCH_ARGS:-}
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -46,7 +48,7 @@ echo "|---|---|---|---|---|---|---|---|---|---|"
 for run in $(seq "$RUNS"); do
     /usr/bin/time -f '%M' -o "$work/rss-$run" "$lab_bin" bench -q --name "$LAB" \
         --users "$USERS" --pause "$PAUSE" --ramp "$RAMP" --duration "$DURATION" \
-        -o json >"$work/run-$run.json"
+        $BENCH_ARGS -o json >"$work/run-$run.json"
     python3 - "$work/run-$run.json" "$run" "$(cut -d' ' -f1 /proc/loadavg)" "$(cat "$work/rss-$run")" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))

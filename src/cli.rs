@@ -445,6 +445,10 @@ pub struct BenchArgs {
     #[arg(long, value_name = "DURATION", value_parser = crate::bench::plan::parse_duration, requires = "kill", help_heading = "Failover")]
     pub heal_after: Option<std::time::Duration>,
 
+    /// Leave out the per-task CPU and memory. Where the engines give no stats (as on cgroup v1 hybrid hosts) they are read with a command in each node every second, which costs CPU on a small machine beside the load.
+    #[arg(long, help_heading = "Report")]
+    pub no_resources: bool,
+
     /// Name of the lab [default: $GOBLOG_LAB_NAME, else goblog].
     #[arg(long, env = "GOBLOG_LAB_NAME", default_value = DEFAULT_LAB)]
     pub name: String,

@@ -59,7 +59,12 @@ pub async fn run(args: &BenchArgs, ui: &Ui) -> Result<()> {
     let page = page_path.map(open_page).transpose()?;
 
     let resources: Arc<std::sync::Mutex<Resources>> = Arc::default();
-    let sampler = match sampler(&state, ui).await {
+    let sampler = if args.no_resources {
+        None
+    } else {
+        sampler(&state, ui).await
+    };
+    let sampler = match sampler {
         Some(sampler) => tokio::spawn(sampler.run(resources.clone())),
         None => tokio::spawn(async {}),
     };
