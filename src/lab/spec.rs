@@ -320,6 +320,16 @@ mod tests {
     }
 
     #[test]
+    fn part5_is_the_accountservice_alone() {
+        let text = include_str!("../../lab/part5.toml");
+        let spec = LabSpec::parse(text, "lab/part5.toml").unwrap();
+        assert_eq!((spec.managers, spec.workers), (1, 2));
+        let names: Vec<&str> = spec.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["accountservice"]);
+        assert!(spec.services[0].env.is_empty(), "no quote call in part 5");
+    }
+
+    #[test]
     fn a_typo_names_line_and_field() {
         let text = "managers = 1\nwrokers = 2\n";
         let err = LabSpec::parse(text, "lab/x.toml").unwrap_err().to_string();
