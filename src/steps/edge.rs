@@ -40,21 +40,52 @@ pub struct Route {
     pub health_path: Option<String>,
 }
 
-/// How long the proxy waits for a task to accept a connection. A live task
-/// on the overlay accepts within a millisecond (the kernel answers the SYN
-/// even when the service's threads are busy); a task on a node that was
-/// killed never answers. Every request already sent its way while the proxy
-/// waits pays this much once, so it bounds the stall a learner sees when a
-/// node dies: `bench/failover.sh` (200 req/s, a worker killed) measured
-/// p99 1.2 s in the failover window with 2 s here and no other change.
-/// Emulated VMs get three times as long.
-const CONNECT_TIMEOUT_MS: u64 = 250;
+/// How the proxy reacts to a task that stops answering, by how fast the
+/// machines run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Failover {
+    /// How long the proxy waits for a task to accept a connection.
+    connect_ms: u64,
+    /// A new connection to the task for every request.
+    connection_per_request: bool,
+    /// What one failed connection does to the task (`observe layer4`).
+    on_error: &'static str,
+}
+
+impl Failover {
+    fn of(pace: Pace) -> Failover {
+        match pace {
+            // A live task on the overlay accepts within a millisecond (the
+            // kernel answers the SYN however busy the service is); a task on
+            // a killed node never does. So the first connect that times out
+            // takes the task out, and every request sent its way in those
+            // 250 ms goes to another task. Before a request is sent over an
+            // idle connection to a killed node, where it would wait for
+            // `timeout server`: a connection per request. `bench/failover.sh`
+            // (200 req/s, a worker killed; README "Failover under load"): 35
+            // failed requests a run with 2 s, kept-alive connections and
+            // `on-error fastinter`, 0 with these.
+            Pace::Native => Failover {
+                connect_ms: 250,
+                connection_per_request: true,
+                on_error: "mark-down",
+            },
+            // Under TCG a busy VM can take a second to answer a SYN, and a
+            // short timeout would take healthy tasks out: the 2 s of before
+            // the tuning, kept-alive connections (each new one costs emulated
+            // CPU), and a failed connection only hastens the task's checks.
+            Pace::Emulated => Failover {
+                connect_ms: 2000,
+                connection_per_request: false,
+                on_error: "fastinter",
+            },
+        }
+    }
+}
 
 /// The HAProxy configuration for `routes`.
 pub fn haproxy_config(routes: &[Route], pace: Pace) -> String {
-    let connect_ms = pace
-        .patience(std::time::Duration::from_millis(CONNECT_TIMEOUT_MS))
-        .as_millis();
+    let failover = Failover::of(pace);
     let mut cfg = format!(
         "# Written by goblog-lab: the lab's edge proxy (see src/steps/edge.rs).
 global
@@ -69,19 +100,26 @@ defaults
     timeout client 60s
     timeout server 60s
     timeout http-request 10s
-    # A connection per request to the task: a request is then never sent over
-    # an idle connection to a task whose node just died, where it would wait
-    # for `timeout server` (the 49 timeouts of a 200 req/s failover run before
-    # this line); it meets a connect that fails fast and is sent again.
+",
+        connect_ms = failover.connect_ms,
+        check_ms = failover.connect_ms * 4,
+    );
+    if failover.connection_per_request {
+        cfg.push_str(
+            "    # A connection per request to the task, so no request is sent over an
+    # idle connection to a task whose node just died (src/steps/edge.rs).
     option http-server-close
-    # Every retry goes to another task at once (a retry to the same task
+",
+        );
+    }
+    cfg.push_str(
+        "    # Every retry goes to another task at once (a retry to the same task
     # waits a second first). A task that is stopping may close a connection
     # the proxy just picked; GETs are safe to send again.
     option redispatch 1
     retries 3
     retry-on conn-failure empty-response response-timeout
 ",
-        check_ms = connect_ms * 4,
     );
     cfg.push_str(
         "
@@ -124,15 +162,15 @@ backend {name}
         // A healthy task is checked every 5 s, one that just failed a check
         // every 500 ms and a down one every second, so an idle lab is not
         // kept busy by its own proxy. A connection a task does not accept
-        // takes it out at once (observe layer4, mark-down), so after a node
-        // dies only the requests of the first connect timeout meet its
-        // tasks, and each is sent again to another task (retry-on); a
-        // healthy task's HTTP errors do not count, only its connections.
-        // One good check (a second later) brings a task back.
+        // acts at once (observe layer4: `Failover::on_error`), and the
+        // request goes to another task (retry-on); a healthy task's HTTP
+        // errors do not count, only its connections. One good check (a
+        // second later) brings a task back.
         let _ = writeln!(
             cfg,
-            "    default-server inter 5s fastinter 500ms downinter 1s fall 2 rise 1 observe layer4 error-limit 1 on-error mark-down check resolvers docker init-addr none resolve-prefer ipv4
+            "    default-server inter 5s fastinter 500ms downinter 1s fall 2 rise 1 observe layer4 error-limit 1 on-error {on_error} check resolvers docker init-addr none resolve-prefer ipv4
     server-template task 1-{MAX_TASKS} tasks.{service}:{port}",
+            on_error = failover.on_error,
             service = route.service,
             port = route.port
         );
@@ -268,6 +306,26 @@ mod tests {
         assert!(cfg.contains("tasks.other:8080"));
         assert_eq!(cfg.matches("option httpchk").count(), 1);
         assert!(cfg.contains("nameserver dns 127.0.0.11:53"));
+    }
+
+    #[test]
+    fn native_labs_fail_over_fast_and_emulated_ones_patiently() {
+        let route = [Route {
+            service: "accountservice".into(),
+            port: 6767,
+            health_path: Some("/health".into()),
+        }];
+        let native = haproxy_config(&route, Pace::Native);
+        assert!(native.contains("timeout connect 250ms\n"), "{native}");
+        assert!(native.contains("option http-server-close\n"), "{native}");
+        assert!(native.contains("on-error mark-down "), "{native}");
+        let emulated = haproxy_config(&route, Pace::Emulated);
+        assert!(emulated.contains("timeout connect 2000ms\n"), "{emulated}");
+        assert!(!emulated.contains("http-server-close"), "{emulated}");
+        assert!(emulated.contains("on-error fastinter "), "{emulated}");
+        for cfg in [native, emulated] {
+            assert!(cfg.contains("option redispatch 1\n"), "{cfg}");
+        }
     }
 
     #[test]
