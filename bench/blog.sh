@@ -24,22 +24,9 @@ LAB_FILE=${LAB_FILE:-lab/part5.toml}
 # BENCH_ARGS=--no-resources leaves out the per-second resource readings.
 BENCH_ARGS=${BENCH_ARGS:-}
 
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$root"
-command -v python3 >/dev/null || { echo "blog: python3 is required" >&2; exit 1; }
+# shellcheck source=bench/lab-run.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lab-run.sh"
 [[ -x /usr/bin/time ]] || { echo "blog: /usr/bin/time is required (Debian: apt install time)" >&2; exit 1; }
-if [[ -z "${LAB_BIN:-}" ]]; then
-    echo "blog: building goblog-lab (release)" >&2
-    cargo build --release -p goblog-lab >&2
-fi
-lab_bin=${LAB_BIN:-"${CARGO_TARGET_DIR:-$root/target}/release/goblog-lab"}
-
-work=$(mktemp -d)
-cleanup() {
-    "$lab_bin" destroy -q --name "$LAB" >/dev/null 2>&1 || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
 
 "$lab_bin" destroy -q --name "$LAB" >/dev/null 2>&1 || true
 "$lab_bin" create -q --name "$LAB" --file "$LAB_FILE" >/dev/null

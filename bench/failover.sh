@@ -25,21 +25,8 @@ WORKERS=${WORKERS:-2}
 LAB=${LAB:-failover-bench}
 NODE=${NODE:-swarm-worker-0}
 
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$root"
-command -v python3 >/dev/null || { echo "failover: python3 is required" >&2; exit 1; }
-if [[ -z "${LAB_BIN:-}" ]]; then
-    echo "failover: building goblog-lab (release)" >&2
-    cargo build --release -p goblog-lab >&2
-fi
-lab_bin=${LAB_BIN:-"${CARGO_TARGET_DIR:-$root/target}/release/goblog-lab"}
-
-work=$(mktemp -d)
-cleanup() {
-    "$lab_bin" destroy -q --name "$LAB" >/dev/null 2>&1 || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=bench/lab-run.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lab-run.sh"
 
 echo "| run | requests | failed | window p99 ms | window max ms | run p99 ms | load avg |"
 echo "|---|---|---|---|---|---|---|"
