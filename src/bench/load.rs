@@ -16,14 +16,11 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use hdrhistogram::Histogram;
-use http_body_util::{BodyExt, Empty};
-use hyper::client::conn::http1::SendRequest;
-use hyper::header::{ACCEPT, HOST};
-use hyper_util::rt::TokioIo;
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -189,42 +186,115 @@ type Queue = Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Job>>>;
 /// Runs the plan to its end and returns how long it took: the last
 /// request is settled at most one timeout after the run's duration. Drop
 /// the future (Ctrl-C) to stop at once; what was recorded stays.
+///
+/// The load runs on threads of its own, one per core, each with a
+/// single-threaded runtime and its share of the connections, as wrk's
+/// threads have theirs: a connection's answer wakes the thread that
+/// waits for it, never a scheduler that hands the work to another thread.
 pub async fn run(plan: &Plan, target: &Target, recorder: Shared) -> Duration {
     let started = Instant::now();
-    let end = started + plan.duration;
     let (queue, jobs) = mpsc::unbounded_channel::<Job>();
-    let jobs: Queue = Arc::new(tokio::sync::Mutex::new(jobs));
-    let host: Arc<str> = target.address.to_string().into();
-    let client = || Client {
-        sender: None,
-        address: target.address,
-        host: host.clone(),
-        timeout: plan.timeout,
+    let load = Arc::new(Load {
+        plan: plan.clone(),
+        target: target.clone(),
+        recorder,
         started,
-        recorder: recorder.clone(),
+        jobs: Arc::new(tokio::sync::Mutex::new(jobs)),
+        feed: Feed::new(target.ids),
+    });
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (stop, stopped) = watch::channel(false);
+    let mut parts = Parts {
+        stop,
+        threads: Vec::new(),
     };
+    let mut done = JoinSet::new();
+    for index in 0..threads {
+        let (finished, finishing) = oneshot::channel::<()>();
+        let (load, queue, mut stopped) = (load.clone(), queue.clone(), stopped.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("bench-load-{index}"))
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a current-thread runtime starts");
+                runtime.block_on(async {
+                    tokio::select! {
+                        () = part(load, queue, index, threads) => {}
+                        _ = stopped.wait_for(|stop| *stop) => {}
+                    }
+                });
+                // Dropping the runtime drops the connections still open,
+                // which hand in what they recorded.
+                drop(runtime);
+                let _ = finished.send(());
+            })
+            .expect("the load threads start");
+        parts.threads.push(thread);
+        done.spawn(finishing);
+    }
+    drop(queue);
+    while done.join_next().await.is_some() {}
+    started.elapsed()
+}
+
+/// What every load thread reads.
+struct Load {
+    plan: Plan,
+    target: Target,
+    recorder: Shared,
+    started: Instant,
+    jobs: Queue,
+    feed: Feed,
+}
+
+/// The load threads; dropping this (an interrupted run) stops them and
+/// waits until their connections have handed in what they recorded, so
+/// the report of a Ctrl-C has every answer that came in.
+struct Parts {
+    stop: watch::Sender<bool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Parts {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Thread `index` of `threads`: its share of the users or connections,
+/// and on the first thread the scheduler of a fixed rate.
+async fn part(load: Arc<Load>, queue: mpsc::UnboundedSender<Job>, index: usize, threads: usize) {
+    let (plan, started) = (&load.plan, load.started);
+    let address = load.target.address;
+    let end = started + plan.duration;
+    let client = || Client::new(address, plan.timeout, started, load.recorder.clone());
     let own_connections =
         matches!(plan.model, Model::Users { users, .. } if plan.connections >= users as usize);
+    let mine = |i: usize| i % threads == index;
 
     // JoinSets abort their tasks when dropped, so an interrupted run leaves
     // nothing sending behind it.
     let mut connections = JoinSet::new();
     if !own_connections {
-        for _ in 0..plan.connections.max(1) {
-            connections.spawn(connection(jobs.clone(), client()));
+        for _ in (0..plan.connections.max(1)).filter(|&i| mine(i)) {
+            connections.spawn(connection(load.jobs.clone(), client()));
         }
     }
-    let feed = Arc::new(Feed::new(target.ids));
     let mut senders = JoinSet::new();
     match plan.model {
-        Model::Rate { rate } => {
+        Model::Rate { rate } if index == 0 => {
             let total = plan.model.scheduled(plan.duration).unwrap_or(0);
-            let (queue, feed, path) = (queue.clone(), feed.clone(), target.path.clone());
+            let (queue, load) = (queue.clone(), load.clone());
             senders.spawn(async move {
                 for k in 0..total {
                     let due = started + Model::due(rate, k);
                     tokio::time::sleep_until(due).await;
-                    let path = fill(&path, feed.next());
+                    let path = fill(&load.target.path, load.feed.next());
                     if queue
                         .send(Job {
                             due,
@@ -238,23 +308,22 @@ pub async fn run(plan: &Plan, target: &Target, recorder: Shared) -> Duration {
                 }
             });
         }
+        Model::Rate { .. } => {}
         Model::Users { users, pause, ramp } => {
-            for i in 0..users {
+            for i in (0..users).filter(|&i| mine(i as usize)) {
                 let via = if own_connections {
-                    Via::Own(client())
+                    Via::Own(Box::new(client()))
                 } else {
                     Via::Pool(queue.clone())
                 };
-                let (feed, path) = (feed.clone(), target.path.clone());
                 let first = started + Model::user_start(i, users, ramp);
-                senders.spawn(virtual_user(first, end, pause, via, feed, path));
+                senders.spawn(virtual_user(first, end, pause, via, load.clone()));
             }
         }
     }
     drop(queue);
     while senders.join_next().await.is_some() {}
     while connections.join_next().await.is_some() {}
-    started.elapsed()
 }
 
 /// The blog's Gatling user: request, wait for the answer, pause, again.
@@ -263,13 +332,21 @@ async fn virtual_user(
     end: Instant,
     pause: Duration,
     mut via: Via,
-    feed: Arc<Feed>,
-    path: String,
+    load: Arc<Load>,
 ) {
     let mut due = first;
     while due < end {
-        tokio::time::sleep_until(due).await;
-        let path = fill(&path, feed.next());
+        if due > Instant::now() {
+            if let Via::Own(client) = &mut via {
+                // About to idle: the live line should not wait for it.
+                client.flush();
+            }
+            tokio::time::sleep_until(due).await;
+        }
+        // No sleep at all when it is due already: tokio rounds a deadline
+        // up to its next millisecond tick, so `sleep_until(now)` waits up
+        // to a millisecond, which in a closed loop was most of each request.
+        let path = fill(&load.target.path, load.feed.next());
         match &mut via {
             Via::Own(client) => client.send(due, &path).await,
             Via::Pool(queue) => {
@@ -294,40 +371,153 @@ async fn virtual_user(
 /// lab answers), or through the pool when there are fewer connections
 /// than users.
 enum Via {
-    Own(Client),
+    Own(Box<Client>),
     Pool(mpsc::UnboundedSender<Job>),
 }
 
+/// How often a connection hands its outcomes to the shared recorder: often
+/// enough for the live line, seldom enough that connections do not queue
+/// on its lock once per request.
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
+
 /// One keep-alive connection, and where its outcomes go.
+///
+/// HTTP/1.1 by hand (httparse for the heads) rather than hyper's client:
+/// hyper drives each connection from a task of its own and hands every
+/// request and answer across a channel, which on this machine cost more
+/// CPU than the service spent answering. Here the task that sends also
+/// reads, into buffers kept for the connection's life.
 struct Client {
-    sender: Option<SendRequest<Empty<Bytes>>>,
+    stream: Option<TcpStream>,
     address: SocketAddr,
-    host: Arc<str>,
+    /// What follows the path in every request, built once.
+    head: Box<[u8]>,
+    request: Vec<u8>,
+    response: Vec<u8>,
     timeout: Duration,
     started: Instant,
     recorder: Shared,
+    /// Outcomes not yet in `recorder`: (due since start, latency, outcome).
+    pending: Vec<(Duration, Duration, Outcome)>,
+    flushed: Instant,
 }
 
 impl Client {
+    fn new(address: SocketAddr, timeout: Duration, started: Instant, recorder: Shared) -> Self {
+        let head = format!(" HTTP/1.1\r\nHost: {address}\r\nAccept: application/json\r\n\r\n");
+        Client {
+            stream: None,
+            address,
+            head: head.into_bytes().into(),
+            request: Vec::with_capacity(256),
+            response: Vec::with_capacity(RESPONSE_CHUNK),
+            timeout,
+            started,
+            recorder,
+            pending: Vec::new(),
+            flushed: Instant::now(),
+        }
+    }
+
     /// Sends one request due at `due` and records how it ended; opens a
     /// new connection after any failure.
     async fn send(&mut self, due: Instant, path: &str) {
-        let outcome = tokio::time::timeout_at(
-            due + self.timeout,
-            exchange(&mut self.sender, self.address, &self.host, path),
-        )
-        .await
-        .unwrap_or(Outcome::Timeout);
+        let outcome = tokio::time::timeout_at(due + self.timeout, self.exchange(path))
+            .await
+            .unwrap_or(Outcome::Timeout);
         if !matches!(outcome, Outcome::Answered { .. }) {
             // Half a request may still be on it.
-            self.sender = None;
+            self.stream = None;
         }
-        let latency = due.elapsed();
-        self.recorder
-            .lock()
-            .expect("no panics while recording")
-            .record(due - self.started, latency, outcome);
+        let now = Instant::now();
+        self.pending.push((due - self.started, now - due, outcome));
+        if now >= self.flushed + FLUSH_EVERY {
+            self.flush();
+        }
     }
+
+    /// Hands the outcomes kept so far to the shared recorder.
+    fn flush(&mut self) {
+        self.flushed = Instant::now();
+        if self.pending.is_empty() {
+            return;
+        }
+        let mut recorder = self.recorder.lock().expect("no panics while recording");
+        for (due, latency, outcome) in self.pending.drain(..) {
+            recorder.record(due, latency, outcome);
+        }
+    }
+
+    async fn exchange(&mut self, path: &str) -> Outcome {
+        // A kept-alive connection the server has closed since is reopened,
+        // not counted as a failure: a browser does the same.
+        if self
+            .stream
+            .as_ref()
+            .is_some_and(|open| !idle_and_open(open))
+        {
+            self.stream = None;
+        }
+        let stream = match &mut self.stream {
+            Some(open) => open,
+            None => {
+                let Ok(opened) = TcpStream::connect(self.address).await else {
+                    return Outcome::Connect;
+                };
+                let _ = opened.set_nodelay(true);
+                self.stream.insert(opened)
+            }
+        };
+        self.request.clear();
+        self.request.extend_from_slice(b"GET ");
+        self.request.extend_from_slice(path.as_bytes());
+        self.request.extend_from_slice(&self.head);
+        if stream.write_all(&self.request).await.is_err() {
+            return Outcome::Reset;
+        }
+        self.response.clear();
+        let mut eof = false;
+        loop {
+            match parse_response(&self.response, eof) {
+                Parsed::Partial if !eof => {}
+                Parsed::Partial | Parsed::Invalid => return Outcome::Reset,
+                Parsed::Complete(answer) => {
+                    if !answer.keep_alive {
+                        self.stream = None;
+                    }
+                    return Outcome::Answered {
+                        status: answer.status,
+                        served_by: answer.served_by,
+                    };
+                }
+            }
+            if self.response.capacity() - self.response.len() < RESPONSE_CHUNK / 2 {
+                self.response.reserve(RESPONSE_CHUNK);
+            }
+            match stream.read_buf(&mut self.response).await {
+                Ok(0) => eof = true,
+                Ok(_) => {}
+                Err(_) => return Outcome::Reset,
+            }
+        }
+    }
+}
+
+impl Drop for Client {
+    /// An interrupted run (Ctrl-C) still reports what this connection saw.
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+/// Room read for at a time; an accountservice answer fits in one.
+const RESPONSE_CHUNK: usize = 8192;
+
+/// An idle kept-alive connection has nothing to read; end of stream or
+/// an error means the server closed it. Never waits.
+fn idle_and_open(stream: &TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(stream.try_read(&mut byte), Err(err) if err.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 /// A pooled connection: takes the next due request whoever scheduled it.
@@ -342,78 +532,165 @@ async fn connection(jobs: Queue, mut client: Client) {
     }
 }
 
-async fn exchange(
-    sender: &mut Option<SendRequest<Empty<Bytes>>>,
-    address: SocketAddr,
-    host: &str,
-    path: &str,
-) -> Outcome {
-    // A kept-alive connection the server has closed since is reopened,
-    // not counted as a failure: a browser does the same.
-    let reusable = match sender.as_mut() {
-        Some(open) => open.ready().await.is_ok(),
-        None => false,
-    };
-    if !reusable {
-        match open(address).await {
-            Ok(opened) => *sender = Some(opened),
-            Err(outcome) => return outcome,
+/// What has been read of an answer so far.
+#[derive(Debug, PartialEq, Eq)]
+enum Parsed {
+    /// Not all of it yet.
+    Partial,
+    /// Not HTTP/1.x, or a framing no server should send.
+    Invalid,
+    Complete(Answer),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct Answer {
+    status: u16,
+    served_by: Option<String>,
+    /// The connection can carry the next request.
+    keep_alive: bool,
+}
+
+/// Parses the answer in `buf`; `eof` says the server has closed, which
+/// ends a body that has neither a length nor chunks.
+fn parse_response(buf: &[u8], eof: bool) -> Parsed {
+    let mut at = 0;
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut response = httparse::Response::new(&mut headers);
+        let head = match response.parse(&buf[at..]) {
+            Ok(httparse::Status::Complete(head)) => head,
+            Ok(httparse::Status::Partial) => return Parsed::Partial,
+            Err(_) => return Parsed::Invalid,
+        };
+        let status = response.code.unwrap_or(0);
+        let start = at + head;
+        // 100 Continue and its kind come before the answer itself.
+        if (100..200).contains(&status) && status != 101 {
+            at = start;
+            continue;
         }
+        let mut length = None;
+        let mut chunked = false;
+        let mut close = response.version == Some(0);
+        for header in response.headers.iter() {
+            let value = header.value;
+            if header.name.eq_ignore_ascii_case("content-length") {
+                let parsed = std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|v| v.trim().parse::<usize>().ok());
+                match (parsed, length) {
+                    (Some(n), None) => length = Some(n),
+                    (Some(n), Some(m)) if n == m => {}
+                    _ => return Parsed::Invalid,
+                }
+            } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
+                chunked = has_token(value, b"chunked");
+            } else if header.name.eq_ignore_ascii_case("connection") {
+                if has_token(value, b"close") {
+                    close = true;
+                } else if has_token(value, b"keep-alive") {
+                    close = false;
+                }
+            }
+        }
+        let ok = (200..300).contains(&status);
+        let (end, served) = if status == 204 || status == 304 {
+            (start, None)
+        } else if chunked {
+            match dechunk(&buf[start..]) {
+                Dechunked::Partial => return Parsed::Partial,
+                Dechunked::Invalid => return Parsed::Invalid,
+                Dechunked::Complete { len, body } => {
+                    (start + len, if ok { served_by(&body) } else { None })
+                }
+            }
+        } else if let Some(length) = length {
+            if buf.len() < start + length {
+                return Parsed::Partial;
+            }
+            let body = &buf[start..start + length];
+            (start + length, if ok { served_by(body) } else { None })
+        } else if eof {
+            close = true;
+            (buf.len(), if ok { served_by(&buf[start..]) } else { None })
+        } else {
+            return Parsed::Partial;
+        };
+        return Parsed::Complete(Answer {
+            status,
+            served_by: served,
+            // Bytes after the answer were never asked for.
+            keep_alive: !close && !eof && end == buf.len(),
+        });
     }
-    let Some(open) = sender.as_mut() else {
-        return Outcome::Connect;
-    };
-    let request = hyper::Request::get(path)
-        .header(HOST, host)
-        .header(ACCEPT, "application/json")
-        .body(Empty::new())
-        .expect("the path was checked when parsed");
-    let response = match open.send_request(request).await {
-        Ok(response) => response,
-        Err(err) => return broken(&err),
-    };
-    let status = response.status().as_u16();
-    let body = match response.into_body().collect().await {
-        Ok(body) => body.to_bytes(),
-        Err(err) => return broken(&err),
-    };
-    let served_by = if (200..300).contains(&status) {
-        served_by(&body)
-    } else {
-        None
-    };
-    Outcome::Answered { status, served_by }
 }
 
-async fn open(address: SocketAddr) -> Result<SendRequest<Empty<Bytes>>, Outcome> {
-    let stream = tokio::net::TcpStream::connect(address)
-        .await
-        .map_err(|_| Outcome::Connect)?;
-    let _ = stream.set_nodelay(true);
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|_| Outcome::Connect)?;
-    // Ends when the sender is dropped or the peer closes.
-    tokio::spawn(connection);
-    Ok(sender)
+enum Dechunked {
+    Partial,
+    Invalid,
+    Complete { len: usize, body: Vec<u8> },
 }
 
-fn broken(err: &hyper::Error) -> Outcome {
-    if err.is_timeout() {
-        Outcome::Timeout
-    } else {
-        Outcome::Reset
+/// A chunked body from its start: how long it is on the wire and its data.
+fn dechunk(buf: &[u8]) -> Dechunked {
+    let mut at = 0;
+    let mut body = Vec::new();
+    loop {
+        let (line, size) = match httparse::parse_chunk_size(&buf[at..]) {
+            Ok(httparse::Status::Complete(found)) => found,
+            Ok(httparse::Status::Partial) => return Dechunked::Partial,
+            Err(_) => return Dechunked::Invalid,
+        };
+        at += line;
+        if size == 0 {
+            // Trailers, if any, end with an empty line.
+            let mut trailers = [httparse::EMPTY_HEADER; 16];
+            return match httparse::parse_headers(&buf[at..], &mut trailers) {
+                Ok(httparse::Status::Complete((len, _))) => Dechunked::Complete {
+                    len: at + len,
+                    body,
+                },
+                Ok(httparse::Status::Partial) => Dechunked::Partial,
+                Err(_) => Dechunked::Invalid,
+            };
+        }
+        let Ok(size) = usize::try_from(size) else {
+            return Dechunked::Invalid;
+        };
+        let Some(data_end) = at.checked_add(size) else {
+            return Dechunked::Invalid;
+        };
+        if buf.len() < data_end + 2 {
+            return Dechunked::Partial;
+        }
+        if &buf[data_end..data_end + 2] != b"\r\n" {
+            return Dechunked::Invalid;
+        }
+        body.extend_from_slice(&buf[at..data_end]);
+        at = data_end + 2;
     }
 }
 
-/// The accountservice's `servedBy`: which replica answered.
+/// Whether a comma-separated header value holds `token` (any case).
+fn has_token(value: &[u8], token: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|part| part.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+/// The accountservice's `servedBy`: which replica answered. A byte search,
+/// not a JSON parse: the service writes the member itself, unescaped, and
+/// this runs once per answer.
 pub fn served_by(body: &[u8]) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Answer {
-        #[serde(rename = "servedBy")]
-        served_by: Option<String>,
+    const KEY: &[u8] = b"\"servedBy\"";
+    let at = body.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let rest = body[at..].trim_ascii_start().strip_prefix(b":")?;
+    let rest = rest.trim_ascii_start().strip_prefix(b"\"")?;
+    let end = rest.iter().position(|&b| b == b'"' || b == b'\\')?;
+    if rest[end] == b'\\' {
+        return None;
     }
-    serde_json::from_slice::<Answer>(body).ok()?.served_by
+    String::from_utf8(rest[..end].to_vec()).ok()
 }
 
 #[cfg(test)]
@@ -473,5 +750,89 @@ mod tests {
         assert_eq!(served_by(body).as_deref(), Some("10.0.1.7"));
         assert_eq!(served_by(br#"{"status":"UP"}"#), None);
         assert_eq!(served_by(b"not json"), None);
+        assert_eq!(
+            served_by(br#"{"servedBy" : "10.0.1.8"}"#).as_deref(),
+            Some("10.0.1.8")
+        );
+        // Escapes are not the service's; better no replica than a wrong one.
+        assert_eq!(served_by(br#"{"servedBy":"10.0.\"1"}"#), None);
+    }
+
+    fn answer(status: u16, served_by: Option<&str>, keep_alive: bool) -> Parsed {
+        Parsed::Complete(Answer {
+            status,
+            served_by: served_by.map(String::from),
+            keep_alive,
+        })
+    }
+
+    /// Parses `full` after checking that every part of it a read could
+    /// stop at is only partial.
+    fn whole(full: &[u8]) -> Parsed {
+        for cut in 0..full.len() {
+            assert_eq!(
+                parse_response(&full[..cut], false),
+                Parsed::Partial,
+                "{cut}"
+            );
+        }
+        parse_response(full, false)
+    }
+
+    #[test]
+    fn a_sized_answer_is_complete_once_its_body_is_in() {
+        let full = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 23\r\n\r\n{\"servedBy\":\"10.0.1.5\"}";
+        assert_eq!(whole(full), answer(200, Some("10.0.1.5"), true));
+        let mut extra = full.to_vec();
+        extra.extend_from_slice(b"HTTP/1.1");
+        assert_eq!(
+            parse_response(&extra, false),
+            answer(200, Some("10.0.1.5"), false)
+        );
+    }
+
+    #[test]
+    fn connection_close_and_http_1_0_end_the_connection() {
+        let close =
+            b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 2\r\n\r\nno";
+        assert_eq!(parse_response(close, false), answer(503, None, false));
+        let old = b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(parse_response(old, false), answer(200, None, false));
+        let kept = b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(parse_response(kept, false), answer(200, None, true));
+    }
+
+    #[test]
+    fn a_chunked_answer_is_joined_across_chunks() {
+        let full = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n7\r\n{\"serve\r\n10\r\ndBy\":\"10.0.1.9\"}\r\n0\r\nX-Trailer: 1\r\n\r\n";
+        assert_eq!(whole(full), answer(200, Some("10.0.1.9"), true));
+        let broken = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabcd\r\n";
+        assert_eq!(parse_response(broken, false), Parsed::Invalid);
+    }
+
+    #[test]
+    fn a_body_without_length_ends_with_the_connection() {
+        let head = b"HTTP/1.1 200 OK\r\n\r\n{\"servedBy\":\"10.0.1.5\"}";
+        assert_eq!(parse_response(head, false), Parsed::Partial);
+        assert_eq!(
+            parse_response(head, true),
+            answer(200, Some("10.0.1.5"), false)
+        );
+        // ...except where there is none to wait for.
+        let empty = b"HTTP/1.1 204 No Content\r\n\r\n";
+        assert_eq!(parse_response(empty, false), answer(204, None, true));
+    }
+
+    #[test]
+    fn an_interim_answer_is_skipped_and_garbage_is_invalid() {
+        let interim =
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(parse_response(interim, false), answer(404, None, true));
+        assert_eq!(
+            parse_response(b"SSH-2.0-OpenSSH\r\n", false),
+            Parsed::Invalid
+        );
+        let twice = b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab";
+        assert_eq!(parse_response(twice, false), Parsed::Invalid);
     }
 }

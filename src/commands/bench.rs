@@ -88,9 +88,11 @@ pub async fn run(args: &BenchArgs, ui: &Ui) -> Result<()> {
         }
         _ => None,
     };
-    let load = load::run(&plan, &target, recorder.clone());
+    // Boxed so an interrupted run can drop it before the report: the load
+    // threads stop and hand in what they recorded when it is dropped.
+    let mut load = Box::pin(load::run(&plan, &target, recorder.clone()));
     let stop = interrupted();
-    tokio::pin!(load, stop);
+    tokio::pin!(stop);
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut last = 0;
@@ -110,6 +112,7 @@ pub async fn run(args: &BenchArgs, ui: &Ui) -> Result<()> {
             }
         }
     };
+    drop(load);
     if let Some(bar) = &live {
         ui.end_live(bar);
     }
