@@ -342,6 +342,13 @@ async fn virtual_user(
                 client.flush();
             }
             tokio::time::sleep_until(due).await;
+            // Tokio wakes a sleeper on its next millisecond tick, up to a
+            // millisecond after the deadline: the generator's lateness, not
+            // the lab's. The user's request is due when the user wakes (it
+            // still counts any wait for a pooled connection), as Gatling
+            // counts from its send. The open-loop schedule keeps its fixed
+            // times: there, a late send is what the latency must show.
+            due = Instant::now();
         }
         // No sleep at all when it is due already: tokio rounds a deadline
         // up to its next millisecond tick, so `sleep_until(now)` waits up
