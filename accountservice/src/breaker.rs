@@ -5,9 +5,15 @@
 //! and callers get the fallback at once; after `pause` one trial call is let
 //! through (half-open) and its result closes or re-opens the breaker.
 //! State changes are rare and only on the quote path, so a mutex is fine here.
+//!
+//! Time is tokio's [`Instant`]: in the service it is the wall clock, and
+//! the unit tests pause and advance it, so they never depend on how fast a
+//! loaded machine gets through a sleep.
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -136,37 +142,67 @@ impl Breaker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::time::advance;
 
-    #[test]
-    fn trips_after_threshold_and_recovers_through_one_trial() {
-        let b = Breaker::new(2, Duration::from_millis(30));
+    const PAUSE: Duration = Duration::from_secs(5);
+    const JUST_UNDER: Duration = Duration::from_millis(4999);
+    const THE_REST: Duration = Duration::from_millis(1);
+
+    // The clock is paused and only moves on `advance`, so "before" and
+    // "after" the pause are exact instants, not sleeps that a busy machine
+    // might overrun.
+
+    #[tokio::test(start_paused = true)]
+    async fn trips_after_threshold_and_recovers_through_one_trial() {
+        let b = Breaker::new(2, PAUSE);
         b.try_call().unwrap().failure();
         assert!(!b.is_open());
         b.try_call().unwrap().failure();
         assert!(b.is_open());
         assert!(b.try_call().is_none());
 
-        std::thread::sleep(Duration::from_millis(40));
+        advance(JUST_UNDER).await;
+        assert!(
+            b.try_call().is_none(),
+            "still open just before the pause ends"
+        );
+        advance(THE_REST).await;
         let trial = b.try_call().expect("half-open lets one call through");
         assert!(b.try_call().is_none(), "only one trial at a time");
         trial.failure();
         assert!(b.try_call().is_none(), "a failed trial re-opens");
 
-        std::thread::sleep(Duration::from_millis(40));
+        // The new pause counts from the failed trial, not from the first trip.
+        advance(JUST_UNDER).await;
+        assert!(b.try_call().is_none());
+        advance(THE_REST).await;
         b.try_call().unwrap().success();
         assert!(!b.is_open());
         assert!(b.try_call().is_some());
     }
 
-    #[test]
-    fn an_abandoned_trial_reopens_instead_of_sticking_half_open() {
-        let b = Breaker::new(1, Duration::from_millis(10));
+    #[tokio::test(start_paused = true)]
+    async fn an_abandoned_trial_reopens_instead_of_sticking_half_open() {
+        let b = Breaker::new(1, PAUSE);
         b.try_call().unwrap().failure();
-        std::thread::sleep(Duration::from_millis(20));
+        advance(PAUSE).await;
         drop(b.try_call().unwrap());
         assert!(b.try_call().is_none());
-        std::thread::sleep(Duration::from_millis(20));
+        advance(JUST_UNDER).await;
+        assert!(b.try_call().is_none());
+        advance(THE_REST).await;
         assert!(b.try_call().is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn late_failures_of_calls_admitted_before_the_trip_do_not_extend_the_pause() {
+        let b = Breaker::new(1, PAUSE);
+        let early = b.try_call().unwrap();
+        b.try_call().unwrap().failure();
+        advance(JUST_UNDER).await;
+        early.failure();
+        advance(THE_REST).await;
+        assert!(b.try_call().is_some(), "the pause still ends on time");
     }
 
     #[test]

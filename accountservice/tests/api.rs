@@ -3,6 +3,7 @@
 mod common;
 
 use common::{get, request, Service};
+use hyper::body::Bytes;
 use hyper::{Method, StatusCode};
 
 fn service() -> (tempfile::TempDir, Service) {
@@ -256,27 +257,48 @@ async fn other_methods_are_405_and_unknown_paths_404() {
 
 #[tokio::test]
 async fn single_and_multi_threaded_runtimes_answer_alike() {
+    let mut answers = Vec::new();
     for workers in ["1", "3"] {
         let dir = tempfile::tempdir().unwrap();
         let svc = Service::start(
             &dir.path().join("accounts.db"),
             &[("ACCOUNTSERVICE_WORKERS", workers)],
         );
-        let replies = futures_join_all(svc.port, 20).await;
-        assert!(
-            replies.iter().all(|s| *s == StatusCode::OK),
-            "workers={workers}"
-        );
+        let replies = concurrent_gets(svc.port).await;
+        for (path, status, _, body) in &replies {
+            let expected = match path.as_str() {
+                "/accounts/10100" | "/accounts/abc" => StatusCode::NOT_FOUND,
+                _ => StatusCode::OK,
+            };
+            assert_eq!(*status, expected, "workers={workers} {path}");
+            // JSON, whichever runtime wrote it.
+            serde_json::from_slice::<serde_json::Value>(body)
+                .unwrap_or_else(|e| panic!("workers={workers} {path}: {e}"));
+        }
+        answers.push(replies);
+    }
+    // Byte for byte, field order included. Even servedBy must match: both
+    // services run on this host and report the same address.
+    let (single, multi) = (&answers[0], &answers[1]);
+    for (one, many) in single.iter().zip(multi) {
+        assert_eq!(one, many, "single- vs multi-threaded");
     }
 }
 
-/// Concurrent requests, so a multi-threaded runtime really uses its threads.
-async fn futures_join_all(port: u16, n: u32) -> Vec<StatusCode> {
-    let tasks: Vec<_> = (0..n)
-        .map(|i| {
-            tokio::spawn(
-                async move { get(port, &format!("/accounts/{}", 10_000 + i)).await.status },
-            )
+/// Concurrent requests, so a multi-threaded runtime really uses its threads:
+/// twenty accounts, a missing one, a bad id and /health. Returns path,
+/// status, content type and body, in request order.
+async fn concurrent_gets(port: u16) -> Vec<(String, StatusCode, String, Bytes)> {
+    let paths = (0..20u32)
+        .map(|i| format!("/accounts/{}", 10_000 + i))
+        .chain(["/accounts/10100", "/accounts/abc", "/health"].map(String::from));
+    let tasks: Vec<_> = paths
+        .map(|path| {
+            tokio::spawn(async move {
+                let reply = get(port, &path).await;
+                let content_type = reply.content_type().to_owned();
+                (path, reply.status, content_type, reply.body)
+            })
         })
         .collect();
     let mut out = Vec::new();

@@ -14,6 +14,14 @@ use redb::{ReadableDatabase, ReadableTableMetadata, TableDefinition};
 
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Set explicitly, and far above STOP_TIMEOUT, so a service that waits out
+/// the drain instead of finishing it cannot pass for a clean stop.
+const DRAIN: Duration = Duration::from_secs(120);
+
+/// How long the shutdown test keeps its request in flight after SIGTERM;
+/// far below DRAIN.
+const HOLD_AFTER_SIGTERM: Duration = Duration::from_secs(1);
+
 fn count_accounts(db: &std::path::Path) -> u64 {
     let db = redb::Database::open(db).unwrap();
     let txn = db.begin_read().unwrap();
@@ -100,14 +108,17 @@ async fn a_second_instance_on_the_same_file_fails_with_context() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_an_in_flight_request_finish_then_exits_0() {
-    // The quote stub holds the account request in flight for a while.
-    let stub = QuoteStub::start(Mode::Slow, Duration::from_millis(1500)).await;
+    // The quote stub holds the account request until the test lets it go,
+    // so the request is provably in flight when SIGTERM arrives, whatever
+    // the machine's load.
+    let stub = QuoteStub::start(Mode::Held, Duration::ZERO).await;
     let dir = tempfile::tempdir().unwrap();
     let mut svc = Service::start(
         &dir.path().join("accounts.db"),
         &[
             ("QUOTES_URL", &stub.url("127.0.0.1")),
-            ("QUOTES_TIMEOUT_MS", "20000"),
+            ("QUOTES_TIMEOUT_MS", "600000"),
+            ("ACCOUNTSERVICE_DRAIN_MS", &DRAIN.as_millis().to_string()),
         ],
     );
     let port = svc.port;
@@ -118,20 +129,44 @@ async fn sigterm_lets_an_in_flight_request_finish_then_exits_0() {
         assert!(Instant::now() < deadline, "request never reached the stub");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    assert!(!in_flight.is_finished(), "answered before the stub did");
     svc.signal(libc::SIGTERM);
+    let signalled = Instant::now();
 
-    // New connections are refused once the listener is closed.
+    // New connections are refused once the listener is closed: the service
+    // has seen the signal and is draining.
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
         assert!(Instant::now() < deadline, "still accepting after SIGTERM");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // Hold the request a while into the drain. Not a bet on timing: the
+    // service may not exit, however long this takes, while the request is
+    // held and DRAIN is not over; a drain that gave up early fails here.
+    tokio::time::sleep(HOLD_AFTER_SIGTERM).await;
+    assert!(!in_flight.is_finished(), "answered while the stub held it");
+    assert!(
+        svc.try_exit_status().is_none(),
+        "exited with a request in flight; stderr:\n{}",
+        svc.stderr()
+    );
 
+    stub.release();
     let reply = in_flight.await.unwrap();
     assert_eq!(reply.status, StatusCode::OK);
+    // The stub's quote, not the fallback: the call ran to its end.
     assert_eq!(reply.json()["quote"], stub.expected_quote());
     let status = svc.wait_exit(STOP_TIMEOUT);
     assert_eq!(status.code(), Some(0), "stderr:\n{}", svc.stderr());
+    // STOP_TIMEOUT is well under DRAIN, so this exit was the drain ending,
+    // not its timeout cutting the request short.
+    let took = signalled.elapsed();
+    assert!(took >= HOLD_AFTER_SIGTERM && took < DRAIN, "{took:?}");
+    assert!(
+        svc.stderr().contains("all connections drained"),
+        "{}",
+        svc.stderr()
+    );
 }
 
 #[tokio::test]
@@ -139,9 +174,13 @@ async fn sigint_stops_an_idle_single_threaded_service_with_exit_0() {
     let dir = tempfile::tempdir().unwrap();
     let mut svc = Service::start(
         &dir.path().join("accounts.db"),
-        &[("ACCOUNTSERVICE_WORKERS", "1")],
+        &[
+            ("ACCOUNTSERVICE_WORKERS", "1"),
+            ("ACCOUNTSERVICE_DRAIN_MS", &DRAIN.as_millis().to_string()),
+        ],
     );
-    // An idle keep-alive connection must not hold shutdown up.
+    // An idle keep-alive connection must not hold shutdown up: if it did,
+    // the service would stop only when the drain times out.
     let mut idle = std::net::TcpStream::connect(("127.0.0.1", svc.port)).unwrap();
     idle.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
@@ -149,13 +188,14 @@ async fn sigint_stops_an_idle_single_threaded_service_with_exit_0() {
     let n = idle.read(&mut buf).unwrap();
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
 
-    let started = Instant::now();
     svc.signal(libc::SIGINT);
+    // STOP_TIMEOUT is far below DRAIN: an exit within it is the drain
+    // finishing, not the drain timing out.
     assert_eq!(svc.wait_exit(STOP_TIMEOUT).code(), Some(0));
     assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
+        svc.stderr().contains("all connections drained"),
+        "{}",
+        svc.stderr()
     );
 }
 

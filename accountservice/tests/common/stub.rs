@@ -21,6 +21,9 @@ pub enum Mode {
     Slow = 1,
     /// 500.
     Failing = 2,
+    /// Answers the quote only once the test calls [`QuoteStub::release`], so
+    /// a test decides when an account request stops being in flight.
+    Held = 3,
 }
 
 pub struct QuoteStub {
@@ -28,6 +31,7 @@ pub struct QuoteStub {
     mode: Arc<AtomicU8>,
     hits: Arc<AtomicU32>,
     last_path: Arc<Mutex<String>>,
+    released: tokio::sync::watch::Sender<bool>,
 }
 
 pub const STUB_QUOTE: &str = "Do or do not. There is no try.";
@@ -40,19 +44,25 @@ impl QuoteStub {
         let mode_flag = Arc::new(AtomicU8::new(mode as u8));
         let hits = Arc::new(AtomicU32::new(0));
         let last_path = Arc::new(Mutex::new(String::new()));
+        let (released, released_rx) = tokio::sync::watch::channel(false);
         let stub = QuoteStub {
             port,
             mode: mode_flag.clone(),
             hits: hits.clone(),
             last_path: last_path.clone(),
+            released,
         };
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                let (mode_flag, hits, last_path) =
-                    (mode_flag.clone(), hits.clone(), last_path.clone());
+                let (mode_flag, hits, last_path, released_rx) = (
+                    mode_flag.clone(),
+                    hits.clone(),
+                    last_path.clone(),
+                    released_rx.clone(),
+                );
                 let service = service_fn(move |req: Request<Incoming>| {
                     let mode = mode_flag.load(Ordering::SeqCst);
                     hits.fetch_add(1, Ordering::SeqCst);
@@ -61,9 +71,14 @@ impl QuoteStub {
                         .path_and_query()
                         .map(|p| p.to_string())
                         .unwrap_or_default();
+                    let mut released_rx = released_rx.clone();
                     async move {
                         if mode == Mode::Slow as u8 {
                             tokio::time::sleep(slow_delay).await;
+                        }
+                        if mode == Mode::Held as u8 {
+                            // Err only if the stub is gone: answer anyway.
+                            let _ = released_rx.wait_for(|released| *released).await;
                         }
                         let mut response = if mode == Mode::Failing as u8 {
                             Response::new(Full::new(Bytes::from_static(b"boom")))
@@ -90,6 +105,11 @@ impl QuoteStub {
 
     pub fn set_mode(&self, mode: Mode) {
         self.mode.store(mode as u8, Ordering::SeqCst);
+    }
+
+    /// Lets every held request (and any later one) answer.
+    pub fn release(&self) {
+        self.released.send_replace(true);
     }
 
     pub fn hits(&self) -> u32 {
