@@ -88,29 +88,20 @@ pub fn render(
 /// Each task's CPU and memory readings over the run, labelled as
 /// `docker service ps` names the task, for `render`.
 pub fn task_series(resources: &Resources) -> (Vec<Labelled>, Vec<Labelled>) {
-    let label = |t: &super::resources::TaskUsage| format!("{} on {}", t.task, t.node);
-    let cpu = resources
+    resources
         .tasks
         .iter()
         .map(|t| {
-            let points = t.usage.timeline.iter();
-            (
-                label(t),
-                points
-                    .filter_map(|p| Some((p.at_s, p.cpu_percent?)))
-                    .collect(),
-            )
+            let label = format!("{} on {}", t.task, t.node);
+            let points = &t.usage.timeline;
+            let cpu = points
+                .iter()
+                .filter_map(|p| Some((p.at_s, p.cpu_percent?)))
+                .collect();
+            let memory = points.iter().map(|p| (p.at_s, p.memory_mib)).collect();
+            ((label.clone(), cpu), (label, memory))
         })
-        .collect();
-    let memory = resources
-        .tasks
-        .iter()
-        .map(|t| {
-            let points = t.usage.timeline.iter();
-            (label(t), points.map(|p| (p.at_s, p.memory_mib)).collect())
-        })
-        .collect();
-    (cpu, memory)
+        .unzip()
 }
 
 /// Per-task CPU % and memory MiB, one series per task, as two charts with

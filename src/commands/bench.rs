@@ -64,10 +64,7 @@ pub async fn run(args: &BenchArgs, ui: &Ui) -> Result<()> {
     } else {
         sampler(&state, ui).await
     };
-    let sampler = match sampler {
-        Some(sampler) => tokio::spawn(sampler.run(resources.clone())),
-        None => tokio::spawn(async {}),
-    };
+    let sampler = sampler.map(|sampler| tokio::spawn(sampler.run(resources.clone())));
 
     let recorder: Shared = Arc::default();
     let events: Events = Arc::default();
@@ -116,7 +113,9 @@ pub async fn run(args: &BenchArgs, ui: &Ui) -> Result<()> {
     if let Some(bar) = &live {
         ui.end_live(bar);
     }
-    sampler.abort();
+    if let Some(sampler) = &sampler {
+        sampler.abort();
+    }
     if let Some(mut chaos) = chaos {
         // A heal still under way gets a little time, never an unbounded wait.
         if was_interrupted || tokio::time::timeout(HEAL_GRACE, &mut chaos).await.is_err() {
