@@ -15,7 +15,6 @@ mod memory;
 mod metrics;
 mod netinfo;
 mod quote;
-mod resolve;
 mod routes;
 mod server;
 mod store;

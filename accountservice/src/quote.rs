@@ -4,10 +4,14 @@
 //! the quotes service does. So every call has a hard timeout, failures give
 //! the blog's fallback quote, and a circuit breaker stops calling a service
 //! that keeps failing. The client is a bare HTTP/1.1 exchange on hyper, one
-//! connection per call, with names resolved by [`crate::resolve`].
+//! connection per call. Names go through glibc's `getaddrinfo`
+//! ([`tokio::net::lookup_host`]): since glibc 2.34 its `files` and `dns`
+//! sources are built in, so even the static binary in a `FROM scratch` image
+//! reads the `/etc/hosts` and `/etc/resolv.conf` that Docker writes into every
+//! container, and finds services through Docker's embedded DNS.
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Empty, Limited};
@@ -16,12 +20,11 @@ use hyper::header::{ACCEPT, HOST, USER_AGENT};
 use hyper::{Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
-use tokio::net::TcpStream;
+use tokio::net::{lookup_host, TcpStream};
 
 use crate::breaker::Breaker;
 use crate::json;
 use crate::metrics::{Metrics, QuoteOutcome};
-use crate::resolve::{ResolveError, Resolver};
 
 /// Quote bodies are a sentence; anything bigger is not a quote.
 const MAX_BODY: usize = 64 * 1024;
@@ -59,7 +62,10 @@ impl Quote {
 
 #[derive(Debug)]
 pub enum QuoteError {
-    Resolve(ResolveError),
+    Resolve {
+        host: String,
+        source: std::io::Error,
+    },
     Connect {
         addrs: Vec<SocketAddr>,
         source: std::io::Error,
@@ -73,7 +79,9 @@ pub enum QuoteError {
 impl fmt::Display for QuoteError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            QuoteError::Resolve(e) => write!(f, "resolving the quotes host: {e}"),
+            QuoteError::Resolve { host, source } => {
+                write!(f, "resolving the quotes host {host:?}: {source}")
+            }
             QuoteError::Connect { addrs, source } => write!(f, "connecting to {addrs:?}: {source}"),
             QuoteError::Http(e) => write!(f, "HTTP exchange: {e}"),
             QuoteError::Status(s) => write!(f, "quotes service answered {s}"),
@@ -113,7 +121,12 @@ impl Target {
             .authority()
             .ok_or_else(|| format!("QUOTES_URL {url:?} has no host"))?;
         Ok(Target {
-            host: authority.host().to_owned(),
+            // getaddrinfo wants an IPv6 literal without the URL's brackets.
+            host: authority
+                .host()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
             port: authority.port_u16().unwrap_or(80),
             authority: authority.as_str().to_owned(),
             path_and_query: uri
@@ -127,11 +140,10 @@ pub struct QuoteClient {
     target: Result<Target, String>,
     timeout: Duration,
     breaker: Breaker,
-    resolver: Resolver,
 }
 
 impl QuoteClient {
-    pub fn new(url: &str, timeout: Duration, breaker: Breaker, resolver: Resolver) -> Self {
+    pub fn new(url: &str, timeout: Duration, breaker: Breaker) -> Self {
         let target = Target::parse(url);
         match &target {
             Ok(t) => eprintln!(
@@ -144,7 +156,6 @@ impl QuoteClient {
             target,
             timeout,
             breaker,
-            resolver,
         }
     }
 
@@ -187,12 +198,17 @@ impl QuoteClient {
     }
 
     async fn fetch(&self, target: &Target) -> Result<Quote, QuoteError> {
-        let ips = self
-            .resolver
-            .lookup(&target.host)
+        // getaddrinfo blocks, so tokio runs it on a blocking thread. The
+        // caller's timeout stops waiting for it; the thread itself finishes
+        // when glibc's own resolver timeout (resolv.conf `options`) expires.
+        let addrs: Vec<SocketAddr> = lookup_host((target.host.as_str(), target.port))
             .await
-            .map_err(QuoteError::Resolve)?;
-        let stream = connect_any(&ips, target.port).await?;
+            .map_err(|source| QuoteError::Resolve {
+                host: target.host.clone(),
+                source,
+            })?
+            .collect();
+        let stream = connect_any(addrs).await?;
         let _ = stream.set_nodelay(true);
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
@@ -225,8 +241,9 @@ impl QuoteClient {
     }
 }
 
-async fn connect_any(ips: &[IpAddr], port: u16) -> Result<TcpStream, QuoteError> {
-    let addrs: Vec<SocketAddr> = ips.iter().map(|&ip| SocketAddr::new(ip, port)).collect();
+/// Tries the addresses in getaddrinfo's order (RFC 6724; `localhost` may give
+/// `::1` first to a service listening on 127.0.0.1 only).
+async fn connect_any(addrs: Vec<SocketAddr>) -> Result<TcpStream, QuoteError> {
     let mut last = None;
     for addr in &addrs {
         match TcpStream::connect(addr).await {
@@ -254,6 +271,12 @@ mod tests {
 
         let t = Target::parse("http://10.0.0.2").unwrap();
         assert_eq!((t.port, t.path_and_query.as_str()), (80, "/"));
+
+        let t = Target::parse("http://[::1]:8080/q").unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.authority.as_str()),
+            ("::1", "[::1]:8080")
+        );
 
         assert!(Target::parse("https://quotes-service/api")
             .unwrap_err()

@@ -22,7 +22,6 @@ use crate::breaker::Breaker;
 use crate::cli::ServeArgs;
 use crate::metrics::Metrics;
 use crate::quote::QuoteClient;
-use crate::resolve::Resolver;
 use crate::store::{Store, StoreError};
 use crate::{memory, netinfo, routes};
 
@@ -75,7 +74,6 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
             url,
             args.quotes_timeout(),
             Breaker::new(args.quotes_breaker_threshold, args.breaker_pause()),
-            Resolver::from_system(),
         )
     });
     let app = Arc::new(App {

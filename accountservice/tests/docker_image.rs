@@ -1,8 +1,11 @@
 //! Builds the real `FROM scratch` image and runs it under Docker.
 //!
 //! Docker is required: without a daemon this test fails, it does not skip.
-//! The static binary is built with its own target directory, so this nested
-//! cargo does not wait on the build lock of the `cargo test` that runs it.
+//! The static binaries are built with their own target directory, so this
+//! nested cargo does not wait on the build lock of the `cargo test` that runs
+//! it. The quotes service runs beside it, found by names that only Docker
+//! knows: its embedded DNS and the container's `/etc/hosts`. That is what the
+//! static binary's glibc must resolve without NSS modules on disk.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -38,23 +41,34 @@ fn docker(args: &[&str]) -> String {
 }
 
 /// Removes what the test created, whether it passed or not.
+#[derive(Default)]
 struct Cleanup {
-    container: String,
-    image: String,
+    containers: Vec<String>,
+    images: Vec<String>,
+    network: Option<String>,
 }
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let _ = Command::new("docker")
-            .args(["rm", "-f", &self.container])
-            .output();
-        let _ = Command::new("docker")
-            .args(["rmi", "-f", &self.image])
-            .output();
+        for container in &self.containers {
+            let _ = Command::new("docker")
+                .args(["rm", "-f", container])
+                .output();
+        }
+        if let Some(network) = &self.network {
+            let _ = Command::new("docker")
+                .args(["network", "rm", network])
+                .output();
+        }
+        for image in &self.images {
+            let _ = Command::new("docker").args(["rmi", "-f", image]).output();
+        }
     }
 }
 
-fn build_static_binary() -> PathBuf {
+/// Builds the static `accountservice` and `quotes-service`; returns their
+/// release directory.
+fn build_static_binaries() -> PathBuf {
     let root = workspace_root();
     // The same directory and flags as the lab's own build (src/steps/images.rs),
     // so a test run compiles the static binary once.
@@ -71,10 +85,72 @@ fn build_static_binary() -> PathBuf {
             "--release",
             "-p",
             "accountservice",
+            "-p",
+            "quotes-service",
             "--target",
             "x86_64-unknown-linux-gnu",
         ]));
-    target_dir.join("x86_64-unknown-linux-gnu/release/accountservice")
+    target_dir.join("x86_64-unknown-linux-gnu/release")
+}
+
+/// Builds `images/<name>` with the static binary of the same name at the
+/// context root, as the lab does.
+fn build_image(release: &Path, name: &str, tag: &str) {
+    let context = tempfile::tempdir().unwrap();
+    copy_dir(&workspace_root().join("images").join(name), context.path());
+    std::fs::copy(release.join(name), context.path().join(name)).unwrap();
+    // The engine here has no BuildKit plugin; the classic builder is enough
+    // for a FROM scratch image.
+    run(Command::new("docker")
+        .env("DOCKER_BUILDKIT", "0")
+        .args(["build", "-q", "-t", tag])
+        .arg(context.path()));
+}
+
+/// The container's address on `network`.
+fn ip_on(container: &str, network: &str) -> String {
+    let format = format!("{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}");
+    docker(&["inspect", "-f", &format, container])
+}
+
+fn published_on_loopback(container: &str) -> String {
+    let published = docker(&["port", container, "6767/tcp"]);
+    published
+        .lines()
+        .find(|l| l.starts_with("127.0.0.1:"))
+        .unwrap_or_else(|| panic!("not published on loopback: {published}"))
+        .to_owned()
+}
+
+/// Account 10000 as `container` serves it, once its quote comes from
+/// `quotes_from`. Until the quotes service listens, the answer carries the
+/// fallback quote, and after a few of those the breaker pauses the calls;
+/// the bound outlasts both.
+fn account_with_quote_from(container: &str, quotes_from: &str) -> serde_json::Value {
+    let addr = published_on_loopback(container);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut last = None;
+    loop {
+        if let Some((200, body)) = http_get(&addr, "/accounts/10000") {
+            let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+            if json["quote"]["ipAddress"] == quotes_from {
+                return json;
+            }
+            last = Some(json);
+        }
+        if Instant::now() >= deadline {
+            let logs = Command::new("docker")
+                .args(["logs", container])
+                .output()
+                .unwrap();
+            panic!(
+                "{container} never served a quote from {quotes_from}; last answer: {last:?}\n\
+                 its log: {}",
+                String::from_utf8_lossy(&logs.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -129,14 +205,7 @@ fn the_scratch_image_serves_accounts_and_turns_healthy() {
         other => panic!("Docker is required for this test and does not answer: {other:?}"),
     }
 
-    let binary = build_static_binary();
-    let context = tempfile::tempdir().unwrap();
-    copy_dir(
-        &workspace_root().join("images/accountservice"),
-        context.path(),
-    );
-    std::fs::copy(&binary, context.path().join("accountservice")).unwrap();
-
+    let release = build_static_binaries();
     let nonce = format!(
         "{}-{}",
         std::process::id(),
@@ -145,89 +214,103 @@ fn the_scratch_image_serves_accounts_and_turns_healthy() {
             .unwrap()
             .subsec_nanos()
     );
-    let cleanup = Cleanup {
-        container: format!("accountservice-test-{nonce}"),
-        image: format!("accountservice-test:{nonce}"),
-    };
-    // The engine here has no BuildKit plugin; the classic builder is enough
-    // for a FROM scratch image.
-    run(Command::new("docker")
-        .env("DOCKER_BUILDKIT", "0")
-        .args(["build", "-q", "-t", &cleanup.image])
-        .arg(context.path()));
+    let mut cleanup = Cleanup::default();
+    let image = format!("accountservice-test:{nonce}");
+    let quotes_image = format!("accountservice-test-quotes:{nonce}");
+    cleanup.images = vec![image.clone(), quotes_image.clone()];
+    build_image(&release, "accountservice", &image);
+    build_image(&release, "quotes-service", &quotes_image);
 
-    let size: u64 = docker(&["image", "inspect", "-f", "{{.Size}}", &cleanup.image])
+    let size: u64 = docker(&["image", "inspect", "-f", "{{.Size}}", &image])
         .parse()
         .unwrap();
     assert!(size <= MAX_IMAGE_BYTES, "image is {size} bytes");
 
+    // A user-defined network: containers on it get Docker's embedded DNS
+    // (127.0.0.11 in their resolv.conf), which knows names and aliases.
+    let network = format!("a12-net-{nonce}");
+    docker(&["network", "create", &network]);
+    cleanup.network = Some(network.clone());
+
+    let quotes = format!("a12-quotes-{nonce}");
+    cleanup.containers.push(quotes.clone());
     docker(&[
         "run",
         "-d",
         "--name",
-        &cleanup.container,
+        &quotes,
+        "--network",
+        &network,
+        "--network-alias",
+        "quotes-by-dns",
+        &quotes_image,
+    ]);
+    let quotes_ip = ip_on(&quotes, &network);
+
+    // One account service finds the quotes by the DNS alias...
+    let container = format!("a12-account-{nonce}");
+    cleanup.containers.push(container.clone());
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &container,
+        "--network",
+        &network,
+        "-e",
+        "QUOTES_URL=http://quotes-by-dns:8080/api/quote",
         "-p",
         "127.0.0.1::6767",
-        &cleanup.image,
+        &image,
     ]);
-    let published = docker(&["port", &cleanup.container, "6767/tcp"]);
-    let addr = published
-        .lines()
-        .find(|l| l.starts_with("127.0.0.1:"))
-        .unwrap_or_else(|| panic!("not published on loopback: {published}"))
-        .to_owned();
+    // ...the other by a name only in its /etc/hosts (Docker's DNS does not
+    // know it, so a lookup that skipped the file would fail).
+    let by_hosts = format!("a12-account-hosts-{nonce}");
+    cleanup.containers.push(by_hosts.clone());
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &by_hosts,
+        "--network",
+        &network,
+        "--add-host",
+        &format!("quotes-by-hosts:{quotes_ip}"),
+        "-e",
+        "QUOTES_URL=http://quotes-by-hosts:8080/api/quote",
+        "-p",
+        "127.0.0.1::6767",
+        &image,
+    ]);
 
-    let body = poll(
-        "the account answer",
-        Duration::from_secs(60),
-        || match http_get(&addr, "/accounts/10000") {
-            Some((200, body)) => Some(body),
-            _ => None,
-        },
-    );
-    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let container_ip = docker(&[
-        "inspect",
-        "-f",
-        "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
-        &cleanup.container,
-    ]);
+    // The quotes service signs each quote with its own address, so a quote
+    // with it came through the name, not from the fallback.
+    let quotes_from = format!("{quotes_ip}:8080");
+    let json = account_with_quote_from(&container, &quotes_from);
     assert_eq!(json["id"], "10000");
     assert_eq!(json["name"], "Person_0");
-    assert_eq!(
-        json["servedBy"].as_str().unwrap(),
-        container_ip.split_whitespace().next().unwrap()
-    );
+    assert_eq!(json["servedBy"], ip_on(&container, &network));
+    account_with_quote_from(&by_hosts, &quotes_from);
 
     poll("Docker to report healthy", Duration::from_secs(90), || {
-        let status = docker(&[
-            "inspect",
-            "-f",
-            "{{.State.Health.Status}}",
-            &cleanup.container,
-        ]);
+        let status = docker(&["inspect", "-f", "{{.State.Health.Status}}", &container]);
         assert_ne!(
             status,
             "unhealthy",
             "health log: {}",
-            docker(&[
-                "inspect",
-                "-f",
-                "{{json .State.Health.Log}}",
-                &cleanup.container
-            ])
+            docker(&["inspect", "-f", "{{json .State.Health.Log}}", &container])
         );
         (status == "healthy").then_some(())
     });
 
     // PID 1 in the container handles SIGTERM itself and exits cleanly.
-    docker(&["stop", "-t", "20", &cleanup.container]);
+    docker(&["stop", "-t", "20", &container]);
     assert_eq!(
-        docker(&["inspect", "-f", "{{.State.ExitCode}}", &cleanup.container]),
+        docker(&["inspect", "-f", "{{.State.ExitCode}}", &container]),
         "0"
     );
     let logs = Command::new("docker")
-        .args(["logs", &cleanup.container])
+        .args(["logs", &container])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&logs.stdout);

@@ -21,7 +21,7 @@ fn start(env: &[(&str, &str)]) -> (tempfile::TempDir, Service) {
 #[tokio::test]
 async fn a_healthy_quotes_service_adds_its_quote() {
     let stub = QuoteStub::start(Mode::Healthy, SLOW_STUB).await;
-    // "localhost" goes through the service's own resolver, not getaddrinfo.
+    // A name, not an IP: the quote path resolves it through getaddrinfo.
     let (_dir, svc) = start(&[("QUOTES_URL", &stub.url("localhost"))]);
 
     let reply = get(svc.port, "/accounts/10007").await;
