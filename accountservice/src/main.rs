@@ -10,6 +10,7 @@ mod app;
 mod breaker;
 mod cli;
 mod healthcheck;
+#[cfg(test)]
 mod json;
 mod memory;
 mod metrics;

@@ -19,17 +19,17 @@ use hyper::body::Bytes;
 use hyper::header::{ACCEPT, HOST, USER_AGENT};
 use hyper::{Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::net::{lookup_host, TcpStream};
 
 use crate::breaker::Breaker;
-use crate::json;
 use crate::metrics::{Metrics, QuoteOutcome};
 
 /// Quote bodies are a sentence; anything bigger is not a quote.
 const MAX_BODY: usize = 64 * 1024;
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// Field order is the answer's order: `quote`, `ipAddress`, `language`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Quote {
     pub quote: String,
@@ -49,14 +49,9 @@ impl Quote {
         }
     }
 
+    /// Appends the quote as a JSON object, escaping straight into `out`.
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        out.push(b'{');
-        json::push_field(out, "quote", &self.quote);
-        out.push(b',');
-        json::push_field(out, "ipAddress", &self.ip_address);
-        out.push(b',');
-        json::push_field(out, "language", &self.language);
-        out.push(b'}');
+        serde_json::to_writer(out, self).expect("a struct of strings always serialises");
     }
 }
 
@@ -282,6 +277,28 @@ mod tests {
             .unwrap_err()
             .contains("plain http only"));
         assert!(Target::parse("quotes-service:8080").is_err());
+    }
+
+    #[test]
+    fn serde_json_writes_the_quote_as_the_hand_written_json_did() {
+        let q = Quote {
+            quote: "He said \"no\"\\\n\t\u{1} — 漢字 😀".to_owned(),
+            ip_address: "10.0.0.9:8080".to_owned(),
+            language: "en".to_owned(),
+        };
+        let mut old = b"{".to_vec();
+        crate::json::push_field(&mut old, "quote", &q.quote);
+        old.push(b',');
+        crate::json::push_field(&mut old, "ipAddress", &q.ip_address);
+        old.push(b',');
+        crate::json::push_field(&mut old, "language", &q.language);
+        old.push(b'}');
+        let mut new = Vec::new();
+        q.write_json(&mut new);
+        assert_eq!(
+            String::from_utf8(new).unwrap(),
+            String::from_utf8(old).unwrap()
+        );
     }
 
     #[test]

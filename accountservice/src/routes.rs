@@ -13,9 +13,9 @@ use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
+use serde::Serialize;
 
 use crate::app::App;
-use crate::json;
 use crate::metrics::Route;
 
 pub type Body = Full<Bytes>;
@@ -91,8 +91,27 @@ fn respond(
     response
 }
 
+/// The small `{"error":"..."}` body of 4xx/5xx answers.
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+}
+
+/// `/health` when the service is down.
+#[derive(Serialize)]
+struct DownBody<'a> {
+    status: &'static str,
+    reason: &'a str,
+}
+
+/// JSON of a struct of borrowed strings: serde_json escapes them straight
+/// into the body, no intermediate `Value`.
+fn to_json(value: &impl Serialize) -> Vec<u8> {
+    serde_json::to_vec(value).expect("a struct of strings always serialises")
+}
+
 fn error(status: StatusCode, message: &str) -> Response<Body> {
-    respond(status, JSON, json::error_body(message))
+    respond(status, JSON, to_json(&ErrorBody { error: message }))
 }
 
 fn is_plausible_id(id: &str) -> bool {
@@ -147,19 +166,17 @@ async fn account(app: &App, id: &str) -> Response<Body> {
 
 /// The `,"servedBy":"..."` member appended to every account document.
 pub fn served_by_field(ip: &str) -> Vec<u8> {
-    let mut field = b",".to_vec();
-    json::push_field(&mut field, "servedBy", ip);
+    let mut field = br#","servedBy":"#.to_vec();
+    serde_json::to_writer(&mut field, ip).expect("a string always serialises");
     field
 }
 
 fn health(app: &App) -> Response<Body> {
     let down = |reason: &str| {
-        let mut body = Vec::with_capacity(64 + reason.len());
-        body.push(b'{');
-        json::push_field(&mut body, "status", "DOWN");
-        body.push(b',');
-        json::push_field(&mut body, "reason", reason);
-        body.push(b'}');
+        let body = to_json(&DownBody {
+            status: "DOWN",
+            reason,
+        });
         respond(StatusCode::SERVICE_UNAVAILABLE, JSON, body)
     };
     if app.forced_down.load(Ordering::Relaxed) {
@@ -245,6 +262,58 @@ mod tests {
         assert!(!is_plausible_id("%31%30"));
         assert!(!is_plausible_id("-1"));
         assert!(!is_plausible_id(&"1".repeat(10_000)));
+    }
+
+    /// The hand-written output these bodies replaced, kept here only to
+    /// compare against.
+    fn old_push_field(out: &mut Vec<u8>, key: &str, value: &str) {
+        crate::json::push_field(out, key, value)
+    }
+
+    #[test]
+    fn serde_json_writes_what_the_hand_written_json_wrote() {
+        let tricky = [
+            "",
+            "plain",
+            "10.0.0.7",
+            "say \"hi\"",
+            r"C:\dir\file",
+            "\\\"",
+            "line\nfeed\rreturn\ttab",
+            "\u{0}\u{1}\u{1f}\u{7f}",
+            "é ü 漢字 😀 \u{2028}\u{2029}",
+            "</script>",
+        ];
+        for s in tricky {
+            let mut old = b"{".to_vec();
+            old_push_field(&mut old, "error", s);
+            old.push(b'}');
+            assert_eq!(to_json(&ErrorBody { error: s }), old, "{s:?}");
+
+            let mut old = b"{".to_vec();
+            old_push_field(&mut old, "status", "DOWN");
+            old.push(b',');
+            old_push_field(&mut old, "reason", s);
+            old.push(b'}');
+            assert_eq!(
+                to_json(&DownBody {
+                    status: "DOWN",
+                    reason: s
+                }),
+                old,
+                "{s:?}"
+            );
+
+            let mut old = b",".to_vec();
+            old_push_field(&mut old, "servedBy", s);
+            assert_eq!(served_by_field(s), old, "{s:?}");
+        }
+        // The one difference: JSON's short escapes for backspace and form
+        // feed, where the old code wrote \u0008 and \u000c. Same string.
+        let mut old = b",".to_vec();
+        old_push_field(&mut old, "servedBy", "\u{8}\u{c}");
+        assert_eq!(old, br#","servedBy":"\u0008\u000c""#);
+        assert_eq!(served_by_field("\u{8}\u{c}"), br#","servedBy":"\b\f""#);
     }
 
     #[test]
