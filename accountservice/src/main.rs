@@ -10,8 +10,6 @@ mod app;
 mod breaker;
 mod cli;
 mod healthcheck;
-#[cfg(test)]
-mod json;
 mod memory;
 mod metrics;
 mod netinfo;
