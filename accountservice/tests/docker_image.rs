@@ -48,6 +48,18 @@ struct Cleanup {
     network: Option<String>,
 }
 
+impl Cleanup {
+    /// `docker run -d --name <name> --network <network> <args>`, removed
+    /// again when the test ends; `args` end with the image.
+    fn run_on(&mut self, network: &str, name: String, args: &[&str]) -> String {
+        self.containers.push(name.clone());
+        let mut run = vec!["run", "-d", "--name", &name, "--network", network];
+        run.extend_from_slice(args);
+        docker(&run);
+        name
+    }
+}
+
 impl Drop for Cleanup {
     fn drop(&mut self) {
         for container in &self.containers {
@@ -232,56 +244,40 @@ fn the_scratch_image_serves_accounts_and_turns_healthy() {
     docker(&["network", "create", &network]);
     cleanup.network = Some(network.clone());
 
-    let quotes = format!("a12-quotes-{nonce}");
-    cleanup.containers.push(quotes.clone());
-    docker(&[
-        "run",
-        "-d",
-        "--name",
-        &quotes,
-        "--network",
+    let quotes = cleanup.run_on(
         &network,
-        "--network-alias",
-        "quotes-by-dns",
-        &quotes_image,
-    ]);
+        format!("a12-quotes-{nonce}"),
+        &["--network-alias", "quotes-by-dns", &quotes_image],
+    );
     let quotes_ip = ip_on(&quotes, &network);
 
     // One account service finds the quotes by the DNS alias...
-    let container = format!("a12-account-{nonce}");
-    cleanup.containers.push(container.clone());
-    docker(&[
-        "run",
-        "-d",
-        "--name",
-        &container,
-        "--network",
+    let container = cleanup.run_on(
         &network,
-        "-e",
-        "QUOTES_URL=http://quotes-by-dns:8080/api/quote",
-        "-p",
-        "127.0.0.1::6767",
-        &image,
-    ]);
+        format!("a12-account-{nonce}"),
+        &[
+            "-e",
+            "QUOTES_URL=http://quotes-by-dns:8080/api/quote",
+            "-p",
+            "127.0.0.1::6767",
+            &image,
+        ],
+    );
     // ...the other by a name only in its /etc/hosts (Docker's DNS does not
     // know it, so a lookup that skipped the file would fail).
-    let by_hosts = format!("a12-account-hosts-{nonce}");
-    cleanup.containers.push(by_hosts.clone());
-    docker(&[
-        "run",
-        "-d",
-        "--name",
-        &by_hosts,
-        "--network",
+    let by_hosts = cleanup.run_on(
         &network,
-        "--add-host",
-        &format!("quotes-by-hosts:{quotes_ip}"),
-        "-e",
-        "QUOTES_URL=http://quotes-by-hosts:8080/api/quote",
-        "-p",
-        "127.0.0.1::6767",
-        &image,
-    ]);
+        format!("a12-account-hosts-{nonce}"),
+        &[
+            "--add-host",
+            &format!("quotes-by-hosts:{quotes_ip}"),
+            "-e",
+            "QUOTES_URL=http://quotes-by-hosts:8080/api/quote",
+            "-p",
+            "127.0.0.1::6767",
+            &image,
+        ],
+    );
 
     // The quotes service signs each quote with its own address, so a quote
     // with it came through the name, not from the fallback.
