@@ -140,6 +140,17 @@ pub enum Error {
     #[error("--routing mesh needs IPVS, which this kernel lacks ({why}): use --routing auto (the edge proxy stands in) or a kernel with ip_vs")]
     NoIpvs { why: String },
 
+    #[error("cannot build {package}: no Cargo.toml in {root} (run goblog-lab from its checkout, or give --file a lab definition inside one)")]
+    NotACheckout { package: String, root: String },
+
+    /// cargo's own first error line says what to fix in the sources.
+    #[error("cargo build of {packages} (profile {profile}) failed: {first_error}")]
+    ServiceBuild {
+        packages: String,
+        profile: &'static str,
+        first_error: String,
+    },
+
     /// A step that failed for a reason of its own (a timeout, a dead node).
     #[error("{0}")]
     Failed(String),

@@ -14,6 +14,10 @@ use std::time::{Duration, Instant};
 /// The size budget for the image.
 const MAX_IMAGE_BYTES: u64 = 5 * 1000 * 1000;
 
+/// The budget for the service's resident set once it has answered: almost
+/// all of it is the binary's code pages, hence the image profile.
+const MAX_IDLE_RSS_KIB: u64 = 3 * 1024;
+
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -78,12 +82,12 @@ impl Drop for Cleanup {
     }
 }
 
-/// Builds the static `accountservice` and `quotes-service`; returns their
-/// release directory.
+/// Builds the static `accountservice` and `quotes-service` as the images
+/// `create` ships them (the `image` profile); returns their directory.
 fn build_static_binaries() -> PathBuf {
     let root = workspace_root();
-    // The same directory and flags as the lab's own build (src/steps/images.rs),
-    // so a test run compiles the static binary once.
+    // The same directory, profile and flags as the lab's own build
+    // (src/steps/images.rs), so a test run compiles the static binary once.
     let target_dir = root.join("target").join("goblog-lab");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     run(Command::new(cargo)
@@ -94,7 +98,8 @@ fn build_static_binaries() -> PathBuf {
         .env("CARGO_TARGET_DIR", &target_dir)
         .args([
             "build",
-            "--release",
+            "--profile",
+            "image",
             "-p",
             "accountservice",
             "-p",
@@ -102,7 +107,7 @@ fn build_static_binaries() -> PathBuf {
             "--target",
             "x86_64-unknown-linux-gnu",
         ]));
-    target_dir.join("x86_64-unknown-linux-gnu/release")
+    target_dir.join("x86_64-unknown-linux-gnu/image")
 }
 
 /// Builds `images/<name>` with the static binary of the same name at the
@@ -240,13 +245,13 @@ fn the_scratch_image_serves_accounts_and_turns_healthy() {
 
     // A user-defined network: containers on it get Docker's embedded DNS
     // (127.0.0.11 in their resolv.conf), which knows names and aliases.
-    let network = format!("a12-net-{nonce}");
+    let network = format!("acct-image-net-{nonce}");
     docker(&["network", "create", &network]);
     cleanup.network = Some(network.clone());
 
     let quotes = cleanup.run_on(
         &network,
-        format!("a12-quotes-{nonce}"),
+        format!("acct-image-quotes-{nonce}"),
         &["--network-alias", "quotes-by-dns", &quotes_image],
     );
     let quotes_ip = ip_on(&quotes, &network);
@@ -254,7 +259,7 @@ fn the_scratch_image_serves_accounts_and_turns_healthy() {
     // One account service finds the quotes by the DNS alias...
     let container = cleanup.run_on(
         &network,
-        format!("a12-account-{nonce}"),
+        format!("acct-image-account-{nonce}"),
         &[
             "-e",
             "QUOTES_URL=http://quotes-by-dns:8080/api/quote",
@@ -267,7 +272,7 @@ fn the_scratch_image_serves_accounts_and_turns_healthy() {
     // know it, so a lookup that skipped the file would fail).
     let by_hosts = cleanup.run_on(
         &network,
-        format!("a12-account-hosts-{nonce}"),
+        format!("acct-image-hosts-{nonce}"),
         &[
             "--add-host",
             &format!("quotes-by-hosts:{quotes_ip}"),
@@ -277,6 +282,31 @@ fn the_scratch_image_serves_accounts_and_turns_healthy() {
             "127.0.0.1::6767",
             &image,
         ],
+    );
+
+    // The resident set of the service as shipped, once it has answered
+    // (no quotes: a lookup adds glibc's resolver to it).
+    let plain = cleanup.run_on(
+        &network,
+        format!("acct-image-plain-{nonce}"),
+        &["-p", "127.0.0.1::6767", &image],
+    );
+    let plain_addr = published_on_loopback(&plain);
+    poll(
+        "the plain container to answer",
+        Duration::from_secs(60),
+        || http_get(&plain_addr, "/accounts/10000").filter(|(status, _)| *status == 200),
+    );
+    let pid = docker(&["inspect", "-f", "{{.State.Pid}}", &plain]);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in {status}"));
+    assert!(
+        rss_kib <= MAX_IDLE_RSS_KIB,
+        "the shipped accountservice holds {rss_kib} KiB after its first answer (budget {MAX_IDLE_RSS_KIB} KiB)"
     );
 
     // The quotes service signs each quote with its own address, so a quote

@@ -114,6 +114,7 @@ pub async fn run(args: CreateArgs, ui: &Ui) -> Result<()> {
         own_keys,
         node_image: String::new(),
         built: None,
+        revisions: BTreeMap::new(),
         authority: None,
         engines: Vec::new(),
         state: None,
@@ -329,7 +330,9 @@ struct Lab {
     own_keys: BTreeMap<String, PathBuf>,
     node_image: String,
     /// Services compiled while the node image was built (a cold create).
-    built: Option<BTreeMap<String, images::LocalImage>>,
+    built: Option<BTreeMap<String, images::BuiltService>>,
+    /// The source revision of each service built from source.
+    revisions: BTreeMap<String, images::Revision>,
     authority: Option<Authority>,
     /// Each node's engine, in the order of `nodes`.
     engines: Vec<Docker>,
@@ -480,9 +483,10 @@ impl Lab {
         state.project_root = Some(self.loaded.project_root.clone());
         self.dir.save(&state)?;
         self.state = Some(state);
-        self.skipped = images.1.clone();
+        self.revisions = images.revisions;
+        self.skipped = images.skipped;
         step.done();
-        Ok(images.0)
+        Ok(images.images)
     }
 
     /// 3. Each engine configured for the address its machine reported.
@@ -703,6 +707,7 @@ impl Lab {
                 pace: self.pace(),
             };
             deploy::create(&manager, &self.name, &deployment, self.routing).await?;
+            let revision = self.revisions.get(&service.name).map(|r| r.0.clone());
             self.state().services.push(ServiceState {
                 name: deployment.name,
                 image: deployment.image,
@@ -710,6 +715,7 @@ impl Lab {
                 ports: deployment.ports,
                 probe: service.probe.clone(),
                 build: service.build.clone(),
+                revision,
             });
         }
         let state = self.state.as_ref().expect("saved");
@@ -893,7 +899,7 @@ async fn build_services(
     host: &Docker,
     loaded: &LoadedSpec,
     no_deploy: bool,
-) -> Result<BTreeMap<String, images::LocalImage>> {
+) -> Result<BTreeMap<String, images::BuiltService>> {
     if no_deploy {
         return Ok(BTreeMap::new());
     }
@@ -901,19 +907,30 @@ async fn build_services(
     Ok(built.into_iter().collect())
 }
 
-/// The images the nodes pull from the lab registry, by service name: the
-/// edge proxy, the built services (unless step 1 built them already) and
-/// the prebuilt ones; and the optional services left out, with why.
+/// What step 2 readies besides the machines.
+#[derive(Default)]
+struct LabImages {
+    /// What the nodes pull from the lab registry, by service name: the
+    /// edge proxy, the built services and the prebuilt ones.
+    images: Images,
+    /// The source revision of each built service, for `deploy`.
+    revisions: BTreeMap<String, images::Revision>,
+    /// The optional services left out, with why.
+    skipped: Vec<Skipped>,
+}
+
+/// The images of the lab, the built services among them unless step 1
+/// built them already.
 async fn build_images(
     host: &Docker,
     loaded: &LoadedSpec,
     node_image: &str,
     no_deploy: bool,
-    built: Option<BTreeMap<String, images::LocalImage>>,
+    built: Option<BTreeMap<String, images::BuiltService>>,
     ui: &Ui,
-) -> Result<(BTreeMap<String, images::LocalImage>, Vec<Skipped>)> {
+) -> Result<LabImages> {
     if no_deploy {
-        return Ok((BTreeMap::new(), Vec::new()));
+        return Ok(LabImages::default());
     }
     let services = async {
         match built {
@@ -921,14 +938,22 @@ async fn build_images(
             None => build_services(host, loaded, no_deploy).await,
         }
     };
-    let (edge, mut all, (prebuilt, skipped)) = tokio::try_join!(
+    let (edge, built, (prebuilt, skipped)) = tokio::try_join!(
         images::edge(host, node_image),
         services,
         prebuilt_images(host, loaded, ui)
     )?;
-    all.insert(edge::SERVICE_NAME.to_string(), edge);
-    all.extend(prebuilt);
-    Ok((all, skipped))
+    let mut made = LabImages {
+        skipped,
+        ..LabImages::default()
+    };
+    for (name, service) in built {
+        made.images.insert(name.clone(), service.image);
+        made.revisions.insert(name, service.revision);
+    }
+    made.images.insert(edge::SERVICE_NAME.to_string(), edge);
+    made.images.extend(prebuilt);
+    Ok(made)
 }
 
 /// The services that run a prebuilt image; an optional one that cannot be

@@ -189,18 +189,36 @@ async fn deploy_one(
         .filter_map(|s| Some(s.build.as_ref()?.package.clone()))
         .collect();
     let lab_packages: Vec<&str> = lab_packages.iter().map(String::as_str).collect();
-    let image = images::service(host, project_root, service, build, &lab_packages).await?;
+    let release = images::release_build(project_root, &build.package, &lab_packages).await?;
+    let revision = release.revision.clone();
+    // The image `create` ships comes from the image profile, so its tag is
+    // not this build's: the saved revision says whether the sources moved.
+    let running_these_sources = previous.as_deref().filter(|running| {
+        lab.state.services.iter().any(|saved| {
+            saved.name == service
+                && saved.image == *running
+                && saved.revision.as_deref() == Some(revision.0.as_str())
+        })
+    });
+    let (target, built) = match running_these_sources {
+        Some(running) => (running.to_string(), None),
+        None => {
+            let built = images::release_image(host, project_root, service, build, release).await?;
+            let target = registry::pull_reference(&lab.state.registry, &built.image);
+            (target, Some(built.image))
+        }
+    };
+    let tag = images::LocalImage::parse(&target).tag;
     timings.build = started.elapsed().as_secs_f64();
-    step.done_with(image.tag.clone());
+    step.done_with(tag.clone());
 
-    let target = registry::pull_reference(&lab.state.registry, &image);
     let wanted = replicas.or(replicas_before).unwrap_or(1);
     let mut deployed = Deployed {
         service: service.to_string(),
         from: previous
             .as_deref()
             .map(|p| images::LocalImage::parse(p).tag),
-        to: image.tag.clone(),
+        to: tag.clone(),
         changed: false,
         replicas: wanted,
         seconds: timings,
@@ -210,19 +228,19 @@ async fn deploy_one(
     if !new_image && replicas.is_none_or(|r| Some(r) == replicas_before) {
         // Swarm is the truth; the saved state may lag it after an
         // interrupted deploy.
-        remember(lab, service, &target, wanted)?;
+        remember(lab, service, &target, wanted, &revision)?;
         deployed.seconds.total = started.elapsed().as_secs_f64();
         deployed.placement = deploy::placement(&lab.manager, service).await?;
         return Ok(deployed);
     }
 
-    if new_image {
+    if let Some(image) = built.as_ref().filter(|_| new_image) {
         let pushing = Instant::now();
         let step = ui.step(format!(
             "Pushing {}:{} to the lab registry 📤",
             service, image.tag
         ));
-        push(host, lab, &image, ui).await?;
+        push(host, lab, image, ui).await?;
         deployed.seconds.push = pushing.elapsed().as_secs_f64();
         step.done();
     }
@@ -231,8 +249,7 @@ async fn deploy_one(
     let plural = if wanted == 1 { "" } else { "s" };
     let step = ui.step(if new_image {
         format!(
-            "Rolling out {service}:{} to {wanted} replica{plural} 🔄 (new task healthy before an old one stops)",
-            image.tag
+            "Rolling out {service}:{tag} to {wanted} replica{plural} 🔄 (new task healthy before an old one stops)"
         )
     } else {
         format!("Scaling {service} to {wanted} replica{plural} ⚖ (the image is unchanged)")
@@ -255,7 +272,7 @@ async fn deploy_one(
     deployed.seconds.rollout = rolling.elapsed().as_secs_f64();
     step.done();
 
-    remember(lab, service, &target, wanted)?;
+    remember(lab, service, &target, wanted, &revision)?;
     deployed.changed = true;
     if let Some(from) = deployed.from.as_ref().filter(|_| new_image) {
         images::forget_if_unused(host, service, from).await;
@@ -266,13 +283,21 @@ async fn deploy_one(
 }
 
 /// Saves what the service now runs, if the state says otherwise.
-fn remember(lab: &mut OpenLab, service: &str, image: &str, replicas: u64) -> Result<()> {
+fn remember(
+    lab: &mut OpenLab,
+    service: &str,
+    image: &str,
+    replicas: u64,
+    revision: &images::Revision,
+) -> Result<()> {
     let Some(saved) = lab.state.services.iter_mut().find(|s| s.name == service) else {
         return Ok(());
     };
-    if saved.image != image || saved.replicas != replicas {
+    let revision = Some(revision.0.clone());
+    if saved.image != image || saved.replicas != replicas || saved.revision != revision {
         saved.image = image.to_string();
         saved.replicas = replicas;
+        saved.revision = revision;
         lab.dir.save(&lab.state)?;
     }
     Ok(())
@@ -339,6 +364,7 @@ mod tests {
             ports: vec![],
             probe: None,
             build,
+            revision: None,
         };
         state.services = vec![
             service(

@@ -39,7 +39,7 @@ pub async fn run(args: &PrepareArgs, ui: &Ui) -> Result<()> {
         Ok::<_, Error>(
             built
                 .into_iter()
-                .map(|(name, image)| (name, image.reference())),
+                .map(|(name, built)| (name, built.image.reference())),
         )
     };
     let (registry, edge, services) = tokio::try_join!(

@@ -157,6 +157,11 @@ pub struct ServiceState {
     /// How `deploy` rebuilds it; none for a prebuilt image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build: Option<BuildSpec>,
+    /// The revision of the sources the running image was built from
+    /// (`images::Revision`); none for a prebuilt image and in labs made
+    /// before images had their own profile, whose tags tell it instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -474,6 +479,7 @@ mod tests {
                 package: "accountservice".into(),
                 context: "images/accountservice".into(),
             }),
+            revision: Some("0123456789ab".into()),
         });
         state.project_root = Some("/src/goblog".into());
         state

@@ -160,8 +160,85 @@ pub async fn copy(from: &Docker, to: &Docker, image: &LocalImage) -> Result<()> 
     Ok(())
 }
 
-/// Compiles `build.package` statically with cargo and builds its image from
-/// `build.context` with the binary dropped in at the context root.
+/// The workspace's cargo profiles a service binary can come from
+/// (`Cargo.toml`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// Size-optimised with one whole-program link: the images `create`
+    /// ships, for the smallest resident set (code pages are most of it).
+    Image,
+    /// The plain release profile: seconds to rebuild after an edit, so
+    /// `deploy` builds this one.
+    Release,
+}
+
+impl Profile {
+    fn name(self) -> &'static str {
+        match self {
+            Profile::Image => "image",
+            Profile::Release => "release",
+        }
+    }
+}
+
+/// A service image built from source, and the revision of the sources it
+/// was built from.
+#[derive(Debug, Clone)]
+pub struct BuiltService {
+    pub image: LocalImage,
+    pub revision: Revision,
+}
+
+/// What identifies a service's sources: a hash of its release-profile
+/// binary, which cargo rebuilds exactly when something that goes into it
+/// changed. The image `create` ships comes from another profile, so its own
+/// tag cannot tell `deploy` whether the sources moved since; this can.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revision(pub String);
+
+impl Revision {
+    fn of(release_binary: &[u8]) -> Revision {
+        Revision(hex::encode(Sha256::digest(release_binary))[..12].to_string())
+    }
+}
+
+/// A service compiled with the release profile: what `deploy` compares
+/// with the lab's record before it builds an image.
+pub struct ReleaseBuild {
+    binary: Vec<u8>,
+    pub revision: Revision,
+}
+
+/// Compiles `package` (with the lab's other packages, see
+/// [`built_services`]) in the release profile.
+pub async fn release_build(
+    project_root: &Path,
+    package: &str,
+    lab_packages: &[&str],
+) -> Result<ReleaseBuild> {
+    let binary = cargo_build_static(project_root, package, lab_packages, Profile::Release).await?;
+    let revision = Revision::of(&binary);
+    Ok(ReleaseBuild { binary, revision })
+}
+
+/// The image of a release build: `deploy`'s, fast to rebuild.
+pub async fn release_image(
+    docker: &Docker,
+    project_root: &Path,
+    service: &str,
+    build: &BuildSpec,
+    release: ReleaseBuild,
+) -> Result<BuiltService> {
+    let image = image_with(docker, project_root, service, build, release.binary).await?;
+    Ok(BuiltService {
+        image,
+        revision: release.revision,
+    })
+}
+
+/// Compiles `build.package` statically in the image profile and builds its
+/// image; the release build beside it gives the revision (and warms the
+/// first `deploy`, which would otherwise compile every dependency anew).
 ///
 /// `lab_packages` are all the packages the lab builds, compiled in the same
 /// cargo run: one run keeps both cores busy where one run per package would
@@ -174,8 +251,26 @@ pub async fn service(
     service: &str,
     build: &BuildSpec,
     lab_packages: &[&str],
+) -> Result<BuiltService> {
+    let shipped =
+        cargo_build_static(project_root, &build.package, lab_packages, Profile::Image).await?;
+    let release = release_build(project_root, &build.package, lab_packages).await?;
+    let image = image_with(docker, project_root, service, build, shipped).await?;
+    Ok(BuiltService {
+        image,
+        revision: release.revision,
+    })
+}
+
+/// The image of `binary`: `build.context` with the binary dropped in at
+/// its root, tagged by a hash of all of it.
+async fn image_with(
+    docker: &Docker,
+    project_root: &Path,
+    service: &str,
+    build: &BuildSpec,
+    binary: Vec<u8>,
 ) -> Result<LocalImage> {
-    let binary = cargo_build_static(project_root, &build.package, lab_packages).await?;
     let context_dir = project_root.join(&build.context);
     let mut files = read_context(&context_dir)?;
     files.push((build.package.clone(), binary, 0o755));
@@ -191,12 +286,13 @@ pub async fn service(
 }
 
 /// Every service of a lab definition built from source, by name: the
-/// binaries compiled in one cargo run, then the images in parallel.
+/// binaries compiled in one cargo run per profile, then the images in
+/// parallel.
 pub async fn built_services(
     docker: &Docker,
     project_root: &Path,
     services: &[ServiceSpec],
-) -> Result<Vec<(String, LocalImage)>> {
+) -> Result<Vec<(String, BuiltService)>> {
     let packages: Vec<&str> = services
         .iter()
         .filter_map(|s| Some(s.build.as_ref()?.package.as_str()))
@@ -205,8 +301,8 @@ pub async fn built_services(
     try_join_all(services.iter().filter_map(|spec| {
         let build = spec.build.as_ref()?;
         Some(async move {
-            let image = service(docker, project_root, &spec.name, build, packages).await?;
-            Ok::<_, Error>((spec.name.clone(), image))
+            let built = service(docker, project_root, &spec.name, build, packages).await?;
+            Ok::<_, Error>((spec.name.clone(), built))
         })
     }))
     .await
@@ -245,6 +341,7 @@ async fn cargo_build_static(
     project_root: &Path,
     package: &str,
     together: &[&str],
+    profile: Profile,
 ) -> Result<Vec<u8>> {
     let triple = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
     let target_dir = std::env::var_os("GOBLOG_LAB_TARGET_DIR")
@@ -253,10 +350,10 @@ async fn cargo_build_static(
         .unwrap_or_else(|| project_root.join("target").join("goblog-lab"));
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     if !project_root.join("Cargo.toml").is_file() {
-        return Err(Error::failed(format!(
-            "cannot build {package}: no Cargo.toml in {} (run goblog-lab from its checkout, or give --file a lab definition inside one)",
-            project_root.display()
-        )));
+        return Err(Error::NotACheckout {
+            package: package.to_string(),
+            root: project_root.display().to_string(),
+        });
     }
     std::fs::create_dir_all(&target_dir)
         .with_context(|| format!("creating {}", target_dir.display()))?;
@@ -270,7 +367,14 @@ async fn cargo_build_static(
     packages.sort_unstable();
     packages.dedup();
     let output = tokio::process::Command::new(&cargo)
-        .args(["build", "--release", "--quiet", "--target", &triple])
+        .args([
+            "build",
+            "--quiet",
+            "--profile",
+            profile.name(),
+            "--target",
+            &triple,
+        ])
         .args(packages.iter().flat_map(|p| ["--package", p]))
         .arg("--target-dir")
         .arg(&target_dir)
@@ -289,12 +393,13 @@ async fn cargo_build_static(
             .lines()
             .find(|l| l.starts_with("error"))
             .unwrap_or_else(|| stderr.lines().last().unwrap_or("no output"));
-        return Err(Error::failed(format!(
-            "cargo build of {} failed: {first_error}",
-            packages.join(", ")
-        )));
+        return Err(Error::ServiceBuild {
+            packages: packages.join(", "),
+            profile: profile.name(),
+            first_error: first_error.to_string(),
+        });
     }
-    let binary = target_dir.join(&triple).join("release").join(package);
+    let binary = target_dir.join(&triple).join(profile.name()).join(package);
     let bytes = std::fs::read(&binary).with_context(|| format!("reading {}", binary.display()))?;
     drop(lock);
     Ok(bytes)
