@@ -4,11 +4,11 @@
 //! Docker Swarm the environment (`docker service create -e ...`) is the
 //! natural knob while a flag is handier on a laptop.
 
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser};
+use service_kit::cli::{Command, DrainArgs, ListenArgs, Service};
 
 /// The blog's account microservice: accounts from redb, health, metrics and
 /// quotes behind a circuit breaker.
@@ -16,41 +16,31 @@ use clap::{Args, Parser, Subcommand};
 #[command(name = "accountservice", version, about)]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Option<Command>,
+    pub command: Option<Command<Accountservice>>,
 
     #[command(flatten)]
     pub serve: ServeArgs,
 }
 
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Probe a running service's /health on 127.0.0.1; exit 0 when it answers
-    /// 200, 1 otherwise. Meant for a Docker HEALTHCHECK in a FROM scratch image.
-    Healthcheck(HealthcheckArgs),
-}
+/// The accountservice's words in the flags it shares with the quotes-service.
+#[derive(Debug)]
+pub struct Accountservice;
 
-#[derive(Debug, Args)]
-pub struct HealthcheckArgs {
-    /// Port of the service to probe.
-    #[arg(long, env = "ACCOUNTSERVICE_PORT", default_value_t = 6767)]
-    pub port: u16,
-
-    /// Give up after this many milliseconds.
-    #[arg(long, default_value_t = 2000)]
-    pub timeout_ms: u64,
+impl Service for Accountservice {
+    const PORT_ENV: &'static str = "ACCOUNTSERVICE_PORT";
+    const DEFAULT_PORT: &'static str = "6767";
+    const PORT_HELP: &'static str = "TCP port to listen on. 0 lets the kernel pick a free port; \
+        the \"Starting HTTP service at PORT\" line then reports the real one";
+    const BIND_ENV: &'static str = "ACCOUNTSERVICE_BIND";
+    const BIND_HELP: &'static str = "Address to bind. The default, all interfaces, suits a \
+        container, where Docker publishes the port; use 127.0.0.1 when running on a host";
+    const DRAIN_ENV: &'static str = "ACCOUNTSERVICE_DRAIN_MS";
 }
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// TCP port to listen on. 0 lets the kernel pick a free port; the
-    /// "Starting HTTP service at PORT" line then reports the real one.
-    #[arg(long, env = "ACCOUNTSERVICE_PORT", default_value_t = 6767)]
-    pub port: u16,
-
-    /// Address to bind. The default, all interfaces, suits a container, where
-    /// Docker publishes the port; use 127.0.0.1 when running on a host.
-    #[arg(long, env = "ACCOUNTSERVICE_BIND", default_value = "0.0.0.0")]
-    pub bind: IpAddr,
+    #[command(flatten)]
+    pub listen: ListenArgs<Accountservice>,
 
     /// redb database file; created and seeded when missing.
     #[arg(long, env = "ACCOUNTSERVICE_DB", default_value = "accounts.db")]
@@ -84,9 +74,9 @@ pub struct ServeArgs {
     #[arg(long, env = "QUOTES_BREAKER_PAUSE_MS", default_value_t = 5000)]
     pub quotes_breaker_pause_ms: u64,
 
-    /// On SIGTERM/SIGINT, wait at most this long for in-flight requests.
-    #[arg(long, env = "ACCOUNTSERVICE_DRAIN_MS", default_value_t = 5000)]
-    pub drain_ms: u64,
+    // Last, where --drain-ms has always been in --help.
+    #[command(flatten)]
+    pub drain: DrainArgs<Accountservice>,
 }
 
 impl ServeArgs {
@@ -111,9 +101,5 @@ impl ServeArgs {
 
     pub fn breaker_pause(&self) -> Duration {
         Duration::from_millis(self.quotes_breaker_pause_ms)
-    }
-
-    pub fn drain_timeout(&self) -> Duration {
-        Duration::from_millis(self.drain_ms)
     }
 }

@@ -9,10 +9,8 @@
 mod app;
 mod breaker;
 mod cli;
-mod healthcheck;
 mod memory;
 mod metrics;
-mod netinfo;
 mod quote;
 mod routes;
 mod server;
@@ -22,7 +20,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command};
+use service_kit::cli::Command;
+use service_kit::healthcheck;
+
+use crate::cli::Cli;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -1,9 +1,11 @@
 //! Command-line and environment configuration: a flag on a laptop, the
 //! environment (`docker service create -e ...`) in Swarm.
+//!
+//! The quotes-service has no flag of its own: all of them are the ones it
+//! shares with the accountservice (`service_kit::cli`), under its own names.
 
-use std::net::IpAddr;
-
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser};
+use service_kit::cli::{Command, DrainArgs, ListenArgs, Service};
 
 /// The blog's quotes-service: `GET /api/quote?strength=N` answers a quote
 /// and the address of the instance that answered, after CPU work that grows
@@ -12,43 +14,32 @@ use clap::{Args, Parser, Subcommand};
 #[command(name = "quotes-service", version)]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Option<Command>,
+    pub command: Option<Command<QuotesService>>,
 
     #[command(flatten)]
     pub serve: ServeArgs,
 }
 
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Probe a running service's /health on 127.0.0.1; exit 0 when it answers
-    /// 200, 1 otherwise. Meant for a Docker HEALTHCHECK in a FROM scratch image.
-    Healthcheck(HealthcheckArgs),
-}
+/// The quotes-service's words in the flags it shares with the accountservice.
+#[derive(Debug)]
+pub struct QuotesService;
 
-#[derive(Debug, Args)]
-pub struct HealthcheckArgs {
-    /// Port of the service to probe.
-    #[arg(long, env = "QUOTES_SERVICE_PORT", default_value_t = 8080)]
-    pub port: u16,
-
-    /// Give up after this many milliseconds.
-    #[arg(long, default_value_t = 2000)]
-    pub timeout_ms: u64,
+impl Service for QuotesService {
+    const PORT_ENV: &'static str = "QUOTES_SERVICE_PORT";
+    const DEFAULT_PORT: &'static str = "8080";
+    const PORT_HELP: &'static str = "TCP port to listen on. 0 lets the kernel pick a free port; \
+        the start-up line on stderr reports the real one";
+    const BIND_ENV: &'static str = "QUOTES_SERVICE_BIND";
+    const BIND_HELP: &'static str = "Address to bind. The default, all interfaces, suits a \
+        container; use 127.0.0.1 when running on a host";
+    const DRAIN_ENV: &'static str = "QUOTES_SERVICE_DRAIN_MS";
 }
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// TCP port to listen on. 0 lets the kernel pick a free port; the
-    /// start-up line on stderr reports the real one.
-    #[arg(long, env = "QUOTES_SERVICE_PORT", default_value_t = 8080)]
-    pub port: u16,
+    #[command(flatten)]
+    pub listen: ListenArgs<QuotesService>,
 
-    /// Address to bind. The default, all interfaces, suits a container; use
-    /// 127.0.0.1 when running on a host.
-    #[arg(long, env = "QUOTES_SERVICE_BIND", default_value = "0.0.0.0")]
-    pub bind: IpAddr,
-
-    /// On SIGTERM/SIGINT, wait at most this long for in-flight requests.
-    #[arg(long, env = "QUOTES_SERVICE_DRAIN_MS", default_value_t = 5000)]
-    pub drain_ms: u64,
+    #[command(flatten)]
+    pub drain: DrainArgs<QuotesService>,
 }

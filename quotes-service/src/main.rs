@@ -13,18 +13,14 @@ mod routes;
 mod server;
 mod work;
 
-// The accountservice's probe and address lookup, compiled in here rather
-// than copied: both services need exactly the same thing.
-#[path = "../../accountservice/src/healthcheck.rs"]
-mod healthcheck;
-#[path = "../../accountservice/src/netinfo.rs"]
-mod netinfo;
-
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command};
+use service_kit::cli::Command;
+use service_kit::healthcheck;
+
+use crate::cli::Cli;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -8,6 +8,11 @@ use std::net::Ipv4Addr;
 
 /// The first non-loopback IPv4 address, in interface order; loopback when the
 /// machine has nothing else (e.g. `--network none`).
+// Inline: compiled into the service beside the rest of its start-up, as
+// when this file was the accountservice's own. Out of line, in this crate,
+// it cost the accountservice's static binary 15 KB and its idle RSS about
+// 130 KiB (more code pages touched at start-up).
+#[inline]
 pub fn served_by() -> String {
     match if_addrs::get_if_addrs() {
         Ok(interfaces) => interfaces
