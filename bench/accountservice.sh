@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark of the accountservice as the lab ships it: the static binary of
 # the profile `create` builds images with, idle and peak RSS, wrk throughput
-# on /accounts/10000, binary and image size. When a Go toolchain is present,
+# on /accounts/10000, RSS once the quote path has run, binary and image size. When a Go toolchain is present,
 # the blog's Go original (bench/go-original) runs in the same rounds,
 # alternating with it, so the two share whatever else the machine is doing.
 #
@@ -9,7 +9,7 @@
 #   RUNS=3 bench/accountservice.sh     # three rounds (fresh processes) + medians
 #
 # Knobs: PROFILE (cargo profile, default `image`: the one `create` uses;
-# `release` is the one `deploy` uses), DURATION (wrk seconds, default 10),
+# `deploy` is the one `deploy` uses), DURATION (wrk seconds, default 10),
 # CONNECTIONS (50), THREADS (2), SKIP_IMAGE=1, SKIP_GO=1. Cargo's
 # CARGO_PROFILE_* and CARGO_TARGET_DIR pass through, so a profile change can
 # be tried without editing Cargo.toml (use its own target dir to keep the
@@ -49,12 +49,15 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "bench: building the static binary (profile $PROFILE)" >&2
+# Both services in one cargo run, as the lab builds them: cargo unifies
+# their dependencies' features, so this is the binary the lab ships.
+echo "bench: building the static binaries (profile $PROFILE)" >&2
 RUSTFLAGS='-C target-feature=+crt-static' \
-    cargo build --profile "$PROFILE" -p accountservice --target "$TARGET" >&2
+    cargo build --profile "$PROFILE" -p accountservice -p quotes-service --target "$TARGET" >&2
 profile_dir=$PROFILE
 [[ "$PROFILE" == dev ]] && profile_dir=debug
 bin="${CARGO_TARGET_DIR:-$root/target}/$TARGET/$profile_dir/accountservice"
+quotes_bin="${CARGO_TARGET_DIR:-$root/target}/$TARGET/$profile_dir/quotes-service"
 if ! file "$bin" 2>/dev/null | grep -q 'static'; then
     echo "bench: warning: $bin does not look statically linked" >&2
 fi
@@ -131,9 +134,10 @@ stop() {
     pid=""
 }
 
-# One measured run of one service: prints "rps latency idle peak others".
+# One measured run of one service: prints
+# "rps latency idle peak others cpu_us_per_request".
 run_once() {
-    local kind=$1 n=$2 rps latency idle peak
+    local kind=$1 n=$2 rps latency idle peak requests cpu_per_request
     local cpu0 cpu1 tot0 tot1 srv0 srv1 wrk_cpu others
     start "$kind" "$n"
     sleep 1 # let start-up settle before calling it idle
@@ -156,12 +160,51 @@ run_once() {
     stop "$kind"
     rps=$(awk '/^Requests\/sec:/{ print $2 }' "$work/wrk.$kind.$n")
     latency=$(awk '$1 == "Latency" { print $2 }' "$work/wrk.$kind.$n")
+    # The service's own CPU per request, user + system (a tick is 10 ms):
+    # wrk takes its share of the same two cores, more of it the faster the
+    # service answers, so req/s understates the gap between two services.
+    requests=$(awk '/ requests in /{ print $1 }' "$work/wrk.$kind.$n")
+    cpu_per_request=$(awk -v t=$((srv1 - srv0)) -v r="$requests" 'BEGIN { printf "%.1f", (r > 0 ? t * 10000 / r : 0) }')
     if grep -q 'Non-2xx' "$work/wrk.$kind.$n"; then
         echo "bench: wrk saw non-2xx answers from $(label "$kind")" >&2
         cat "$work/wrk.$kind.$n" >&2
         exit 1
     fi
-    echo "$rps $latency $idle $peak $others"
+    echo "$rps $latency $idle $peak $others $cpu_per_request"
+}
+
+# The resident set once the quote path has run: each account then costs a
+# name lookup (glibc's resolver, on a blocking thread) and an HTTP call.
+# Prints "idle after" in KiB.
+rss_with_quotes() {
+    local qport qpid
+    qport=$(free_port)
+    "$quotes_bin" --port "$qport" --bind 127.0.0.1 2>"$work/quotes.err" &
+    qpid=$!
+    rm -f "$work/accounts.db"
+    "$bin" --port 0 --bind 127.0.0.1 --db "$work/accounts.db" \
+        --quotes-url "http://localhost:$qport/api/quote?strength=1" >"$work/stdout.quotes" 2>"$work/stderr.quotes" &
+    pid=$!
+    port=""
+    for _ in $(seq 300); do
+        port=$(awk '/^Starting HTTP service at /{ print $5 }' "$work/stdout.quotes")
+        [[ -n "$port" ]] && curl -fs -o /dev/null "http://127.0.0.1:$qport/health" && break
+        sleep 0.1
+    done
+    sleep 1
+    local before after
+    before=$(status_kib "$pid" VmRSS)
+    for _ in $(seq 200); do
+        curl -fs "http://127.0.0.1:$port/accounts/10000" >"$work/quoted.json"
+    done
+    grep -q '"quote":{"quote"' "$work/quoted.json" || { echo "bench: no quote in $(cat "$work/quoted.json")" >&2; exit 1; }
+    grep -q circuit-breaker "$work/quoted.json" && { echo "bench: the quote call failed: $(cat "$work/quoted.json")" >&2; exit 1; }
+    sleep 1
+    after=$(status_kib "$pid" VmRSS)
+    stop rust
+    kill "$qpid"
+    wait "$qpid" || true
+    echo "$before $after"
 }
 
 declare -A results
@@ -171,6 +214,9 @@ for n in $(seq "$RUNS"); do
         results[$kind.$n]=$(run_once "$kind" "$n")
     done
 done
+
+echo "bench: the accountservice with quotes, 200 requests" >&2
+read -r quotes_before quotes_after <<<"$(rss_with_quotes)"
 
 bin_bytes=$(stat -c %s "$bin")
 strip -o "$work/stripped" "$bin" 2>/dev/null && stripped_bytes=$(stat -c %s "$work/stripped") || stripped_bytes=""
@@ -222,23 +268,25 @@ col() { # col KIND FIELD: one field of every run of one service
 echo
 echo "Command: \`wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s http://127.0.0.1:PORT/accounts/10000\`, $(nproc) cores, $(date -u +%Y-%m-%d)"
 echo
-echo "| round | service | req/s | mean latency | idle RSS | peak RSS | CPU used by others |"
-echo "|---|---|---|---|---|---|---|"
+echo "| round | service | req/s | mean latency | service CPU per request | idle RSS | peak RSS | CPU used by others |"
+echo "|---|---|---|---|---|---|---|---|"
 for n in $(seq "$RUNS"); do
     for kind in "${services[@]}"; do
-        read -r rps latency idle peak others <<<"${results[$kind.$n]}"
-        echo "| $n | $(label "$kind") | $rps | $latency | $(kib "$idle") | $(kib "$peak") | $others |"
+        read -r rps latency idle peak others cpu <<<"${results[$kind.$n]}"
+        echo "| $n | $(label "$kind") | $rps | $latency | $cpu µs | $(kib "$idle") | $(kib "$peak") | $others |"
     done
 done
 if ((RUNS > 1)); then
     for kind in "${services[@]}"; do
-        echo "| **median** | $(label "$kind") | **$(col "$kind" 1 | median)** | | **$(kib "$(col "$kind" 3 | median)")** | **$(kib "$(col "$kind" 4 | median)")** | |"
+        echo "| **median** | $(label "$kind") | **$(col "$kind" 1 | median)** | | **$(col "$kind" 6 | median) µs** | **$(kib "$(col "$kind" 3 | median)")** | **$(kib "$(col "$kind" 4 | median)")** | |"
     done
 fi
 if [[ -n "$go_bin" ]]; then
     echo
-    echo "accountservice / Go original, median req/s: **$(awk -v r="$(col rust 1 | median)" -v g="$(col go 1 | median)" 'BEGIN { printf "%.2f×", r / g }')**"
+    echo "accountservice / Go original, medians: **$(awk -v r="$(col rust 1 | median)" -v g="$(col go 1 | median)" 'BEGIN { printf "%.2f×", r / g }')** the req/s, **$(awk -v r="$(col rust 6 | median)" -v g="$(col go 6 | median)" 'BEGIN { printf "%.2f×", g / r }')** less CPU per request"
 fi
+echo
+echo "accountservice ($PROFILE) with quotes (\`--quotes-url http://localhost:PORT/...\`, quotes-service on loopback): idle RSS $(kib "$quotes_before"), after 200 requests with a quote each $(kib "$quotes_after")"
 echo
 echo "| artefact | size |"
 echo "|---|---|"

@@ -11,7 +11,8 @@
 # The change is made in a copy of the service's sources
 # (scripts/service-workspace.sh), never in this checkout; the copy shares
 # this checkout's compiled dependencies, as a workshop's checkout would
-# have its own from `create`.
+# have its own from `create`. `create` ships the image profile and builds
+# the deploy profile beside it; each deploy builds the deploy profile.
 set -euo pipefail
 
 RUNS=${RUNS:-5}
@@ -19,7 +20,10 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
 scripts/setup.sh
-cargo build --release -q
+# goblog-lab passes CARGO_PROFILE_* on to the services' cargo build, so
+# `CARGO_PROFILE_DEPLOY_LTO=fat bench/redeploy.sh` times another deploy
+# profile; the CLI itself is built as always.
+env $(compgen -e | grep '^CARGO_PROFILE_' | sed 's/^/-u /') cargo build --release -q
 gl="$root/target/release/goblog-lab"
 export GOBLOG_LAB_HOME GOBLOG_LAB_TARGET_DIR="$root/target/goblog-lab"
 GOBLOG_LAB_HOME=$(mktemp -d)

@@ -189,8 +189,8 @@ async fn deploy_one(
         .filter_map(|s| Some(s.build.as_ref()?.package.clone()))
         .collect();
     let lab_packages: Vec<&str> = lab_packages.iter().map(String::as_str).collect();
-    let release = images::release_build(project_root, &build.package, &lab_packages).await?;
-    let revision = release.revision.clone();
+    let compiled = images::deploy_build(project_root, &build.package, &lab_packages).await?;
+    let revision = compiled.revision.clone();
     // The image `create` ships comes from the image profile, so its tag is
     // not this build's: the saved revision says whether the sources moved.
     let running_these_sources = previous.as_deref().filter(|running| {
@@ -203,7 +203,7 @@ async fn deploy_one(
     let (target, built) = match running_these_sources {
         Some(running) => (running.to_string(), None),
         None => {
-            let built = images::release_image(host, project_root, service, build, release).await?;
+            let built = images::deploy_image(host, project_root, service, build, compiled).await?;
             let target = registry::pull_reference(&lab.state.registry, &built.image);
             (target, Some(built.image))
         }

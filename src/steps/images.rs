@@ -167,16 +167,16 @@ pub enum Profile {
     /// Size-optimised with one whole-program link: the images `create`
     /// ships, for the smallest resident set (code pages are most of it).
     Image,
-    /// The plain release profile: seconds to rebuild after an edit, so
-    /// `deploy` builds this one.
-    Release,
+    /// Optimised, but incremental and in many codegen units: an edit
+    /// rebuilds in seconds, so `deploy` builds this one.
+    Deploy,
 }
 
 impl Profile {
     fn name(self) -> &'static str {
         match self {
             Profile::Image => "image",
-            Profile::Release => "release",
+            Profile::Deploy => "deploy",
         }
     }
 }
@@ -189,7 +189,7 @@ pub struct BuiltService {
     pub revision: Revision,
 }
 
-/// What identifies a service's sources: a hash of its release-profile
+/// What identifies a service's sources: a hash of its deploy-profile
 /// binary, which cargo rebuilds exactly when something that goes into it
 /// changed. The image `create` ships comes from another profile, so its own
 /// tag cannot tell `deploy` whether the sources moved since; this can.
@@ -197,47 +197,47 @@ pub struct BuiltService {
 pub struct Revision(pub String);
 
 impl Revision {
-    fn of(release_binary: &[u8]) -> Revision {
-        Revision(hex::encode(Sha256::digest(release_binary))[..12].to_string())
+    fn of(deploy_binary: &[u8]) -> Revision {
+        Revision(hex::encode(Sha256::digest(deploy_binary))[..12].to_string())
     }
 }
 
-/// A service compiled with the release profile: what `deploy` compares
+/// A service compiled with the deploy profile: what `deploy` compares
 /// with the lab's record before it builds an image.
-pub struct ReleaseBuild {
+pub struct DeployBuild {
     binary: Vec<u8>,
     pub revision: Revision,
 }
 
 /// Compiles `package` (with the lab's other packages, see
-/// [`built_services`]) in the release profile.
-pub async fn release_build(
+/// [`built_services`]) in the deploy profile.
+pub async fn deploy_build(
     project_root: &Path,
     package: &str,
     lab_packages: &[&str],
-) -> Result<ReleaseBuild> {
-    let binary = cargo_build_static(project_root, package, lab_packages, Profile::Release).await?;
+) -> Result<DeployBuild> {
+    let binary = cargo_build_static(project_root, package, lab_packages, Profile::Deploy).await?;
     let revision = Revision::of(&binary);
-    Ok(ReleaseBuild { binary, revision })
+    Ok(DeployBuild { binary, revision })
 }
 
-/// The image of a release build: `deploy`'s, fast to rebuild.
-pub async fn release_image(
+/// The image of a deploy build.
+pub async fn deploy_image(
     docker: &Docker,
     project_root: &Path,
     service: &str,
     build: &BuildSpec,
-    release: ReleaseBuild,
+    compiled: DeployBuild,
 ) -> Result<BuiltService> {
-    let image = image_with(docker, project_root, service, build, release.binary).await?;
+    let image = image_with(docker, project_root, service, build, compiled.binary).await?;
     Ok(BuiltService {
         image,
-        revision: release.revision,
+        revision: compiled.revision,
     })
 }
 
 /// Compiles `build.package` statically in the image profile and builds its
-/// image; the release build beside it gives the revision (and warms the
+/// image; the deploy build beside it gives the revision (and warms the
 /// first `deploy`, which would otherwise compile every dependency anew).
 ///
 /// `lab_packages` are all the packages the lab builds, compiled in the same
@@ -254,11 +254,11 @@ pub async fn service(
 ) -> Result<BuiltService> {
     let shipped =
         cargo_build_static(project_root, &build.package, lab_packages, Profile::Image).await?;
-    let release = release_build(project_root, &build.package, lab_packages).await?;
+    let compiled = deploy_build(project_root, &build.package, lab_packages).await?;
     let image = image_with(docker, project_root, service, build, shipped).await?;
     Ok(BuiltService {
         image,
-        revision: release.revision,
+        revision: compiled.revision,
     })
 }
 
