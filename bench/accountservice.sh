@@ -29,6 +29,7 @@ GOPATH_DEBIAN=/usr/share/gocode
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
+source bench/service-port.sh
 
 for tool in cargo wrk curl python3; do
     command -v "$tool" >/dev/null || { echo "bench: $tool is required" >&2; exit 1; }
@@ -98,12 +99,7 @@ start() {
         # Kernel-chosen port, reported in the start-up line.
         "$bin" --port 0 --bind 127.0.0.1 --db "$work/accounts.db" >"$out" 2>"$err" &
         pid=$!
-        for _ in $(seq 300); do
-            port=$(awk '/^Starting HTTP service at /{ print $5 }' "$out")
-            [[ -n "$port" ]] && break
-            kill -0 "$pid" 2>/dev/null || { cat "$err" >&2; exit 1; }
-            sleep 0.1
-        done
+        port=$(service_port "$out" "$err" "$pid") || true
     else
         local candidate
         candidate=$(free_port)

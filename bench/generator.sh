@@ -23,6 +23,7 @@ TARGET=x86_64-unknown-linux-gnu
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
+source bench/service-port.sh
 
 for tool in cargo wrk python3; do
     command -v "$tool" >/dev/null || { echo "generator: $tool is required" >&2; exit 1; }
@@ -52,14 +53,8 @@ trap cleanup EXIT
 
 "$service" --port 0 --bind 127.0.0.1 --db "$work/accounts.db" >"$work/service.out" 2>"$work/service.err" &
 pid=$!
-port=""
-for _ in $(seq 300); do
-    port=$(awk '/^Starting HTTP service at /{ print $5 }' "$work/service.out")
-    [[ -n "$port" ]] && break
-    kill -0 "$pid" 2>/dev/null || { cat "$work/service.err" >&2; exit 1; }
-    sleep 0.1
-done
-[[ -n "$port" ]] || { echo "generator: the accountservice did not start" >&2; exit 1; }
+port=$(service_port "$work/service.out" "$work/service.err" "$pid") ||
+    { echo "generator: the accountservice did not start" >&2; exit 1; }
 
 # A lab whose only address is this loopback service.
 export GOBLOG_LAB_HOME="$work/home"

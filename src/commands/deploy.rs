@@ -191,16 +191,7 @@ async fn deploy_one(
     let lab_packages: Vec<&str> = lab_packages.iter().map(String::as_str).collect();
     let compiled = images::deploy_build(project_root, &build.package, &lab_packages).await?;
     let revision = compiled.revision.clone();
-    // The image `create` ships comes from the image profile, so its tag is
-    // not this build's: the saved revision says whether the sources moved.
-    let running_these_sources = previous.as_deref().filter(|running| {
-        lab.state.services.iter().any(|saved| {
-            saved.name == service
-                && saved.image == *running
-                && saved.revision.as_deref() == Some(revision.0.as_str())
-        })
-    });
-    let (target, built) = match running_these_sources {
+    let (target, built) = match runs_revision(&lab.state, service, previous.as_deref(), &revision) {
         Some(running) => (running.to_string(), None),
         None => {
             let built = images::deploy_image(host, project_root, service, build, compiled).await?;
@@ -280,6 +271,26 @@ async fn deploy_one(
     deployed.placement = deploy::placement(&lab.manager, service).await?;
     deployed.seconds.total = started.elapsed().as_secs_f64();
     Ok(deployed)
+}
+
+/// The image Swarm runs, when it was built from the sources of `revision`.
+/// The image `create` ships comes from the image profile, so its tag is not
+/// the deploy build's: the revision saved beside it says whether the
+/// sources moved. An image Swarm runs that the state does not know (an
+/// interrupted deploy) counts as changed.
+fn runs_revision<'a>(
+    state: &LabState,
+    service: &str,
+    running: Option<&'a str>,
+    revision: &images::Revision,
+) -> Option<&'a str> {
+    running.filter(|running| {
+        state.services.iter().any(|saved| {
+            saved.name == service
+                && saved.image == *running
+                && saved.revision.as_deref() == Some(revision.0.as_str())
+        })
+    })
 }
 
 /// Saves what the service now runs, if the state says otherwise.
@@ -377,6 +388,35 @@ mod tests {
             service("quotes-service", None),
         ];
         state
+    }
+
+    #[test]
+    fn the_running_image_is_kept_only_for_the_saved_revision() {
+        let mut state = lab();
+        state.services[0].revision = Some("aaaaaaaaaaaa".into());
+        let same = images::Revision("aaaaaaaaaaaa".into());
+        let moved = images::Revision("bbbbbbbbbbbb".into());
+        let running = Some("accountservice:1");
+        assert_eq!(
+            runs_revision(&state, "accountservice", running, &same),
+            running
+        );
+        assert_eq!(
+            runs_revision(&state, "accountservice", running, &moved),
+            None
+        );
+        // Swarm runs an image the state does not know: build and roll out.
+        assert_eq!(
+            runs_revision(&state, "accountservice", Some("accountservice:2"), &same),
+            None
+        );
+        assert_eq!(runs_revision(&state, "accountservice", None, &same), None);
+        // A lab saved before revisions were recorded compares image tags.
+        state.services[0].revision = None;
+        assert_eq!(
+            runs_revision(&state, "accountservice", running, &same),
+            None
+        );
     }
 
     #[test]
