@@ -163,7 +163,7 @@ pub async fn copy(from: &Docker, to: &Docker, image: &LocalImage) -> Result<()> 
 /// The workspace's cargo profiles a service binary can come from
 /// (`Cargo.toml`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Profile {
+enum Profile {
     /// Size-optimised with one whole-program link: the images `create`
     /// ships, for the smallest resident set (code pages are most of it).
     Image,
