@@ -50,9 +50,9 @@ pub struct ServeArgs {
     #[arg(long, env = "ACCOUNTSERVICE_DB_CACHE_KIB", default_value_t = 256)]
     pub db_cache_kib: usize,
 
-    /// Runtime threads. 1 runs everything on one thread (leanest); N > 1 a
-    /// multi-threaded runtime with N workers. 0 (default) means one per CPU,
-    /// at most 4: more threads only add memory for a service this small.
+    /// Serving threads, each a single-threaded runtime with its own listener
+    /// on the port (SO_REUSEPORT). 0 (default) means one per CPU, at most 4:
+    /// more threads only add memory for a service this small.
     #[arg(long, env = "ACCOUNTSERVICE_WORKERS", default_value_t = 0)]
     pub workers: usize,
 

@@ -16,4 +16,4 @@ pub mod healthcheck;
 pub mod netinfo;
 pub mod server;
 
-pub use server::{serve, ServeError};
+pub use server::{serve, serve_per_core, ServeError};
