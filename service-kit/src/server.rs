@@ -81,6 +81,27 @@ fn bind_hint(err: &std::io::Error) -> &'static str {
     }
 }
 
+/// A request handler both accept loops can serve every connection with:
+/// cloned per connection, its answers sent from whichever task runs them.
+pub trait Handler: Fn(Request<Incoming>) -> Self::Answer + Clone + Send + 'static {
+    type Answer: Future<Output = Result<Response<Self::Body>, Infallible>> + Send + 'static;
+    type Body: Body<Data: Send, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+        + Send
+        + 'static;
+}
+
+impl<H, F, B> Handler for H
+where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + 'static,
+    F: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Answer = F;
+    type Body = B;
+}
+
 /// Binds `addr`, calls `ready` with the address it got (port 0 becomes the
 /// real port) once the signal handlers are in place, and serves every
 /// connection with the handler `ready` returns until SIGTERM or SIGINT;
@@ -88,18 +109,10 @@ fn bind_hint(err: &std::io::Error) -> &'static str {
 ///
 /// Responses are expected to be small and written whole, as both services'
 /// are: each goes out in one plain write on a socket without Nagle.
-pub async fn serve<R, H, F, B>(
-    addr: SocketAddr,
-    drain: Duration,
-    ready: R,
-) -> Result<(), ServeError>
+pub async fn serve<R, H>(addr: SocketAddr, drain: Duration, ready: R) -> Result<(), ServeError>
 where
     R: FnOnce(SocketAddr) -> H,
-    H: Fn(Request<Incoming>) -> F + Clone + Send + 'static,
-    F: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    H: Handler,
 {
     let listener = TcpListener::bind(addr)
         .await
@@ -154,7 +167,7 @@ enum Drained {
 ///
 /// The handler is cloned into every runtime, so whatever it shares must be
 /// `Sync`; each runtime has its own timers and blocking pool.
-pub fn serve_per_core<R, H, F, B>(
+pub fn serve_per_core<R, H>(
     runtimes: usize,
     addr: SocketAddr,
     drain: Duration,
@@ -162,11 +175,7 @@ pub fn serve_per_core<R, H, F, B>(
 ) -> Result<(), ServeError>
 where
     R: FnOnce(SocketAddr) -> H,
-    H: Fn(Request<Incoming>) -> F + Clone + Send + 'static,
-    F: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    H: Handler,
 {
     let runtimes = runtimes.max(1);
     let control = current_thread()?;
@@ -276,18 +285,12 @@ fn listen_reusing_port(
 
 /// Accepts on `listener` and serves each connection with `handler`, watched
 /// by `graceful`, until `stop` completes.
-async fn accept_until<H, F, B>(
+async fn accept_until<H: Handler>(
     listener: &TcpListener,
     handler: &H,
     graceful: &GracefulShutdown,
     stop: impl Future<Output = ()>,
-) where
-    H: Fn(Request<Incoming>) -> F + Clone + Send + 'static,
-    F: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+) {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
