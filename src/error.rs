@@ -151,6 +151,32 @@ pub enum Error {
         first_error: String,
     },
 
+    /// Swarm rolled back or paused an update; `why` is a task's own error.
+    #[error("Swarm stopped the update of {service} ({message}){why}: `docker service ps {service}` shows each task")]
+    UpdateStopped {
+        service: String,
+        message: String,
+        why: String,
+    },
+
+    /// Fewer replicas ran than wanted when the wait ran out.
+    #[error("{service} has {running}/{replicas} replicas running after {seconds}s{why}: `docker service ps {service}` shows each task")]
+    ReplicasNotRunning {
+        service: String,
+        running: u64,
+        replicas: u64,
+        seconds: u64,
+        why: String,
+    },
+
+    /// The service runs but does not answer through `$ManagerIP`.
+    #[error("{url} did not answer within {seconds}s: {last}")]
+    NoAnswer {
+        url: String,
+        seconds: u64,
+        last: String,
+    },
+
     /// A step that failed for a reason of its own (a timeout, a dead node).
     #[error("{0}")]
     Failed(String),

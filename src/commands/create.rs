@@ -830,13 +830,7 @@ impl Lab {
                 "Waiting for {} to answer on {url} ⏳",
                 service.name
             ));
-            let answer = wait::until_answers(
-                &self.ui,
-                &url,
-                replicas,
-                self.patience(Duration::from_secs(120)),
-            )
-            .await?;
+            let answer = wait::until_answers(&self.ui, &url, replicas, self.pace()).await?;
             step.done();
             self.services.push(ServiceSummary {
                 name: service.name.clone(),

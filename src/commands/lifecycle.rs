@@ -4,8 +4,6 @@
 //! services answer through `$ManagerIP` again. The provider that made the
 //! lab is read from its state, so neither takes a flag.
 
-use std::time::Duration;
-
 use futures_util::future::try_join_all;
 
 use crate::cli::LifecycleArgs;
@@ -121,8 +119,7 @@ pub async fn start(args: &LifecycleArgs, ui: &Ui) -> Result<()> {
             "Waiting for {} to answer on {url} ⏳",
             service.name
         ));
-        let patience = deploy::Pace::of(&state).patience(Duration::from_secs(120));
-        wait::until_answers(ui, &url, service.replicas, patience).await?;
+        wait::until_answers(ui, &url, service.replicas, deploy::Pace::of(&state)).await?;
         step.done();
     }
     Ok(())
