@@ -135,9 +135,26 @@ const FIRST_ANSWER: Duration = Duration::from_secs(120);
 /// stretched by `pace`. A replica that stays silent is a warning, not an
 /// error: the service answers.
 pub async fn until_answers(ui: &Ui, url: &str, replicas: u64, pace: Pace) -> Result<Answer> {
+    let patience = Patience {
+        first_answer: pace.patience(FIRST_ANSWER),
+        every_replica: pace.patience(EVERY_REPLICA),
+    };
+    probe(ui, url, replicas, patience).await
+}
+
+/// The two waits of [`until_answers`], apart so tests can shorten them.
+#[derive(Debug, Clone, Copy)]
+struct Patience {
+    first_answer: Duration,
+    every_replica: Duration,
+}
+
+async fn probe(ui: &Ui, url: &str, replicas: u64, patience: Patience) -> Result<Answer> {
+    let Patience {
+        first_answer,
+        every_replica,
+    } = patience;
     let http = HttpClient::new();
-    let first_answer = pace.patience(FIRST_ANSWER);
-    let every_replica = pace.patience(EVERY_REPLICA);
     let deadline = Instant::now() + first_answer;
     let mut answer = Answer::default();
     let mut first_success: Option<Instant> = None;
@@ -205,5 +222,84 @@ mod tests {
         assert_eq!(served_by(body).as_deref(), Some("10.0.1.7"));
         assert_eq!(served_by(b"not json"), None);
         assert_eq!(served_by(br#"{"id":"1"}"#), None);
+    }
+
+    /// A loopback HTTP server whose answers are `servedBy` the addresses
+    /// in turn, one connection per request, as the routing mesh spreads them.
+    async fn replicas_answering(addresses: &'static [&'static str]) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/accounts/10000", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            for address in addresses.iter().cycle() {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let mut request = [0u8; 1024];
+                let _ = socket.read(&mut request).await;
+                let body = format!(r#"{{"id":"10000","servedBy":"{address}"}}"#);
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+            }
+        });
+        url
+    }
+
+    fn patience(every_replica: Duration) -> Patience {
+        Patience {
+            first_answer: Duration::from_secs(5),
+            every_replica,
+        }
+    }
+
+    #[tokio::test]
+    async fn returns_once_every_replica_answered() {
+        let url = replicas_answering(&["10.0.1.3", "10.0.1.4", "10.0.1.5"]).await;
+        // A window far longer than the test may take: only seeing all
+        // three replicas ends the probe in time.
+        let ui = Ui::new(true, false);
+        let probing = probe(&ui, &url, 3, patience(Duration::from_secs(600)));
+        let answer = tokio::time::timeout(Duration::from_secs(60), probing)
+            .await
+            .expect("the probe waited on after every replica answered")
+            .unwrap();
+        let seen: Vec<_> = answer.served_by.into_iter().collect();
+        assert_eq!(seen, ["10.0.1.3", "10.0.1.4", "10.0.1.5"]);
+    }
+
+    #[tokio::test]
+    async fn a_silent_replica_ends_the_window_with_what_answered() {
+        let url = replicas_answering(&["10.0.1.3"]).await;
+        let answer = probe(
+            &Ui::new(true, false),
+            &url,
+            3,
+            patience(Duration::from_millis(300)),
+        )
+        .await
+        .unwrap();
+        let seen: Vec<_> = answer.served_by.into_iter().collect();
+        assert_eq!(seen, ["10.0.1.3"]);
+    }
+
+    #[tokio::test]
+    async fn no_answer_at_all_is_an_error_naming_the_url() {
+        // A port that was free a moment ago: connections are refused.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("http://127.0.0.1:{port}/accounts/10000");
+        let quick = Patience {
+            first_answer: Duration::from_millis(300),
+            every_replica: Duration::from_millis(300),
+        };
+        let err = probe(&Ui::new(true, false), &url, 3, quick)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::NoAnswer { .. }), "{err}");
+        assert!(err.to_string().starts_with(&url), "{err}");
     }
 }
