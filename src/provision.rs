@@ -129,11 +129,61 @@ pub async fn probe_ipvs(
     ))
 }
 
+/// A port the lab will listen on at its first manager, and what for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagerPort {
+    pub port: u16,
+    pub purpose: String,
+}
+
 /// What an ssh lab checks on its hosts before it changes anything: each
-/// failure is one line naming the host and the cause.
-pub async fn preflight(provider: &dyn Provider, nodes: &[NodeState]) -> Result<()> {
+/// failure is one line naming the host and the cause. `manager_ports` must
+/// be free on the first manager.
+pub async fn preflight(
+    provider: &dyn Provider,
+    nodes: &[NodeState],
+    manager_ports: &[ManagerPort],
+) -> Result<()> {
     try_join_all(nodes.iter().map(|node| preflight_host(provider, node))).await?;
+    if let Some(manager) = nodes.first() {
+        ports_free(provider, manager, manager_ports).await?;
+    }
     swarm_ports_open(provider, nodes).await
+}
+
+/// Refuses a manager where something already listens on a port the lab
+/// needs. Found late, it is a registry that never answers, or a service
+/// whose tasks stay pending for two minutes with "port already in use".
+/// The probe binds each port as dockerd would (any address, SO_REUSEADDR,
+/// so sockets in TIME_WAIT do not count) and lets go at once; perl-base is
+/// on every Debian and Ubuntu, as for the Swarm port probe.
+async fn ports_free(
+    provider: &dyn Provider,
+    node: &NodeState,
+    ports: &[ManagerPort],
+) -> Result<()> {
+    if ports.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = ports.iter().map(|p| p.port.to_string()).collect();
+    let script = format!(
+        "perl -MIO::Socket::INET -e 'for (@ARGV) {{ IO::Socket::INET->new(LocalPort=>$_,Listen=>1,ReuseAddr=>1) or print \"$_\\n\" }}' {}",
+        list.join(" ")
+    );
+    let taken = check(provider, node, &script).await?;
+    let taken: Vec<u16> = taken
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    match ports.iter().find(|p| taken.contains(&p.port)) {
+        None => Ok(()),
+        Some(ManagerPort { port, purpose }) => Err(Error::HostUnfit {
+            host: node.id.clone(),
+            reason: format!(
+                "port {port}/tcp is already in use there, and the lab's manager needs it for {purpose}: stop what listens on it (`ss -ltnp 'sport = :{port}'` shows it), or make another host the manager"
+            ),
+        }),
+    }
 }
 
 /// The Swarm ports each node must accept from the others: 7946 on every

@@ -408,6 +408,28 @@ fn hosts_that_cannot_take_a_lab_are_refused_before_anything_changes() {
     refused(&output, ":2377/tcp");
     hosts.exec(0, "iptables -D INPUT -p tcp --dport 2377 -j DROP");
 
+    // Something of the host's own listens on the registry's port of the
+    // manager: refused, naming the port, and the listener is left alone.
+    let (code, listener) = hosts.exec(
+        0,
+        "nohup timeout 300 perl -MIO::Socket::INET -e 'my $s = IO::Socket::INET->new(LocalPort=>5000,Listen=>1,ReuseAddr=>1) or exit 1; sleep 300' >/dev/null 2>&1 & echo $!",
+    );
+    assert_eq!(code, 0, "{listener}");
+    let holding = |host: usize| hosts.exec(host, "ss -Hltn 'sport = :5000'").1;
+    wait_until(
+        "the host's own listener on 5000",
+        Duration::from_secs(10),
+        || !holding(0).trim().is_empty(),
+    );
+    let output = create(&["--ssh-key", &key]);
+    refused(&output, "port 5000/tcp is already in use");
+    assert!(stderr(&output).contains(&manager), "names the host");
+    assert!(
+        !holding(0).trim().is_empty(),
+        "the host's listener was stopped"
+    );
+    hosts.exec(0, &format!("kill {}", listener.trim()));
+
     // A host without Docker: refused, with the way to have it installed.
     let bare = TestHosts::start(
         "t-ssh-nodocker",

@@ -440,6 +440,7 @@ impl Lab {
         ));
         let plans = machine_plans(spec);
         let adopts_hosts = self.adopts_hosts();
+        let manager_ports = self.manager_ports();
         let (nodes, images) = tokio::try_join!(
             async {
                 let nodes = self.provider.create(&plans).await?;
@@ -452,7 +453,7 @@ impl Lab {
                         )
                         .await?;
                     }
-                    provision::preflight(&*self.provider, &nodes).await?;
+                    provision::preflight(&*self.provider, &nodes, &manager_ports).await?;
                 }
                 Ok::<_, Error>(nodes)
             },
@@ -722,6 +723,24 @@ impl Lab {
         self.dir.save(state)?;
         step.done();
         Ok(())
+    }
+
+    /// The ports the lab listens on at its first manager: the registry's,
+    /// and those the services publish (the tutorial's `$ManagerIP:6767`).
+    fn manager_ports(&self) -> Vec<provision::ManagerPort> {
+        let registry = provision::ManagerPort {
+            port: RegistryState::PORT,
+            purpose: "the lab registry".into(),
+        };
+        let services = self.spec().services.iter().filter(|_| !self.args.no_deploy);
+        std::iter::once(registry)
+            .chain(services.flat_map(|service| {
+                service.ports.iter().map(|&port| provision::ManagerPort {
+                    port,
+                    purpose: format!("the {} service it publishes", service.name),
+                })
+            }))
+            .collect()
     }
 
     fn deployed_specs(&self) -> Vec<spec::ServiceSpec> {
