@@ -132,11 +132,12 @@ where
     .await;
     drop(listener);
 
-    tokio::select! {
-        () = graceful.shutdown() => eprintln!("all connections drained; bye"),
-        () = tokio::time::sleep(drain) => eprintln!("drain took longer than {drain:?}; exiting anyway"),
-        _ = next_signal(&mut sigterm, &mut sigint) => eprintln!("second signal; exiting now"),
-    }
+    let end = tokio::select! {
+        () = graceful.shutdown() => DrainEnd::AllDrained,
+        () = tokio::time::sleep(drain) => DrainEnd::TimedOut,
+        _ = next_signal(&mut sigterm, &mut sigint) => DrainEnd::SecondSignal,
+    };
+    end.report(drain);
     Ok(())
 }
 
@@ -149,11 +150,23 @@ enum Phase {
     Exit,
 }
 
-/// How a runtime's drain ended.
+/// How a drain ended: of one runtime, or of the whole service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Drained {
-    All,
+enum DrainEnd {
+    AllDrained,
     TimedOut,
+    SecondSignal,
+}
+
+impl DrainEnd {
+    /// The service's last line.
+    fn report(self, drain: Duration) {
+        match self {
+            DrainEnd::AllDrained => eprintln!("all connections drained; bye"),
+            DrainEnd::TimedOut => eprintln!("drain took longer than {drain:?}; exiting anyway"),
+            DrainEnd::SecondSignal => eprintln!("second signal; exiting now"),
+        }
+    }
 }
 
 /// [`serve`] on one current-thread runtime per core, each accepting on its
@@ -200,7 +213,7 @@ where
                         Ok(listener) => listener,
                         Err(err) => {
                             eprintln!("serving on {local}: {err}");
-                            let _ = done.send(Drained::All);
+                            let _ = done.send(DrainEnd::AllDrained);
                             return;
                         }
                     };
@@ -212,8 +225,8 @@ where
                     .await;
                     drop(listener);
                     let drained = tokio::select! {
-                        () = graceful.shutdown() => Drained::All,
-                        () = tokio::time::sleep(drain) => Drained::TimedOut,
+                        () = graceful.shutdown() => DrainEnd::AllDrained,
+                        () = tokio::time::sleep(drain) => DrainEnd::TimedOut,
                         _ = phase.wait_for(|p| *p == Phase::Exit) => return,
                     };
                     let _ = done.send(drained);
@@ -226,23 +239,22 @@ where
         eprintln!("{name}: draining");
         let _ = phase.send(Phase::Draining);
         let all_ended = async {
-            let mut timed_out = false;
+            let mut end = DrainEnd::AllDrained;
             while let Some(drained) = finished.recv().await {
-                timed_out |= drained == Drained::TimedOut;
+                if drained == DrainEnd::TimedOut {
+                    end = DrainEnd::TimedOut;
+                }
             }
-            timed_out
+            end
         };
-        tokio::select! {
-            timed_out = all_ended => if timed_out {
-                eprintln!("drain took longer than {drain:?}; exiting anyway");
-            } else {
-                eprintln!("all connections drained; bye");
-            },
+        let end = tokio::select! {
+            end = all_ended => end,
             _ = next_signal(&mut sigterm, &mut sigint) => {
                 let _ = phase.send(Phase::Exit);
-                eprintln!("second signal; exiting now");
+                DrainEnd::SecondSignal
             }
-        }
+        };
+        end.report(drain);
         Ok(())
     })
 }

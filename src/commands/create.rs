@@ -732,15 +732,16 @@ impl Lab {
             port: RegistryState::PORT,
             purpose: "the lab registry".into(),
         };
-        let services = self.spec().services.iter().filter(|_| !self.args.no_deploy);
-        std::iter::once(registry)
-            .chain(services.flat_map(|service| {
-                service.ports.iter().map(|&port| provision::ManagerPort {
-                    port,
-                    purpose: format!("the {} service it publishes", service.name),
-                })
-            }))
-            .collect()
+        if self.args.no_deploy {
+            return vec![registry];
+        }
+        let published = self.spec().services.iter().flat_map(|service| {
+            service.ports.iter().map(|&port| provision::ManagerPort {
+                port,
+                purpose: format!("the {} service it publishes", service.name),
+            })
+        });
+        std::iter::once(registry).chain(published).collect()
     }
 
     fn deployed_specs(&self) -> Vec<spec::ServiceSpec> {
