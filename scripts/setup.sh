@@ -23,18 +23,45 @@ if [ "${1:-}" = "--for-tests" ]; then
   command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
   [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
   command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
-  # Debian's qemu-system-x86 replaces a newer backported qemu-utils, so
-  # both come from the same release, together.
-  if ! command -v qemu-system-x86_64 >/dev/null 2>&1 || ! command -v qemu-img >/dev/null 2>&1; then
-    missing+=(qemu-system-x86 qemu-utils)
-  fi
+  command -v qemu-system-x86_64 >/dev/null 2>&1 && command -v qemu-img >/dev/null 2>&1 || want_qemu=1
 fi
 command -v dockerd >/dev/null 2>&1 || [ -x /usr/sbin/dockerd ] || missing+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
-if [ "${#missing[@]}" -gt 0 ]; then
-  say "installing ${missing[*]} from Debian's packages"
+# The version of one package: what is installed, else what apt would install.
+installed_version() { dpkg-query -W -f='${Status} ${Version}\n' "$1" 2>/dev/null | awk '/ installed /{print $4}'; }
+candidate_version() { apt-cache policy "$1" | awk '/Candidate:/ && $2 != "(none)" {print $2}'; }
+
+apt_install() {
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >&2
+}
+
+if [ "${#missing[@]}" -gt 0 ] || [ -n "${want_qemu:-}" ]; then
+  say "installing ${missing[*]}${want_qemu:+ qemu-system-x86 qemu-utils} from Debian's packages"
   as_root apt-get update -qq >&2
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
+  [ "${#missing[@]}" -eq 0 ] || apt_install "${missing[@]}"
+fi
+
+# QEMU: qemu-system-x86 and qemu-utils are built from one source package and
+# must be of one version. A new machine of this kind comes with a backported
+# qemu-utils (1:10.0.2+ds-2+deb13u1~bpo12+1) and no backports source, and that
+# qemu-utils `Breaks` the qemu-system-common of Debian 12's qemu-system-x86
+# (1:7.2), so naming both packages fails with "held broken packages" (measured
+# 2026-12-05, ../shared/reference/docker-on-this-machine.md). So both are named
+# at one version: the installed qemu-system-x86's if there is one (from any
+# release, as long as apt can still fetch the matching qemu-utils), else the
+# candidate's, downgrading qemu-utils when it must.
+# scripts/check-fresh-setup.sh proves this in a container, without a new machine.
+if [ -n "${want_qemu:-}" ]; then
+  version="$(installed_version qemu-system-x86)"
+  if [ -n "$version" ] && ! apt-cache madison qemu-utils | awk -v v="$version" '$3 == v {found=1} END {exit !found}'; then
+    version=""
+  fi
+  [ -n "$version" ] || version="$(candidate_version qemu-system-x86)"
+  if [ -z "$version" ]; then
+    echo "setup.sh: apt offers no qemu-system-x86; check this machine's apt sources" >&2
+    exit 1
+  fi
+  apt_install --allow-downgrades "qemu-system-x86=$version" "qemu-utils=$version"
 fi
 
 if host_docker version >/dev/null 2>&1; then
