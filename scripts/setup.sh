@@ -28,7 +28,8 @@ fi
 command -v dockerd >/dev/null 2>&1 || [ -x /usr/sbin/dockerd ] || missing+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
 # The version of one package: what is installed, else what apt would install.
-installed_version() { dpkg-query -W -f='${Status} ${Version}\n' "$1" 2>/dev/null | awk '/ installed /{print $4}'; }
+# (dpkg-query fails for a package it never saw: that is "none", not an error.)
+installed_version() { { dpkg-query -W -f='${Status} ${Version}\n' "$1" 2>/dev/null || true; } | awk '/ installed /{print $4}'; }
 candidate_version() { apt-cache policy "$1" | awk '/Candidate:/ && $2 != "(none)" {print $2}'; }
 
 apt_install() {
@@ -36,7 +37,9 @@ apt_install() {
 }
 
 if [ "${#missing[@]}" -gt 0 ] || [ -n "${want_qemu:-}" ]; then
-  say "installing ${missing[*]}${want_qemu:+ qemu-system-x86 qemu-utils} from Debian's packages"
+  wanted=("${missing[@]}")
+  [ -z "${want_qemu:-}" ] || wanted+=(qemu-system-x86 qemu-utils)
+  say "installing ${wanted[*]} from Debian's packages"
   as_root apt-get update -qq >&2
   [ "${#missing[@]}" -eq 0 ] || apt_install "${missing[@]}"
 fi
