@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap_complete::ArgValueCandidates;
 
 use crate::lab::name::DEFAULT as DEFAULT_LAB;
 
@@ -117,6 +118,51 @@ pub enum Command {
     Start(LifecycleArgs),
     /// Remove a lab: containers, volumes, networks, registry and saved state.
     Destroy(DestroyArgs),
+    /// Print the script that makes your shell complete goblog-lab's commands, flags and lab names.
+    #[command(
+        long_about = "Print the script that makes your shell complete goblog-lab's commands, flags and\n\
+        the names of the labs on this machine (for --name). The script asks goblog-lab itself\n\
+        at each Tab, so new labs complete at once.",
+        after_help = "Install:\n  bash:  echo 'source <(goblog-lab completion bash)' >> ~/.bashrc\n  zsh:   echo 'source <(goblog-lab completion zsh)' >> ~/.zshrc\n  fish:  goblog-lab completion fish > ~/.config/fish/completions/goblog-lab.fish"
+    )]
+    Completion(CompletionArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionArgs {
+    /// The shell to complete in.
+    #[arg(value_enum)]
+    pub shell: CompletionShell,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+    Elvish,
+    Powershell,
+}
+
+impl CompletionShell {
+    /// The name clap_complete knows the shell by.
+    pub fn name(self) -> &'static str {
+        match self {
+            CompletionShell::Bash => "bash",
+            CompletionShell::Zsh => "zsh",
+            CompletionShell::Fish => "fish",
+            CompletionShell::Elvish => "elvish",
+            CompletionShell::Powershell => "powershell",
+        }
+    }
+}
+
+/// Tab's candidates for an argument that names a lab: the labs saved here.
+fn lab_names() -> Vec<clap_complete::CompletionCandidate> {
+    crate::lab::state::saved_labs()
+        .into_iter()
+        .map(clap_complete::CompletionCandidate::new)
+        .collect()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -280,7 +326,7 @@ pub enum Shell {
 #[derive(Debug, Args)]
 pub struct EnvArgs {
     /// Name of the lab.
-    #[arg(long, default_value = DEFAULT_LAB)]
+    #[arg(long, default_value = DEFAULT_LAB, add = ArgValueCandidates::new(lab_names))]
     pub name: String,
 
     /// Syntax of the printed commands [default: from $SHELL, else bash].
@@ -295,7 +341,7 @@ pub struct EnvArgs {
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// Name of the lab [default: $GOBLOG_LAB_NAME, else goblog].
-    #[arg(long, env = "GOBLOG_LAB_NAME", default_value = DEFAULT_LAB)]
+    #[arg(long, env = "GOBLOG_LAB_NAME", default_value = DEFAULT_LAB, add = ArgValueCandidates::new(lab_names))]
     pub name: String,
 
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
@@ -318,7 +364,7 @@ pub struct DeployArgs {
     pub replicas: Option<u64>,
 
     /// Name of the lab [default: $GOBLOG_LAB_NAME, else goblog].
-    #[arg(long, env = "GOBLOG_LAB_NAME", default_value = DEFAULT_LAB)]
+    #[arg(long, env = "GOBLOG_LAB_NAME", default_value = DEFAULT_LAB, add = ArgValueCandidates::new(lab_names))]
     pub name: String,
 
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
@@ -332,7 +378,7 @@ pub struct ScaleArgs {
     pub target: (String, u64),
 
     /// Name of the lab [default: $GOBLOG_LAB_NAME, else goblog].
-    #[arg(long, env = "GOBLOG_LAB_NAME", default_value = DEFAULT_LAB)]
+    #[arg(long, env = "GOBLOG_LAB_NAME", default_value = DEFAULT_LAB, add = ArgValueCandidates::new(lab_names))]
     pub name: String,
 
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
@@ -370,7 +416,7 @@ pub struct LogsArgs {
     pub follow: bool,
 
     /// Name of the lab [default: $GOBLOG_LAB_NAME, else goblog].
-    #[arg(long, env = "GOBLOG_LAB_NAME", default_value = DEFAULT_LAB)]
+    #[arg(long, env = "GOBLOG_LAB_NAME", default_value = DEFAULT_LAB, add = ArgValueCandidates::new(lab_names))]
     pub name: String,
 }
 
@@ -389,7 +435,7 @@ pub struct VizArgs {
     pub open: bool,
 
     /// Name of the lab [default: $GOBLOG_LAB_NAME, else goblog].
-    #[arg(long, env = "GOBLOG_LAB_NAME", default_value = DEFAULT_LAB)]
+    #[arg(long, env = "GOBLOG_LAB_NAME", default_value = DEFAULT_LAB, add = ArgValueCandidates::new(lab_names))]
     pub name: String,
 }
 
@@ -452,7 +498,7 @@ pub struct BenchArgs {
     pub no_resources: bool,
 
     /// Name of the lab [default: $GOBLOG_LAB_NAME, else goblog].
-    #[arg(long, env = "GOBLOG_LAB_NAME", default_value = DEFAULT_LAB)]
+    #[arg(long, env = "GOBLOG_LAB_NAME", default_value = DEFAULT_LAB, add = ArgValueCandidates::new(lab_names))]
     pub name: String,
 
     /// What to print: the table, JSON, or with `-o html FILE` also one self-contained page of charts written to FILE.
@@ -484,7 +530,7 @@ pub struct ExecArgs {
     pub command: Vec<String>,
 
     /// Name of the lab [default: $GOBLOG_LAB_NAME, else goblog].
-    #[arg(long, env = "GOBLOG_LAB_NAME", default_value = DEFAULT_LAB)]
+    #[arg(long, env = "GOBLOG_LAB_NAME", default_value = DEFAULT_LAB, add = ArgValueCandidates::new(lab_names))]
     pub name: String,
 }
 
@@ -494,21 +540,21 @@ pub struct ShellArgs {
     pub node: String,
 
     /// Name of the lab [default: $GOBLOG_LAB_NAME, else goblog].
-    #[arg(long, env = "GOBLOG_LAB_NAME", default_value = DEFAULT_LAB)]
+    #[arg(long, env = "GOBLOG_LAB_NAME", default_value = DEFAULT_LAB, add = ArgValueCandidates::new(lab_names))]
     pub name: String,
 }
 
 #[derive(Debug, Args)]
 pub struct LifecycleArgs {
     /// Name of the lab [default: $GOBLOG_LAB_NAME, else goblog].
-    #[arg(long, env = "GOBLOG_LAB_NAME", default_value = DEFAULT_LAB)]
+    #[arg(long, env = "GOBLOG_LAB_NAME", default_value = DEFAULT_LAB, add = ArgValueCandidates::new(lab_names))]
     pub name: String,
 }
 
 #[derive(Debug, Args)]
 pub struct DestroyArgs {
     /// Name of the lab to remove.
-    #[arg(long, default_value = DEFAULT_LAB, conflicts_with = "all")]
+    #[arg(long, default_value = DEFAULT_LAB, add = ArgValueCandidates::new(lab_names), conflicts_with = "all")]
     pub name: String,
 
     /// Remove every lab on this machine.
@@ -522,11 +568,14 @@ pub struct DestroyArgs {
 
 /// A clap usage error as one line: its message, with the list clap puts
 /// under it (the missing arguments' names), its tip, and where the help is.
-pub fn usage_error_line(rendered: &str) -> String {
+/// `args` are the words typed (without the program): clap renders no usage
+/// line for a value that fails validation (`create --memory 1`), so the
+/// subcommand to point at is read from them.
+pub fn usage_error_line(rendered: &str, args: &[String]) -> String {
     let mut message = String::new();
     let mut listed = Vec::new();
     let mut tip = String::new();
-    let mut help = "goblog-lab --help".to_string();
+    let mut help = format!("{} --help", command_path(args));
     let mut in_list = false;
     for line in rendered.lines() {
         let trimmed = line.trim();
@@ -562,13 +611,42 @@ pub fn usage_error_line(rendered: &str) -> String {
     format!("{message}{tip}; see '{help}'")
 }
 
+/// "goblog-lab create" for `create --memory 1`: the program and the
+/// subcommands that `args` name, up to the first word that is not one.
+fn command_path(args: &[String]) -> String {
+    use clap::CommandFactory;
+    let mut command = Cli::command();
+    let mut path = vec![command.get_name().to_string()];
+    for arg in args {
+        if arg.starts_with('-') {
+            continue;
+        }
+        let Some(sub) = command.find_subcommand(arg).cloned() else {
+            break;
+        };
+        path.push(sub.get_name().to_string());
+        command = sub;
+    }
+    path.join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn usage_error(args: &[&str]) -> String {
         let err = Cli::try_parse_from(args).expect_err("a usage error");
-        usage_error_line(&err.render().to_string())
+        let typed: Vec<String> = args[1..].iter().map(|a| a.to_string()).collect();
+        usage_error_line(&err.render().to_string(), &typed)
+    }
+
+    #[test]
+    fn a_value_that_fails_validation_points_at_its_commands_help() {
+        let line = usage_error(&["goblog-lab", "create", "--memory", "1"]);
+        assert!(line.starts_with("invalid value '1' for '--memory <MIB>'"), "{line}");
+        assert!(line.ends_with("; see 'goblog-lab create --help'"), "{line}");
+        let line = usage_error(&["goblog-lab", "-q", "list", "--bogus"]);
+        assert!(line.ends_with("; see 'goblog-lab ls --help'"), "{line}");
     }
 
     #[test]

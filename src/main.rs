@@ -10,6 +10,11 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // A Tab in a shell that sourced `goblog-lab completion SHELL`: print the
+    // candidates and exit, before anything is parsed.
+    clap_complete::CompleteEnv::with_factory(<cli::Cli as clap::CommandFactory>::command)
+        .var(commands::completion::VAR)
+        .complete();
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => return clap_error(err),
@@ -46,9 +51,10 @@ fn clap_error(err: clap::Error) -> ExitCode {
             ExitCode::SUCCESS
         };
     }
+    let typed: Vec<String> = std::env::args().skip(1).collect();
     eprintln!(
         "goblog-lab: error: {}",
-        cli::usage_error_line(&err.render().to_string())
+        cli::usage_error_line(&err.render().to_string(), &typed)
     );
     ExitCode::from(2)
 }

@@ -280,6 +280,18 @@ impl EngineFacts {
     }
 }
 
+/// The default bridge's gateway: the one its IPAM config names, else the
+/// first host address of its subnet, which is what dockerd gives docker0
+/// when no gateway is configured. A new machine's dockerd (Debian's 20.10,
+/// first start, 2026-12-05) reports `{"Subnet":"172.17.0.0/16"}` with no
+/// `Gateway` while docker0 holds 172.17.0.1.
+fn bridge_gateway(gateway: Option<&str>, subnet: Option<&str>) -> Option<Ipv4Addr> {
+    if let Some(gateway) = gateway.and_then(|g| g.parse().ok()) {
+        return Some(gateway);
+    }
+    subnet?.parse::<ipnet::Ipv4Net>().ok()?.hosts().next()
+}
+
 pub async fn engine_facts(docker: &Docker) -> EngineFacts {
     let api = docker.client_version();
     let image = crate::steps::node_image::tag();
@@ -295,7 +307,7 @@ pub async fn engine_facts(docker: &Docker) -> EngineFacts {
         .and_then(|ipam| ipam.config)
         .into_iter()
         .flatten()
-        .find_map(|c| c.gateway.and_then(|g| g.parse().ok()));
+        .find_map(|c| bridge_gateway(c.gateway.as_deref(), c.subnet.as_deref()));
     let text = |v: Option<String>| v.unwrap_or_default();
     EngineFacts {
         address: crate::docker::host_address(),
@@ -821,6 +833,22 @@ fn ports(host: &HostFacts) -> Vec<Finding> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_bridge_gateway_is_the_named_one_else_the_subnets_first_host() {
+        use super::bridge_gateway;
+        assert_eq!(
+            bridge_gateway(Some("172.17.0.1"), Some("172.17.0.0/16")),
+            Some("172.17.0.1".parse().unwrap())
+        );
+        // A new machine's dockerd names no gateway.
+        assert_eq!(
+            bridge_gateway(None, Some("172.17.0.0/16")),
+            Some("172.17.0.1".parse().unwrap())
+        );
+        assert_eq!(bridge_gateway(None, Some("fd00::/64")), None);
+        assert_eq!(bridge_gateway(None, None), None);
+    }
+
     use super::*;
 
     fn missing() -> IpvsProbe {

@@ -214,6 +214,45 @@ fn create_twice_says_it_exists_and_keeps_the_first() {
     assert!(stderr(&second).contains("goblog-lab destroy --name t-twice"));
     assert_eq!(labelled(lab), before, "the first lab was touched");
     assert!(run(&["env", "--name", lab]).status.success());
+
+    // Tab completes the lab's name, in a real bash that sourced the script.
+    assert_eq!(bash_completes(&["status", "--name", "t-tw"]), ["t-twice"]);
+    assert_eq!(bash_completes(&["destroy", "--name", "t-tw"]), ["t-twice"]);
+    let commands = bash_completes(&["sta"]);
+    assert!(
+        commands.contains(&"start".to_string()) && commands.contains(&"status".to_string()),
+        "{commands:?}"
+    );
+}
+
+/// What Tab offers after `goblog-lab WORDS` in a bash that sourced
+/// `goblog-lab completion bash`, the last word being the one completed.
+fn bash_completes(words: &[&str]) -> Vec<String> {
+    let script = stdout(&run(&["completion", "bash"]));
+    assert!(script.contains("complete "), "{script}");
+    let script_file = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("completion.bash");
+    std::fs::write(&script_file, script).unwrap();
+    let quoted: Vec<String> = words.iter().map(|w| format!("'{w}'")).collect();
+    let driver = format!(
+        "source '{}'; COMP_WORDS=(goblog-lab {}); COMP_CWORD={}; \
+         _clap_complete_goblog_lab goblog-lab '{}' '{}'; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+        script_file.display(),
+        quoted.join(" "),
+        words.len(),
+        words[words.len() - 1],
+        if words.len() > 1 { words[words.len() - 2] } else { "goblog-lab" },
+    );
+    let out = Command::new("bash")
+        .args(["-c", &driver])
+        .env("GOBLOG_LAB_HOME", home())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out)
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect()
 }
 
 #[test]

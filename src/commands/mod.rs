@@ -2,6 +2,7 @@
 //! stdout, its progress to stderr.
 
 pub mod bench;
+pub mod completion;
 pub mod create;
 pub mod deploy;
 pub mod destroy;
@@ -75,5 +76,6 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Stop(args) => lifecycle::stop(&args, &ui).await,
         Command::Start(args) => lifecycle::start(&args, &ui).await,
         Command::Destroy(args) => destroy::run(&args, &ui).await,
+        Command::Completion(args) => completion::run(&args),
     }
 }
