@@ -274,7 +274,26 @@ fn a_node_killed_while_joining_rolls_back_everything() {
     let child = spawn(&["create", "-q", "--name", lab, "--workers", "2"]);
     let victim = format!("{lab}-swarm-worker-1");
     wait_running(&victim);
+    // create is held still while the node dies, so the kill lands before
+    // the node joins, however fast this machine forms the Swarm: the node's
+    // dockerd has not even answered yet (it takes a second or more), and
+    // that is checked rather than assumed.
+    signal(&child, "STOP");
+    let joined = docker(&[
+        "exec",
+        &victim,
+        "sh",
+        "-c",
+        "docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null || echo no-engine-yet",
+    ]);
+    let joined = stdout(&joined);
+    assert_ne!(
+        joined.trim(),
+        "active",
+        "the victim joined the Swarm before create was held"
+    );
     let killed = docker(&["kill", &victim]);
+    signal(&child, "CONT");
     assert!(killed.status.success(), "{}", stderr(&killed));
     let output = child.wait_with_output().unwrap();
     assert_one_line_error(&output, 1, "swarm-worker-1");
@@ -291,6 +310,15 @@ fn ctrl_c_mid_create_rolls_back() {
     let output = child.wait_with_output().unwrap();
     assert_one_line_error(&output, 130, "interrupted");
     assert_rolled_back(lab);
+}
+
+/// `kill -SIG PID`: STOP holds a process still, CONT lets it go on.
+fn signal(child: &Child, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal}");
 }
 
 fn spawn(args: &[&str]) -> Child {

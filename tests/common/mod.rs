@@ -18,6 +18,18 @@ pub fn home() -> PathBuf {
     dir
 }
 
+/// What the suite keeps across clones on one machine (the VM image, an
+/// old release's binary): `$XDG_CACHE_HOME/goblog-lab-tests`, else
+/// `~/.cache/goblog-lab-tests`. Each entry is named by what it was built
+/// from, so a change builds anew.
+pub fn machine_cache() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
+        .expect("HOME is set")
+        .join("goblog-lab-tests")
+}
+
 pub fn goblog_lab(args: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.args(args)
@@ -32,10 +44,49 @@ pub fn run(args: &[&str]) -> Output {
     run_command(goblog_lab(args), args)
 }
 
+/// How long one goblog-lab call in a test may take before the test fails
+/// naming it: far past any call's own timeouts (a VM lab's create under TCG
+/// takes about five minutes here), so it only tells a hang from an answer.
+const CALL_DEADLINE: Duration = Duration::from_secs(20 * 60);
+
 /// Runs a command made by `goblog_lab(args)` (perhaps given more
-/// environment), echoing what it printed for the test's log.
+/// environment), echoing what it printed for the test's log. A call still
+/// running after [`CALL_DEADLINE`] is killed and fails the test.
 pub fn run_command(mut command: Command, args: &[&str]) -> Output {
-    let output = command.output().expect("goblog-lab runs");
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("goblog-lab runs");
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let deadline = Instant::now() + CALL_DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "goblog-lab {} did not return within {CALL_DEADLINE:?}",
+                args.join(" ")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let output = Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    };
     eprintln!(
         "$ goblog-lab {}\n{}{}",
         args.join(" "),
