@@ -3,7 +3,8 @@
 #   - a Docker engine that answers (Debian's docker.io, started if not running);
 #   - debootstrap, which builds the lab's node image offline from the apt mirror
 #     this machine already uses;
-#   - with --for-tests, also Debian's chromium and chromium-driver, which the
+#   - with --for-tests, also cargo-nextest (the suite's runner), and
+#     Debian's chromium and chromium-driver, which the
 #     visualizer's browser tests drive, and openssh-server and -client: the
 #     ssh2 core's tests talk to a real sshd on loopback, and the ssh
 #     provider's tests make keys with ssh-keygen; and qemu-system-x86, which
@@ -26,6 +27,12 @@ if [ "${1:-}" = "--for-tests" ]; then
   command -v qemu-system-x86_64 >/dev/null 2>&1 && command -v qemu-img >/dev/null 2>&1 || want_qemu=1
 fi
 command -v dockerd >/dev/null 2>&1 || [ -x /usr/sbin/dockerd ] || missing+=(docker.io)
+# The suite runs under cargo-nextest (.config/nextest.toml says why). A new
+# machine of this kind has it; elsewhere it is built from crates.io.
+if [ "${1:-}" = "--for-tests" ] && ! cargo nextest --version >/dev/null 2>&1; then
+  say "installing cargo-nextest from crates.io"
+  cargo install --locked --quiet cargo-nextest >&2
+fi
 command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
 # The version of one package: what is installed, else what apt would install.
 # (dpkg-query fails for a package it never saw: that is "none", not an error.)
