@@ -514,6 +514,49 @@ async fn bench_html_report_renders_in_chromium() {
         "the page loaded nothing else"
     );
 
+    // The kill's and the heal's labels, three seconds apart and each wider
+    // than three seconds of the axis, never overlap: in every chart, no two
+    // labels' boxes meet (a pixel of room around each), and each is
+    // inside its chart.
+    let labels = page
+        .execute(
+            r#"const box = e => { const r = e.getBoundingClientRect();
+                 return { left: r.left, top: r.top, right: r.right, bottom: r.bottom }; };
+               return [...document.querySelectorAll('svg.chart')].map(svg => ({
+                 chart: svg.id,
+                 svg: box(svg),
+                 labels: [...svg.querySelectorAll('g.marker text')]
+                   .map(t => ({ text: t.textContent, ...box(t), bbox_width: t.getBBox().width })),
+               }));"#,
+            vec![],
+        )
+        .await
+        .expect("the page runs the script");
+    eprintln!("labels: {labels:#}");
+    let edge = |b: &serde_json::Value, side: &str| number(&b[side]);
+    for chart in labels.as_array().expect("one entry a chart") {
+        let boxes = chart["labels"].as_array().unwrap();
+        assert_eq!(boxes.len(), 2, "a kill and a heal: {chart:#}");
+        for (i, a) in boxes.iter().enumerate() {
+            assert!(number(&a["bbox_width"]) > 100.0, "drawn: {a:#}");
+            let svg = &chart["svg"];
+            assert!(
+                edge(a, "left") >= edge(svg, "left")
+                    && edge(a, "right") <= edge(svg, "right")
+                    && edge(a, "top") >= edge(svg, "top")
+                    && edge(a, "bottom") <= edge(svg, "bottom"),
+                "{a:#} outside its chart: {chart:#}"
+            );
+            for b in &boxes[i + 1..] {
+                let apart = edge(a, "right") + 1.0 <= edge(b, "left") - 1.0
+                    || edge(b, "right") + 1.0 <= edge(a, "left") - 1.0
+                    || edge(a, "bottom") + 1.0 <= edge(b, "top") - 1.0
+                    || edge(b, "bottom") + 1.0 <= edge(a, "top") - 1.0;
+                assert!(apart, "{a:#} and {b:#} overlap: {chart:#}");
+            }
+        }
+    }
+
     screenshot_to_docs(&page, "bench-report.png").await;
     page.close().await.unwrap();
 

@@ -39,6 +39,10 @@ const RIGHT: f64 = 24.0;
 const BOTTOM: f64 = 56.0;
 const FONT: f64 = 19.0;
 const LEGEND_ROW: f64 = 28.0;
+/// A row of marker labels above the plot: the font's height and a gap.
+const MARKER_ROW: f64 = FONT * 1.4;
+/// Between a marker's line and its label, and between two labels in a row.
+const MARKER_GAP: f64 = 8.0;
 
 /// The whole page. `cpu` and `memory_mib` are the per-task series (one per
 /// task); the section is left out while they are empty.
@@ -507,11 +511,30 @@ fn figure(out: &mut String, chart: &Chart, series: &[Series]) {
 
 /// One inline SVG: axes with labelled ticks, a legend, each series as
 /// polylines (one per run of values, gaps left open) inside a
-/// `<g class="series" data-label=…>`, the markers as dashed vertical lines.
+/// `<g class="series" data-label=…>`, the markers as dashed vertical lines
+/// with their labels in rows above the plot (`label_spots`).
 pub fn line_chart(chart: &Chart, series: &[Series]) -> String {
     let legend = legend_rows(series);
-    let top = 16.0 + legend.len() as f64 * LEGEND_ROW + 12.0;
-    let (plot_w, plot_h) = (WIDTH - LEFT - RIGHT, HEIGHT - top - BOTTOM);
+    let labels: Vec<(String, f64)> = chart.markers.iter().map(|m| fit_label(&m.label)).collect();
+    let plot_w = WIDTH - LEFT - RIGHT;
+    let x_max = chart.x_max.max(1.0);
+    let x = |s: f64| LEFT + s.clamp(0.0, x_max) / x_max * plot_w;
+    let spots = label_spots(
+        &chart
+            .markers
+            .iter()
+            .zip(&labels)
+            .map(|(m, (_, width))| (x(m.at), *width))
+            .collect::<Vec<_>>(),
+        MARKER_GAP,
+        WIDTH - MARKER_GAP,
+    );
+    // The markers' labels get rows of their own above the plot, and the
+    // chart grows by them, so the plot keeps its height however many.
+    let band = spots.iter().map(|s| s.row + 1).max().unwrap_or(0) as f64 * MARKER_ROW;
+    let height = HEIGHT + band;
+    let top = 16.0 + legend.len() as f64 * LEGEND_ROW + 12.0 + band;
+    let plot_h = height - top - BOTTOM;
     let values: Vec<f64> = series
         .iter()
         .flat_map(|s| s.points.iter().filter_map(|p| p.1))
@@ -530,8 +553,6 @@ pub fn line_chart(chart: &Chart, series: &[Series]) -> String {
         ),
     };
     let (y_lo, y_hi) = (y_ticks[0], *y_ticks.last().expect("ticks are never empty"));
-    let x_max = chart.x_max.max(1.0);
-    let x = |s: f64| LEFT + s.clamp(0.0, x_max) / x_max * plot_w;
     let y = |v: f64| {
         let t = match chart.scale {
             Scale::Linear => (v - y_lo) / (y_hi - y_lo),
@@ -543,7 +564,7 @@ pub fn line_chart(chart: &Chart, series: &[Series]) -> String {
     let mut svg = String::new();
     let _ = writeln!(
         svg,
-        "<svg id=\"{}\" class=\"chart\" data-scale=\"{}\" viewBox=\"0 0 {WIDTH} {HEIGHT}\" \
+        "<svg id=\"{}\" class=\"chart\" data-scale=\"{}\" viewBox=\"0 0 {WIDTH} {height}\" \
          role=\"img\" aria-label=\"{}\" font-size=\"{FONT}\">",
         esc(chart.id),
         match chart.scale {
@@ -597,28 +618,26 @@ pub fn line_chart(chart: &Chart, series: &[Series]) -> String {
         top + plot_h,
         LEFT + plot_w,
         LEFT + plot_w / 2.0,
-        HEIGHT - 8.0,
+        height - 8.0,
         top + plot_h / 2.0,
         esc(chart.unit),
         if chart.scale == Scale::Log { " (log)" } else { "" }
     );
-    // Each marker's label on its own line, so a kill and a heal a few
-    // seconds apart do not write over each other; a white halo keeps them
-    // readable over the series.
-    for (i, marker) in chart.markers.iter().enumerate() {
+    // Each marker's line across the plot, its label above the plot in the
+    // row `label_spots` found for it, beside the line (ending at it when
+    // that side is full).
+    for ((marker, (label, _)), spot) in chart.markers.iter().zip(&labels).zip(&spots) {
         let mx = x(marker.at);
-        let right_half = mx > LEFT + plot_w / 2.0;
         let _ = writeln!(
             svg,
             "<g class=\"marker\"><line x1=\"{mx:.1}\" x2=\"{mx:.1}\" y1=\"{top:.1}\" y2=\"{:.1}\" \
              stroke=\"#111\" stroke-width=\"2\" stroke-dasharray=\"6 4\"/>\
-             <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"{}\" stroke=\"#fff\" stroke-width=\"5\" \
-             paint-order=\"stroke\">{}</text></g>",
+             <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"{}\">{}</text></g>",
             top + plot_h,
-            if right_half { mx - 6.0 } else { mx + 6.0 },
-            top + FONT * (1.1 + 1.2 * i as f64),
-            if right_half { "end" } else { "start" },
-            esc(&marker.label)
+            if spot.end { spot.to } else { spot.from },
+            top - 6.0 - spot.row as f64 * MARKER_ROW,
+            if spot.end { "end" } else { "start" },
+            esc(label)
         );
     }
     if values.is_empty() {
@@ -692,6 +711,79 @@ pub fn line_chart(chart: &Chart, series: &[Series]) -> String {
     }
     svg.push_str("</svg>\n");
     svg
+}
+
+/// A marker label's text and its width in the chart's font, estimated
+/// generously, since the page picks no font and the projector laptop's
+/// sans-serif is not known: widths in em a little over DejaVu Sans' (the
+/// widest of them), one em for `m`, `w` and anything not ASCII. Too wide
+/// for the chart (a heal's advice can be), it is cut to fit with an
+/// ellipsis; the events list below the charts has it whole.
+fn fit_label(label: &str) -> (String, f64) {
+    let em = |c: char| match c {
+        'i' | 'j' | 'l' | 't' | 'f' | 'r' | ' ' | '.' | ',' | ':' | '(' | ')' | '-' | '\'' => 0.45,
+        'm' | 'w' | 'M' | 'W' | '@' | '%' => 1.0,
+        c if !c.is_ascii() => 1.0,
+        c if c.is_ascii_uppercase() => 0.8,
+        _ => 0.65,
+    };
+    let max = WIDTH - 2.0 * MARKER_GAP;
+    let width = label.chars().map(em).sum::<f64>() * FONT;
+    if width <= max {
+        return (label.to_string(), width);
+    }
+    let (mut text, mut width) = (String::new(), em('…') * FONT);
+    for c in label.chars() {
+        if width + em(c) * FONT > max {
+            break;
+        }
+        text.push(c);
+        width += em(c) * FONT;
+    }
+    text.push('…');
+    (text, width)
+}
+
+/// Where a marker's label goes: its row above the plot (0 nearest it),
+/// the x-extent it takes, and whether it ends at its line.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct LabelSpot {
+    row: usize,
+    from: f64,
+    to: f64,
+    end: bool,
+}
+
+/// Places the markers' labels, given each one's line and width, so that no
+/// two overlap whatever the times: a kill and a heal a second apart, or a
+/// dozen events. A label starts just after its line, or ends just before
+/// it when it would run past `right`; it then goes in the first row where
+/// it keeps clear of every label already there. A label too wide for
+/// either side of its line is kept between `left` and `right` instead.
+fn label_spots(lines_and_widths: &[(f64, f64)], left: f64, right: f64) -> Vec<LabelSpot> {
+    let mut spots: Vec<LabelSpot> = Vec::new();
+    for &(at, width) in lines_and_widths {
+        let (from, end) = if at + MARKER_GAP + width <= right {
+            (at + MARKER_GAP, false)
+        } else if at - MARKER_GAP - width >= left {
+            (at - MARKER_GAP - width, true)
+        } else {
+            (
+                (at - width / 2.0).clamp(left, (right - width).max(left)),
+                false,
+            )
+        };
+        let to = from + width;
+        let row = (0..)
+            .find(|&row| {
+                spots
+                    .iter()
+                    .all(|s| s.row != row || s.to + MARKER_GAP <= from || to + MARKER_GAP <= s.from)
+            })
+            .expect("a row above every label is free");
+        spots.push(LabelSpot { row, from, to, end });
+    }
+    spots
 }
 
 /// Where each legend entry goes: rows of `(x offset, series index)`,
@@ -920,5 +1012,132 @@ mod tests {
             .all(|&(at, _)| at < WIDTH - LEFT - RIGHT));
         assert_ne!(series[0].colour, series[1].colour);
         assert_ne!(series[0].dash, series[7].dash);
+    }
+
+    /// No two labels of a row share any x, gap included, and each lies
+    /// between `left` and `right`.
+    fn assert_clear(spots: &[LabelSpot], left: f64, right: f64) {
+        for (i, a) in spots.iter().enumerate() {
+            assert!(a.from >= left && a.to <= right, "{a:?}");
+            for b in &spots[i + 1..] {
+                assert!(
+                    a.row != b.row || a.to + MARKER_GAP <= b.from || b.to + MARKER_GAP <= a.from,
+                    "{a:?} and {b:?} overlap"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn close_markers_get_rows_of_their_own() {
+        // A kill and a heal a second apart, and one on the other.
+        for lines in [[300.0, 320.0], [300.0, 300.0]] {
+            let spots = label_spots(&[(lines[0], 400.0), (lines[1], 380.0)], 8.0, 712.0);
+            assert_clear(&spots, 8.0, 712.0);
+            assert_eq!((spots[0].row, spots[1].row), (0, 1), "{spots:?}");
+        }
+        // Far enough apart, they share the first row.
+        let spots = label_spots(&[(100.0, 200.0), (400.0, 200.0)], 8.0, 712.0);
+        assert_eq!(spots.iter().map(|s| s.row).max(), Some(0), "{spots:?}");
+        assert_eq!((spots[0].from, spots[1].from), (108.0, 408.0));
+    }
+
+    #[test]
+    fn a_label_at_the_right_edge_ends_at_its_line() {
+        let spots = label_spots(&[(690.0, 300.0), (700.0, 300.0)], 8.0, 712.0);
+        assert_clear(&spots, 8.0, 712.0);
+        assert!(spots[0].end && spots[0].to == 682.0, "{spots:?}");
+        assert_eq!(spots[1].row, 1, "{spots:?}");
+        // Too wide for either side of its line: inside the chart still.
+        let spots = label_spots(&[(360.0, 600.0)], 8.0, 712.0);
+        assert_clear(&spots, 8.0, 712.0);
+    }
+
+    #[test]
+    fn many_markers_never_overlap() {
+        // Forty events at uneven times with uneven labels.
+        let lines: Vec<(f64, f64)> = (0..40)
+            .map(|i| (84.0 + (i * 37 % 612) as f64, 120.0 + (i * 53 % 300) as f64))
+            .collect();
+        let spots = label_spots(&lines, 8.0, 712.0);
+        assert_clear(&spots, 8.0, 712.0);
+        assert!(spots.iter().any(|s| s.end) && spots.iter().any(|s| !s.end));
+        for (spot, &(at, _)) in spots.iter().zip(&lines) {
+            let beside = if spot.end {
+                at - spot.to
+            } else {
+                spot.from - at
+            };
+            assert_eq!(beside, MARKER_GAP, "{spot:?} at {at}");
+        }
+    }
+
+    #[test]
+    fn a_label_too_wide_for_the_chart_is_cut() {
+        let (text, width) = fit_label("killed swarm-worker-0 (took 2.5s)");
+        assert_eq!(text, "killed swarm-worker-0 (took 2.5s)");
+        // Wider than DejaVu Sans draws it in this font (318 in headless Chromium).
+        assert!((330.0..450.0).contains(&width), "{width}");
+        let advice = format!(
+            "healed swarm-worker-1, now on 172.28.0.12: {}",
+            "x".repeat(80)
+        );
+        let (text, width) = fit_label(&advice);
+        assert!(
+            text.ends_with('…') && width <= WIDTH - 2.0 * MARKER_GAP,
+            "{text} {width}"
+        );
+    }
+
+    #[test]
+    fn the_chart_grows_by_its_rows_of_labels() {
+        let markers: Vec<Marker> = (0..3)
+            .map(|i| Marker {
+                at: 2.0 + i as f64 * 0.5,
+                label: format!("killed swarm-worker-{i} (took 2.5s)"),
+            })
+            .collect();
+        let chart = |markers| Chart {
+            id: "c",
+            title: "t",
+            unit: "u",
+            x_max: 8.0,
+            scale: Scale::Linear,
+            markers,
+            shade: None,
+        };
+        let series = [Series::nth(0, "s", vec![(0.5, Some(1.0))])];
+        let plain = line_chart(&chart(&[]), &series);
+        assert!(
+            plain.contains(&format!("viewBox=\"0 0 {WIDTH} {HEIGHT}\"")),
+            "{plain}"
+        );
+        let svg = line_chart(&chart(&markers), &series);
+        let height = HEIGHT + 3.0 * MARKER_ROW;
+        assert!(
+            svg.contains(&format!("viewBox=\"0 0 {WIDTH} {height}\"")),
+            "{svg}"
+        );
+        // The plot is as tall as without the labels: the y axis' path
+        // `M{left} {top} V{bottom} …` is as long.
+        let axis = |svg: &str| -> f64 {
+            let d = svg.split("<path d=\"M").nth(1).unwrap();
+            let numbers: Vec<f64> = d
+                .split(['"', ' ', 'V', 'H'])
+                .take(4)
+                .filter_map(|n| n.parse().ok())
+                .collect();
+            numbers[2] - numbers[1]
+        };
+        assert_eq!(axis(&plain), axis(&svg));
+        // Three labels half a second apart, one a row, rows above the plot.
+        let ys: Vec<f64> = svg
+            .split("<text x=\"")
+            .skip(1)
+            .filter(|t| t.contains("killed"))
+            .map(|t| t.split('"').nth(2).unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(ys.len(), 3, "{svg}");
+        assert!(ys[0] > ys[1] && ys[1] > ys[2], "{ys:?}");
     }
 }
