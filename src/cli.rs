@@ -643,7 +643,10 @@ mod tests {
     #[test]
     fn a_value_that_fails_validation_points_at_its_commands_help() {
         let line = usage_error(&["goblog-lab", "create", "--memory", "1"]);
-        assert!(line.starts_with("invalid value '1' for '--memory <MIB>'"), "{line}");
+        assert!(
+            line.starts_with("invalid value '1' for '--memory <MIB>'"),
+            "{line}"
+        );
         assert!(line.ends_with("; see 'goblog-lab create --help'"), "{line}");
         let line = usage_error(&["goblog-lab", "-q", "list", "--bogus"]);
         assert!(line.ends_with("; see 'goblog-lab ls --help'"), "{line}");

@@ -240,7 +240,11 @@ fn bash_completes(words: &[&str]) -> Vec<String> {
         quoted.join(" "),
         words.len(),
         words[words.len() - 1],
-        if words.len() > 1 { words[words.len() - 2] } else { "goblog-lab" },
+        if words.len() > 1 {
+            words[words.len() - 2]
+        } else {
+            "goblog-lab"
+        },
     );
     let out = Command::new("bash")
         .args(["-c", &driver])

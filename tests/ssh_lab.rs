@@ -598,7 +598,10 @@ fn machines_from_docker_machine_become_a_lab_and_are_given_back() {
     assert_eq!(created["driver"], "docker-machine");
     assert_eq!(created["manager_ip"], hosts.hosts[0].address.to_string());
     let vars = env_vars(&stdout(&me.run(&["env", "--name", lab])));
-    let nodes = lab_docker(&vars, &["node", "ls", "--format", "{{.Hostname}} {{.Status}}"]);
+    let nodes = lab_docker(
+        &vars,
+        &["node", "ls", "--format", "{{.Hostname}} {{.Status}}"],
+    );
     assert!(nodes.status.success(), "{}", stderr(&nodes));
     let nodes = stdout(&nodes);
     for host in &hosts.hosts {

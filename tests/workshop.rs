@@ -112,9 +112,11 @@ fn deploy_after_a_source_change_rolls_out_with_no_failed_request() {
     // the deploy runs once the hammer has had answers, and the hammer stops
     // only after more answers came from the updated service.
     let hammer = Hammer::start(&manager, "/accounts/10000", 4);
-    wait_until("the hammer's first answers", Duration::from_secs(60), || {
-        hammer.answered() >= 20
-    });
+    wait_until(
+        "the hammer's first answers",
+        Duration::from_secs(60),
+        || hammer.answered() >= 20,
+    );
     let deployed =
         run_sharing_target_dir(&["deploy", "accountservice", "--name", lab, "-o", "json"]);
     let after_deploy = hammer.answered();

@@ -304,7 +304,9 @@ fn markers(report: &Report) -> Vec<Marker> {
         .iter()
         .map(|e| Marker {
             at: e.at_s,
-            label: e.what.clone(),
+            // The time first: a label that had to move to a row of its own,
+            // or to the left of its line, still says which line is its own.
+            label: format!("{:.1}s: {}", e.at_s, e.what),
         })
         .collect()
 }
@@ -946,7 +948,7 @@ mod tests {
         let report = sample();
         let html = page(&report);
         assert_eq!(html.matches("<g class=\"marker\">").count(), 4, "{html}");
-        assert_eq!(html.matches(">killed swarm-worker-0</text>").count(), 2);
+        assert_eq!(html.matches(">1.2s: killed swarm-worker-0</text>").count(), 2);
         assert_eq!(html.matches("<rect class=\"failover\"").count(), 2);
         assert!(
             html.contains("seconds 1–2 (shaded): 51 requests, 1 failed"),
