@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Times a lab's life on this machine, as the README reports it:
+# Times a lab's life on this machine, as docs/performance.md reports it:
 #   create --workers 2, until the accountservice answers through $ManagerIP
 #   destroy
 #   create --workers 10

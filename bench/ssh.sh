@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Times `create --driver ssh` on hosts that already have Docker, as the
-# README's "Real hosts" section reports it:
+# Times `create --driver ssh` on hosts that already have Docker, as
+# docs/real-hosts.md reports it:
 #   create on 3 hosts (1 manager, 2 workers), until the accountservice
 #     answers through $ManagerIP
 #   create on 1 host (a manager alone): with provisioning concurrent, the

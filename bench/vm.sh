@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Measures VM labs as the README's "VM labs" section reports them:
+# Measures VM labs as docs/vm-labs.md reports them:
 #   cold VM image build      (`prepare --driver qemu` with an empty cache; once)
 #   create --driver qemu --workers 2, warm image, until the accountservice
 #                            answers through the routing mesh on $ManagerIP

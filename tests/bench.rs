@@ -381,7 +381,7 @@ fn bad_input_is_one_line_and_exit_2() {
 
 /// `-o html FILE` during a kill and heal: the table still on stdout, and a
 /// page that Chromium draws from the file alone, with the same numbers, one
-/// point a second and the events marked. Its screenshot is the README's.
+/// point a second and the events marked. Its screenshot is docs/load-test.md's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_html_report_renders_in_chromium() {
     const LAB: &str = "ht-report";

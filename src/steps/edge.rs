@@ -62,7 +62,7 @@ impl Failover {
             // 250 ms goes to another task. Before a request is sent over an
             // idle connection to a killed node, where it would wait for
             // `timeout server`: a connection per request. `bench/failover.sh`
-            // (200 req/s, a worker killed; README "Failover under load"): 35
+            // (200 req/s, a worker killed; docs/load-test.md, "Failover under load"): 35
             // failed requests a run with 2 s, kept-alive connections and
             // `on-error fastinter`, 0 with these.
             Pace::Native => Failover {

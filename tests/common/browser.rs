@@ -86,7 +86,7 @@ impl Drop for ChromeDriver {
     }
 }
 
-/// Saves what the window shows as `docs/NAME`, for the README.
+/// Saves what the window shows as `docs/NAME`, for the README and docs/.
 pub async fn screenshot_to_docs(page: &fantoccini::Client, name: &str) {
     let png = page.screenshot().await.expect("a screenshot");
     let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
