@@ -948,7 +948,10 @@ mod tests {
         let report = sample();
         let html = page(&report);
         assert_eq!(html.matches("<g class=\"marker\">").count(), 4, "{html}");
-        assert_eq!(html.matches(">1.2s: killed swarm-worker-0</text>").count(), 2);
+        assert_eq!(
+            html.matches(">1.2s: killed swarm-worker-0</text>").count(),
+            2
+        );
         assert_eq!(html.matches("<rect class=\"failover\"").count(), 2);
         assert!(
             html.contains("seconds 1–2 (shaded): 51 requests, 1 failed"),

@@ -38,6 +38,7 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use futures_util::future::try_join_all;
+use ipnet::Ipv4Net;
 
 use super::{
     CommandOutput, EngineSetup, Forward, MachinePlan, MachineScope, NodeFile, Provider,
@@ -68,7 +69,7 @@ pub struct DindProvider {
 /// The lab's bridge network: its name and the /24 the nodes sit on.
 struct LabNetwork {
     name: String,
-    base: Ipv4Addr,
+    subnet: Ipv4Net,
 }
 
 impl LabNetwork {
@@ -78,7 +79,7 @@ impl LabNetwork {
             Role::Manager => 10,
             Role::Worker => 100,
         };
-        with_last_octet(self.base, first + index as u8)
+        host_in(self.subnet, first + index)
     }
 }
 
@@ -361,16 +362,16 @@ impl DindProvider {
         .with_context(|| format!("removing container {name}"))
     }
 
-    async fn used_subnets(&self) -> Result<Vec<(Ipv4Addr, u8)>> {
+    async fn used_subnets(&self) -> Result<Vec<Ipv4Net>> {
         let networks = self
             .docker
             .list_networks(Some(ListNetworksOptionsBuilder::default().build()))
             .await
             .context("listing Docker networks")?;
-        let mut used: Vec<(Ipv4Addr, u8)> = networks
+        let mut used: Vec<Ipv4Net> = networks
             .iter()
             .flat_map(|n| n.ipam.iter().flat_map(|i| i.config.iter().flatten()))
-            .filter_map(|c| c.subnet.as_deref().and_then(parse_cidr))
+            .filter_map(|c| c.subnet.as_deref().and_then(|s| s.parse().ok()))
             .collect();
         used.extend(host_routes());
         Ok(used)
@@ -384,16 +385,15 @@ impl DindProvider {
         let mut refused = Vec::new();
         for _attempt in 0..16 {
             let mut used = self.used_subnets().await?;
-            used.extend(refused.iter().map(|&base| (base, 24)));
-            let base = first_free_subnet(&used).ok_or(Error::NoFreeSubnet)?;
-            let subnet = format!("{base}/24");
+            used.extend(refused.iter().copied());
+            let subnet = first_free_subnet(&used).ok_or(Error::NoFreeSubnet)?;
             let request = NetworkCreateRequest {
                 name: name.clone(),
                 driver: Some("bridge".into()),
                 ipam: Some(Ipam {
                     config: Some(vec![IpamConfig {
-                        subnet: Some(subnet.clone()),
-                        gateway: Some(with_last_octet(base, 1).to_string()),
+                        subnet: Some(subnet.to_string()),
+                        gateway: Some(host_in(subnet, 1).to_string()),
                         ..Default::default()
                     }]),
                     ..Default::default()
@@ -402,8 +402,8 @@ impl DindProvider {
                 ..Default::default()
             };
             match self.docker.create_network(request).await {
-                Ok(_) => return Ok(LabNetwork { name, base }),
-                Err(err) if docker_message(&err).contains("overlaps") => refused.push(base),
+                Ok(_) => return Ok(LabNetwork { name, subnet }),
+                Err(err) if docker_message(&err).contains("overlaps") => refused.push(subnet),
                 Err(err) => return Err(err).with_context(|| format!("creating network {name}")),
             }
         }
@@ -802,13 +802,8 @@ fn refuses_privileged(message: &str) -> bool {
     message.contains("unable to apply caps") || message.contains("operation not permitted")
 }
 
-fn parse_cidr(text: &str) -> Option<(Ipv4Addr, u8)> {
-    let (addr, prefix) = text.split_once('/')?;
-    Some((addr.parse().ok()?, prefix.parse().ok()?))
-}
-
 /// Routes of this host (`/proc/net/route`), so the lab never shadows a LAN.
-fn host_routes() -> Vec<(Ipv4Addr, u8)> {
+fn host_routes() -> Vec<Ipv4Net> {
     let Ok(text) = std::fs::read_to_string("/proc/net/route") else {
         return Vec::new();
     };
@@ -819,37 +814,31 @@ fn host_routes() -> Vec<(Ipv4Addr, u8)> {
             let dest = u32::from_str_radix(fields.get(1)?, 16).ok()?;
             let mask = u32::from_str_radix(fields.get(7)?, 16).ok()?;
             // The default route (0.0.0.0/0) overlaps everything; skip it.
-            (mask != 0).then(|| {
-                (
-                    Ipv4Addr::from(u32::from_be(dest)),
-                    u32::from_be(mask).count_ones() as u8,
-                )
-            })
+            if mask == 0 {
+                return None;
+            }
+            Ipv4Net::with_netmask(
+                Ipv4Addr::from(u32::from_be(dest)),
+                Ipv4Addr::from(u32::from_be(mask)),
+            )
+            .ok()
         })
         .collect()
 }
 
-fn with_last_octet(addr: Ipv4Addr, last: u8) -> Ipv4Addr {
-    let [a, b, c, _] = addr.octets();
-    Ipv4Addr::new(a, b, c, last)
+/// The `n`th address of `subnet` (.1 is the gateway).
+fn host_in(subnet: Ipv4Net, n: u32) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(subnet.network()) + n)
 }
 
-/// The first 172.28-31.x.0/24 that overlaps none of `used`.
-fn first_free_subnet(used: &[(Ipv4Addr, u8)]) -> Option<Ipv4Addr> {
-    let overlaps = |candidate: u32, (net, prefix): (Ipv4Addr, u8)| {
-        let prefix = prefix.min(24) as u32;
-        let mask = if prefix == 0 {
-            0
-        } else {
-            u32::MAX << (32 - prefix)
-        };
-        candidate & mask == u32::from(net) & mask
-    };
-    let start = u32::from(Ipv4Addr::new(172, 28, 0, 0));
-    (0..1024u32)
-        .map(|i| start + (i << 8))
-        .find(|&candidate| used.iter().all(|&u| !overlaps(candidate, u)))
-        .map(Ipv4Addr::from)
+/// The first /24 of 172.28.0.0/14 (172.28-31.x.0) that overlaps none of `used`.
+fn first_free_subnet(used: &[Ipv4Net]) -> Option<Ipv4Net> {
+    let overlaps = |a: &Ipv4Net, b: &Ipv4Net| a.contains(&b.network()) || b.contains(&a.network());
+    Ipv4Net::new(Ipv4Addr::new(172, 28, 0, 0), 14)
+        .expect("a valid prefix")
+        .subnets(24)
+        .expect("24 is longer than 14")
+        .find(|candidate| !used.iter().any(|u| overlaps(candidate, u)))
 }
 
 #[cfg(test)]
@@ -858,15 +847,26 @@ mod tests {
 
     #[test]
     fn picks_the_first_subnet_nobody_uses() {
-        assert_eq!(first_free_subnet(&[]), Some(Ipv4Addr::new(172, 28, 0, 0)));
-        let used = [
-            parse_cidr("172.28.0.0/24").unwrap(),
-            parse_cidr("172.28.1.0/24").unwrap(),
-        ];
-        assert_eq!(first_free_subnet(&used), Some(Ipv4Addr::new(172, 28, 2, 0)));
+        let net = |s: &str| s.parse::<Ipv4Net>().unwrap();
+        assert_eq!(first_free_subnet(&[]), Some(net("172.28.0.0/24")));
+        let used = [net("172.28.0.0/24"), net("172.28.1.0/24")];
+        assert_eq!(first_free_subnet(&used), Some(net("172.28.2.0/24")));
         // A /16 in the way pushes past all of it.
-        let used = [parse_cidr("172.28.0.0/16").unwrap()];
-        assert_eq!(first_free_subnet(&used), Some(Ipv4Addr::new(172, 29, 0, 0)));
+        assert_eq!(
+            first_free_subnet(&[net("172.28.0.0/16")]),
+            Some(net("172.29.0.0/24"))
+        );
+        // A host route inside a candidate makes it taken too.
+        assert_eq!(
+            first_free_subnet(&[net("172.28.0.128/25")]),
+            Some(net("172.28.1.0/24"))
+        );
+        // All of 172.28.0.0/14 taken: none left.
+        assert_eq!(first_free_subnet(&[net("172.16.0.0/12")]), None);
+        assert_eq!(
+            host_in(net("172.28.3.0/24"), 10),
+            Ipv4Addr::new(172, 28, 3, 10)
+        );
     }
 
     #[test]

@@ -42,12 +42,19 @@ pub struct ServerCount {
 /// count is `req_tot` where the proxy fills it for servers, else `stot`
 /// (each HTTP request is a stream, counted there).
 pub fn parse_stats_csv(text: &str) -> Result<Vec<ServerCount>, String> {
-    let mut lines = text.lines();
-    let header = lines
-        .next()
-        .and_then(|h| h.strip_prefix("# "))
+    // HAProxy's header line starts with "# ": the rest is ordinary CSV
+    // (quoted where a field holds a comma or a quote, as a check's
+    // description can), which the csv crate reads.
+    let body = text
+        .strip_prefix("# ")
         .ok_or("the stats have no '# pxname,...' header")?;
-    let columns = split_csv_line(header);
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_reader(body.as_bytes());
+    let columns = reader
+        .headers()
+        .map_err(|err| format!("the stats' header: {err}"))?
+        .clone();
     let column = |name: &str| columns.iter().position(|c| c == name);
     let (Some(pxname), Some(svname), Some(stot), Some(addr)) = (
         column("pxname"),
@@ -59,9 +66,9 @@ pub fn parse_stats_csv(text: &str) -> Result<Vec<ServerCount>, String> {
     };
     let req_tot = column("req_tot");
     let mut found = Vec::new();
-    for line in lines.filter(|l| !l.trim().is_empty()) {
-        let fields = split_csv_line(line);
-        let field = |i: usize| fields.get(i).map_or("", String::as_str);
+    for record in reader.records() {
+        let record = record.map_err(|err| format!("the stats: {err}"))?;
+        let field = |i: usize| record.get(i).unwrap_or("");
         let server = field(svname);
         if server == "FRONTEND" || server == "BACKEND" {
             continue;
@@ -85,27 +92,6 @@ pub fn parse_stats_csv(text: &str) -> Result<Vec<ServerCount>, String> {
         });
     }
     Ok(found)
-}
-
-/// HAProxy quotes a field that holds a comma or a quote (a check's
-/// description can).
-fn split_csv_line(line: &str) -> Vec<String> {
-    let mut fields = vec![String::new()];
-    let mut quoted = false;
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        let field = fields.last_mut().expect("never empty");
-        match c {
-            '"' if quoted && chars.peek() == Some(&'"') => {
-                field.push('"');
-                chars.next();
-            }
-            '"' => quoted = !quoted,
-            ',' if !quoted => fields.push(String::new()),
-            _ => field.push(c),
-        }
-    }
-    fields
 }
 
 /// Requests per second by address, from two readings `elapsed` apart. A
@@ -318,9 +304,13 @@ mod tests {
 
     #[test]
     fn quoted_fields_keep_their_commas() {
+        let csv = format!(
+            "{HEADER}\
+             accountservice_6767,task1,0,40,UP,,\"say \"\"hi\"\", then, 200\",10.0.1.5:6767,http,\n"
+        );
         assert_eq!(
-            split_csv_line("a,\"b, c\",\"say \"\"hi\"\"\","),
-            vec!["a", "b, c", "say \"hi\"", ""]
+            parse_stats_csv(&csv).unwrap(),
+            vec![count("task1", "10.0.1.5", 40)]
         );
     }
 

@@ -14,6 +14,7 @@
 
 use std::net::Ipv4Addr;
 
+use ipnet::Ipv4Net;
 use serde::Deserialize;
 use tokio::process::Command;
 
@@ -39,6 +40,11 @@ impl HostOnly {
     /// The tap of VM `index` (interface names hold 15 bytes: "goblog254t99").
     pub fn tap(self, index: usize) -> String {
         format!("goblog{}t{index}", self.octet)
+    }
+
+    /// The /24: 192.168.OCTET.0/24, VirtualBox's host-only shape.
+    pub fn subnet(self) -> Ipv4Net {
+        Ipv4Net::new(Ipv4Addr::new(192, 168, self.octet, 0), 24).expect("24 is a valid prefix")
     }
 
     /// This host's address on the network, the VMs' gateway.
@@ -111,10 +117,7 @@ pub fn first_free(links_in_use: &[(String, Vec<Ipv4Addr>)]) -> Option<HostOnly> 
         .map(|octet| HostOnly { octet })
         .find(|net| {
             !links_in_use.iter().any(|(name, addresses)| {
-                *name == net.bridge()
-                    || addresses
-                        .iter()
-                        .any(|a| a.octets()[..3] == [192, 168, net.octet])
+                *name == net.bridge() || addresses.iter().any(|a| net.subnet().contains(a))
             })
         })
 }
