@@ -86,6 +86,23 @@ fn boot(lab: &str, count: usize) -> (Workstation, TestHosts) {
     (me, hosts)
 }
 
+/// `docker node ls` through the lab's `env` lists every test host Ready.
+fn assert_every_host_ready(vars: &std::collections::HashMap<String, String>, hosts: &TestHosts) {
+    let nodes = lab_docker(
+        vars,
+        &["node", "ls", "--format", "{{.Hostname}} {{.Status}}"],
+    );
+    assert!(nodes.status.success(), "{}", stderr(&nodes));
+    let nodes = stdout(&nodes);
+    for host in &hosts.hosts {
+        assert!(
+            nodes.contains(&format!("{} Ready", host.hostname)),
+            "{} missing from {nodes}",
+            host.hostname
+        );
+    }
+}
+
 fn host_arg(user: &str, hosts: &TestHosts, i: usize) -> String {
     format!("{user}@{}", hosts.hosts[i].address)
 }
@@ -178,19 +195,7 @@ fn a_three_host_lab_over_ssh_end_to_end() {
         format!("tcp://{manager_ip}:2376"),
         "{vars:?}"
     );
-    let nodes = lab_docker(
-        &vars,
-        &["node", "ls", "--format", "{{.Hostname}} {{.Status}}"],
-    );
-    assert!(nodes.status.success(), "{}", stderr(&nodes));
-    let nodes = stdout(&nodes);
-    for host in &hosts.hosts {
-        assert!(
-            nodes.contains(&format!("{} Ready", host.hostname)),
-            "{} missing from {nodes}",
-            host.hostname
-        );
-    }
+    assert_every_host_ready(&vars, &hosts);
     let networks = lab_docker(&vars, &["network", "ls", "--format", "{{.Name}}"]);
     assert!(stdout(&networks).lines().any(|n| n == "my_network"));
 
@@ -598,19 +603,7 @@ fn machines_from_docker_machine_become_a_lab_and_are_given_back() {
     assert_eq!(created["driver"], "docker-machine");
     assert_eq!(created["manager_ip"], hosts.hosts[0].address.to_string());
     let vars = env_vars(&stdout(&me.run(&["env", "--name", lab])));
-    let nodes = lab_docker(
-        &vars,
-        &["node", "ls", "--format", "{{.Hostname}} {{.Status}}"],
-    );
-    assert!(nodes.status.success(), "{}", stderr(&nodes));
-    let nodes = stdout(&nodes);
-    for host in &hosts.hosts {
-        assert!(
-            nodes.contains(&format!("{} Ready", host.hostname)),
-            "{} missing from {nodes}",
-            host.hostname
-        );
-    }
+    assert_every_host_ready(&vars, &hosts);
 
     // Given back: dockerd up, in no Swarm, no lab config, no container.
     let destroyed = me.run(&["destroy", "-q", "--name", lab]);
