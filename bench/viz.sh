@@ -10,7 +10,8 @@
 #   bench/viz.sh                # 10 rounds
 #   ROUNDS=20 bench/viz.sh
 #
-# Prints one row per round and the median and max, in ms after scale returned.
+# Prints one row per round, then the median and max of each direction, in ms
+# after scale returned (a scale down is often shown before scale returns: 0-1 ms).
 # viz polls the manager once a second (src/viz/poll.rs, POLL_EVERY), so the
 # expected figure is up to about a second.
 set -euo pipefail
@@ -27,7 +28,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lab-run.sh"
 viz_pid=$!
 trap 'kill "$viz_pid" 2>/dev/null || true; cleanup' EXIT
 for _ in $(seq 300); do
-    url=$(grep -o 'http://127.0.0.1:[0-9]*' "$work/viz.out" "$work/viz.err" 2>/dev/null | head -n1 | cut -d: -f2-)
+    url=$(grep -ho 'http://127.0.0.1:[0-9]*' "$work/viz.out" 2>/dev/null | head -n1 || true)
     [[ -n "$url" ]] && break
     sleep 0.1
 done
@@ -49,7 +50,8 @@ print("|---|---|---|")
 took = []
 for i in range(1, rounds + 1):
     n = 5 if i % 2 else 3
-    subprocess.run([lab_bin, "scale", "-q", f"accountservice={n}", "--name", lab], check=True)
+    subprocess.run([lab_bin, "scale", "-q", f"accountservice={n}", "--name", lab], check=True,
+                   stdout=subprocess.DEVNULL)
     returned = time.monotonic()
     deadline = returned + 60
     while running() != n:
@@ -59,5 +61,8 @@ for i in range(1, rounds + 1):
     ms = (time.monotonic() - returned) * 1000
     took.append(ms)
     print(f"| {i} | {n} | {ms:.0f} |")
-print(f"\nmedian {statistics.median(took):.0f} ms, max {max(took):.0f} ms over {rounds} rounds")
+ups, downs = took[0::2], took[1::2]
+print(f"\nto 5 tasks: median {statistics.median(ups):.0f} ms, max {max(ups):.0f} ms over {len(ups)} rounds")
+if downs:
+    print(f"to 3 tasks: median {statistics.median(downs):.0f} ms, max {max(downs):.0f} ms over {len(downs)} rounds")
 PY
