@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use clap_complete::ArgValueCandidates;
 
 use crate::lab::name::DEFAULT as DEFAULT_LAB;
+pub use crate::routing::RoutingChoice;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -174,16 +175,6 @@ pub enum Output {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum RoutingChoice {
-    /// The routing mesh where the kernel has IPVS, else the edge proxy.
-    Auto,
-    /// Swarm's ingress routing mesh (needs IPVS).
-    Mesh,
-    /// dnsrr services behind HAProxy on the first manager.
-    Edge,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum PublishChoice {
     /// localhost on Docker Desktop, or when this host has no route to the manager's address; else direct.
     Auto,
@@ -244,7 +235,7 @@ pub struct CreateArgs {
 
     /// What the nodes are: dind containers, existing ssh hosts, qemu VMs (root; 192.168.99.0/24 as in the blog), or docker-machine machines [default: from the lab file, else dind].
     #[arg(long, value_enum, help_heading = "Machines")]
-    pub driver: Option<crate::provider::ProviderKind>,
+    pub driver: Option<crate::lab::kind::ProviderKind>,
 
     /// --driver ssh: a manager host, USER@HOST[:PORT] (repeat for more managers).
     #[arg(
@@ -308,7 +299,7 @@ pub struct PrepareArgs {
     /// Also build what this driver's labs boot: `qemu` builds the VM image
     /// (debootstrap with a kernel; about two minutes, once).
     #[arg(long, value_enum, value_name = "DRIVER")]
-    pub driver: Option<crate::provider::ProviderKind>,
+    pub driver: Option<crate::lab::kind::ProviderKind>,
 
     /// Format of the list of images on stdout.
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
@@ -486,8 +477,8 @@ pub struct BenchArgs {
     pub port: Option<u16>,
 
     /// Stop this node (by hostname) this long into the run, through the provider that made it, to watch the failover.
-    #[arg(long, value_name = "NODE@TIME", value_parser = crate::bench::kill::parse_kill, help_heading = "Failover")]
-    pub kill: Option<crate::bench::kill::KillSpec>,
+    #[arg(long, value_name = "NODE@TIME", value_parser = crate::bench::plan::parse_kill, help_heading = "Failover")]
+    pub kill: Option<crate::bench::plan::KillSpec>,
 
     /// Start the killed node again this long after the kill (within the run).
     #[arg(long, value_name = "DURATION", value_parser = crate::bench::plan::parse_duration, requires = "kill", help_heading = "Failover")]

@@ -1,6 +1,5 @@
-//! goblog-lab as a library: what the `goblog-lab` binary runs, and what the
-//! integration tests drive directly where the command line cannot reach
-//! (booting bare VMs for the docker-machine adoption test, for one).
+//! goblog-lab as a library: what the `goblog-lab` binary runs. The
+//! integration tests drive the binary itself, as a user would.
 
 pub mod bench;
 pub mod cli;
@@ -15,6 +14,7 @@ pub mod preflight;
 pub mod provider;
 pub mod provision;
 pub mod rootfs;
+pub mod routing;
 pub mod ssh;
 pub mod steps;
 pub mod tarball;

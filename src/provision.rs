@@ -121,9 +121,9 @@ rmdir --ignore-fail-on-non-empty /etc/docker/certs.d 2>/dev/null || true
 pub async fn probe_ipvs(
     provider: &dyn Provider,
     node: &NodeState,
-) -> Result<crate::preflight::IpvsProbe> {
-    let probe = provider.run(node, crate::preflight::IPVS_PROBE).await?;
-    Ok(crate::preflight::IpvsProbe::from_output(
+) -> Result<crate::routing::IpvsProbe> {
+    let probe = provider.run(node, crate::routing::IPVS_PROBE).await?;
+    Ok(crate::routing::IpvsProbe::from_output(
         probe.status,
         &probe.output,
     ))

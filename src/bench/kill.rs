@@ -12,29 +12,6 @@ use tokio::time::Instant;
 use crate::lab::state::NodeState;
 use crate::provider::Provider;
 
-/// `NODE@T`, as typed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KillSpec {
-    pub node: String,
-    pub at: Duration,
-}
-
-/// clap's parser for `--kill`.
-pub fn parse_kill(text: &str) -> Result<KillSpec, String> {
-    let (node, at) = text
-        .rsplit_once('@')
-        .ok_or_else(|| format!("expected NODE@TIME, e.g. swarm-worker-1@10s, not {text:?}"))?;
-    if node.is_empty() {
-        return Err(format!(
-            "{text:?} names no node: write it like swarm-worker-1@10s"
-        ));
-    }
-    Ok(KillSpec {
-        node: node.to_string(),
-        at: super::plan::parse_duration(at)?,
-    })
-}
-
 /// Something done to the lab during the run, for the report.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Event {
@@ -88,24 +65,5 @@ pub async fn run(
             ),
         ),
         Err(err) => note(began, format!("could not heal {}: {err}", node.hostname)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn kill_names_a_node_and_a_time() {
-        assert_eq!(
-            parse_kill("swarm-worker-1@10s"),
-            Ok(KillSpec {
-                node: "swarm-worker-1".into(),
-                at: Duration::from_secs(10)
-            })
-        );
-        assert!(parse_kill("@10s").unwrap_err().contains("names no node"));
-        assert!(parse_kill("swarm-worker-1").is_err());
-        assert!(parse_kill("swarm-worker-1@soon").is_err());
     }
 }

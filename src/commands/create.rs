@@ -17,7 +17,7 @@ use bollard::Docker;
 use futures_util::future::try_join_all;
 use serde::Serialize;
 
-use crate::cli::{CreateArgs, Output, PublishChoice, RoutingChoice};
+use crate::cli::{CreateArgs, Output, PublishChoice};
 use crate::docker::{self, Labelled};
 use crate::error::{Error, Result};
 use crate::lab::name;
@@ -27,13 +27,13 @@ use crate::lab::state::{
     SshState,
 };
 use crate::pki::Authority;
-use crate::preflight::{IpvsProbe, RoutingDecision};
 use crate::provider::dind::DindProvider;
 use crate::provider::docker_machine;
 use crate::provider::qemu::QemuProvider;
 use crate::provider::ssh::SshProvider;
 use crate::provider::{MachinePlan, Provider, ProviderKind, Reached};
 use crate::provision::{self, EngineConfig};
+use crate::routing::{IpvsProbe, RoutingChoice, RoutingDecision};
 use crate::steps::{deploy, edge, engines, images, node_image, registry, swarm, wait};
 use crate::ui::{seconds, Ui};
 
@@ -671,7 +671,7 @@ impl Lab {
             ));
             probe
         };
-        crate::preflight::decide_routing(self.args.routing, &probe)
+        crate::routing::decide_routing(self.args.routing, &probe)
     }
 
     /// 6. The services, from the lab registry.

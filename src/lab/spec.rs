@@ -22,7 +22,7 @@ pub struct LabSpec {
     /// Which provider makes the machines: `dind` (default), `ssh`, `qemu`
     /// or `docker-machine`.
     #[serde(default)]
-    pub driver: Option<crate::provider::ProviderKind>,
+    pub driver: Option<crate::lab::kind::ProviderKind>,
     /// The hosts of an ssh lab.
     #[serde(default)]
     pub ssh: Option<SshSpec>,

@@ -1,0 +1,50 @@
+//! Which provider makes a lab's machines: part of the model (a lab file
+//! and a lab's state name it), so the model owns the type and the
+//! providers implement it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Which provider made a lab; recorded in its state so that `stop`,
+/// `start`, `destroy`, `exec` and `shell` need no flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// Docker-in-Docker containers on this machine's Docker engine.
+    Dind,
+    /// Existing Linux hosts with Docker, reached over SSH.
+    Ssh,
+    /// VMs under QEMU on a host-only network (192.168.99.0/24), as the
+    /// blog's docker-machine and VirtualBox made them.
+    Qemu,
+    /// Machines made with `docker-machine create` (any driver), adopted
+    /// over SSH through docker-machine's store and given back on destroy.
+    #[value(name = "docker-machine")]
+    #[serde(rename = "docker-machine")]
+    DockerMachine,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Dind => "dind",
+            ProviderKind::Ssh => "ssh",
+            ProviderKind::Qemu => "qemu",
+            ProviderKind::DockerMachine => "docker-machine",
+        }
+    }
+
+    /// Reads the name a state file recorded.
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "dind" => Ok(ProviderKind::Dind),
+            "ssh" => Ok(ProviderKind::Ssh),
+            "qemu" => Ok(ProviderKind::Qemu),
+            "docker-machine" => Ok(ProviderKind::DockerMachine),
+            other => Err(Error::usage(format!(
+                "unknown driver '{other}' in the lab's state (this goblog-lab knows dind, ssh, qemu and docker-machine)"
+            ))),
+        }
+    }
+}
