@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use clap_complete::ArgValueCandidates;
 
 use crate::lab::name::DEFAULT as DEFAULT_LAB;
-pub use crate::routing::RoutingChoice;
+use crate::routing::RoutingChoice;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -136,6 +136,8 @@ pub struct CompletionArgs {
     pub shell: CompletionShell,
 }
 
+/// Named as clap_complete names them (`Shells::completer`), so the value
+/// typed is the name looked up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum CompletionShell {
     Bash,
@@ -143,19 +145,6 @@ pub enum CompletionShell {
     Fish,
     Elvish,
     Powershell,
-}
-
-impl CompletionShell {
-    /// The name clap_complete knows the shell by.
-    pub fn name(self) -> &'static str {
-        match self {
-            CompletionShell::Bash => "bash",
-            CompletionShell::Zsh => "zsh",
-            CompletionShell::Fish => "fish",
-            CompletionShell::Elvish => "elvish",
-            CompletionShell::Powershell => "powershell",
-        }
-    }
 }
 
 /// Tab's candidates for an argument that names a lab: the labs saved here.

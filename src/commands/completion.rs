@@ -17,7 +17,8 @@ pub const VAR: &str = "GOBLOG_LAB_COMPLETE";
 
 pub fn run(args: &CompletionArgs) -> Result<()> {
     let shells = clap_complete::env::Shells::builtins();
-    let name = args.shell.name();
+    let value = clap::ValueEnum::to_possible_value(&args.shell).expect("no shell is skipped");
+    let name = value.get_name();
     let shell = shells
         .completer(name)
         .ok_or_else(|| Error::failed(format!("clap_complete has no completer for {name}")))?;

@@ -53,40 +53,22 @@ const CALL_DEADLINE: Duration = Duration::from_secs(20 * 60);
 /// environment), echoing what it printed for the test's log. A call still
 /// running after [`CALL_DEADLINE`] is killed and fails the test.
 pub fn run_command(mut command: Command, args: &[&str]) -> Output {
-    let mut child = command
+    let child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("goblog-lab runs");
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            let _ = pipe.read_to_end(&mut bytes);
-            bytes
-        })
+    let pid = child.id().to_string();
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(child.wait_with_output()));
+    let Ok(output) = finished.recv_timeout(CALL_DEADLINE) else {
+        let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        panic!(
+            "goblog-lab {} did not return within {CALL_DEADLINE:?}",
+            args.join(" ")
+        );
     };
-    let stdout = drain(Box::new(child.stdout.take().unwrap()));
-    let stderr = drain(Box::new(child.stderr.take().unwrap()));
-    let deadline = Instant::now() + CALL_DEADLINE;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "goblog-lab {} did not return within {CALL_DEADLINE:?}",
-                args.join(" ")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let output = Output {
-        status,
-        stdout: stdout.join().unwrap(),
-        stderr: stderr.join().unwrap(),
-    };
+    let output = output.expect("goblog-lab's output is read");
     eprintln!(
         "$ goblog-lab {}\n{}{}",
         args.join(" "),
