@@ -13,6 +13,13 @@ use crate::steps::deploy::Pace;
 use crate::steps::images::template_image;
 use crate::ui::Ui;
 
+/// Swarm's own "try again": the manager's gRPC deadline ran out, or it has
+/// no leader for a moment.
+fn manager_too_busy(err: &bollard::errors::Error) -> bool {
+    let message = crate::error::docker_message(err);
+    message.contains("DeadlineExceeded") || message.contains("code = Unavailable")
+}
+
 /// Waits until Swarm runs exactly `replicas` tasks of `service`, each past
 /// its health check (and, given `image`, on that image), and the tasks it
 /// is stopping (after a scale down or an update) are gone. On timeout, or
@@ -34,12 +41,25 @@ pub async fn until_converged(
     let mut last = (u64::MAX, u64::MAX);
     let mut all_wanted_running: Option<Instant> = None;
     loop {
-        let tasks = docker
+        let listed = docker
             .list_tasks(Some(ListTasksOptions {
                 filters: Some(filters.clone()),
             }))
-            .await
-            .with_context(|| format!("listing the tasks of {service}"))?;
+            .await;
+        let tasks = match listed {
+            // A manager too busy to answer from its Raft store in time (two
+            // emulated VMs on two busy cores did, once in four suite runs)
+            // is asked again until the step's own deadline.
+            Err(err) if manager_too_busy(&err) && Instant::now() < deadline => {
+                ui.detail(format!(
+                    "{service}: the manager answered late ({}); asking again",
+                    crate::error::docker_message(&err)
+                ));
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            listed => listed.with_context(|| format!("listing the tasks of {service}"))?,
+        };
         let is_running =
             |t: &&Task| t.status.as_ref().and_then(|s| s.state) == Some(TaskState::RUNNING);
         let on_image = |t: &&Task| match image {
@@ -215,6 +235,23 @@ fn served_by(body: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_late_manager_is_asked_again_and_other_errors_are_not() {
+        let server = |message: &str| bollard::errors::Error::DockerResponseServerError {
+            status_code: 500,
+            message: message.to_string(),
+        };
+        assert!(manager_too_busy(&server(
+            "rpc error: code = DeadlineExceeded desc = context deadline exceeded"
+        )));
+        assert!(manager_too_busy(&server(
+            "rpc error: code = Unavailable desc = the raft has no leader"
+        )));
+        assert!(!manager_too_busy(&server(
+            "service accountservice not found"
+        )));
+    }
 
     #[test]
     fn reads_served_by_from_the_account_json() {
