@@ -79,7 +79,7 @@ pub enum Error {
 
     /// A machine in docker-machine's store that cannot be adopted.
     #[error(transparent)]
-    DockerMachine(#[from] crate::provider::docker_machine::StoreError),
+    DockerMachine(#[from] crate::provider::MachineStoreError),
 
     /// A host an ssh lab would use is not fit for it; nothing was changed.
     #[error("{host}: {reason}")]

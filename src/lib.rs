@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod cli;
 pub mod commands;
+pub mod create;
 pub mod docker;
 pub mod error;
 pub mod http;

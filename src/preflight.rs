@@ -15,7 +15,6 @@ use serde::Serialize;
 
 use crate::error::Error;
 use crate::lab::state::Routing;
-use crate::provider::ProviderKind;
 use crate::routing::{decide_routing, IpvsProbe, RoutingChoice};
 
 /// The node image plus the volumes of a default lab (measured: 406 MiB
@@ -253,7 +252,8 @@ pub struct HostFacts {
     pub root: bool,
     pub qemu: Option<String>,
     pub kvm_device: bool,
-    pub kvm_cached: Option<(crate::provider::qemu::accel::Accel, String)>,
+    /// How QEMU ran guests here (`kvm`/`tcg`) and why, once probed.
+    pub kvm_cached: Option<(String, String)>,
     /// Ports this machine's lab tools bind on 127.0.0.1, and whether free.
     pub ports: Vec<(u16, bool)>,
     /// The engine refused --privileged before (remembered per engine ID).
@@ -267,7 +267,8 @@ pub async fn host_facts(engine: Option<&EngineFacts>, programs: bool) -> HostFac
         .unwrap_or_default()
         .trim()
         .to_string();
-    let modules = crate::provider::dind::host_modules();
+    let modules = crate::routing::host_modules();
+    let remembered = crate::provider::remembered(engine.map(|e| e.id.as_str()));
     let local = engine.filter(|e| e.is_local(&kernel));
     let ipvs = match (engine, local) {
         (None, _) => None,
@@ -294,7 +295,7 @@ pub async fn host_facts(engine: Option<&EngineFacts>, programs: bool) -> HostFac
         root: crate::rootfs::is_root(),
         qemu,
         kvm_device: Path::new("/dev/kvm").exists(),
-        kvm_cached: crate::provider::qemu::accel::cached(),
+        kvm_cached: remembered.vm_acceleration,
         ports: if programs {
             let listening = listening_ports();
             [6767, 6969]
@@ -304,9 +305,7 @@ pub async fn host_facts(engine: Option<&EngineFacts>, programs: bool) -> HostFac
         } else {
             Vec::new()
         },
-        refused_privileged: engine.is_some_and(|e| {
-            !e.id.is_empty() && crate::provider::dind::refusal_marker(&e.id).exists()
-        }),
+        refused_privileged: remembered.refused_privileged,
         kernel,
     }
 }
@@ -431,13 +430,14 @@ pub fn judge_all(
     findings
 }
 
-/// The findings `create` stops on for `driver` (the engine itself was
-/// judged by connecting to it): disk, memory, the node image, and a mesh
-/// asked for where there is no IPVS.
+/// The findings `create` stops on (the engine itself was judged by
+/// connecting to it): disk, memory, the node image, and a mesh asked for
+/// where there is no IPVS, when the machines share this kernel
+/// (`Provider::shares_this_kernel`).
 pub fn judge_for_create(
     engine: &EngineFacts,
     host: &HostFacts,
-    driver: ProviderKind,
+    shares_this_kernel: bool,
     routing: RoutingChoice,
 ) -> Vec<Finding> {
     let mut findings = vec![
@@ -446,8 +446,8 @@ pub fn judge_for_create(
         memory(host),
         node_image(Some(engine), host),
     ];
-    // Only dind nodes share this kernel; other machines are probed at create.
-    if driver == ProviderKind::Dind && routing == RoutingChoice::Mesh {
+    // Other machines have kernels of their own, probed once they exist.
+    if shares_this_kernel && routing == RoutingChoice::Mesh {
         if let Some(HostIpvs::Known(probe)) = &host.ipvs {
             if let Err(err) = decide_routing(routing, probe) {
                 findings.push(Finding::blocking("routing", "no IPVS", err));
@@ -681,7 +681,7 @@ fn vm_findings(host: &HostFacts) -> Vec<Finding> {
     let kvm = match (&host.kvm_cached, host.kvm_device) {
         (Some((accel, why)), _) => Finding::ok(
             "kvm",
-            format!("{} ({why}, probed before)", accel.as_str()),
+            format!("{} ({why}, probed before)", accel),
             "for --driver qemu: runs VMs that way",
         ),
         (None, true) => Finding::ok(

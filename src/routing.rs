@@ -107,6 +107,16 @@ pub fn decide_routing(choice: RoutingChoice, probe: &IpvsProbe) -> Result<Routin
     }
 }
 
+/// Where this machine keeps its kernel modules: `/lib/modules`, unless
+/// `GOBLOG_LAB_HOST_MODULES` names another place (NixOS keeps them under
+/// /run/booted-system/kernel-modules/lib/modules). Whether IPVS can load
+/// here is read there, and dind nodes get it mounted to load it themselves.
+pub fn host_modules() -> std::path::PathBuf {
+    std::env::var_os("GOBLOG_LAB_HOST_MODULES")
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| "/lib/modules".into(), std::path::PathBuf::from)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,6 +5,10 @@
 //! (`eval "$(goblog-lab env)"`, `--output json`). When either is not a
 //! terminal (CI, a pipe, a log file) spinners would be noise, so each step
 //! prints plain lines instead.
+//!
+//! A caller that runs several labs' work at once in one process (a
+//! classroom) gives each its own [`Sink`] instead: the same plain lines,
+//! delivered to it rather than to stderr, so they never interleave.
 
 use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
@@ -12,8 +16,22 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+/// Where a [`Ui`] made with [`Ui::to_sink`] delivers its lines: one line
+/// at a time, without its newline, as stderr would have shown it.
+pub trait Sink: Send + Sync {
+    fn line(&self, line: &str);
+}
+
+impl<F: Fn(&str) + Send + Sync> Sink for F {
+    fn line(&self, line: &str) {
+        self(line)
+    }
+}
+
 #[derive(Clone)]
 pub struct Ui {
+    /// Lines go here instead of stderr.
+    sink: Option<Arc<dyn Sink>>,
     fancy: bool,
     quiet: bool,
     verbose: bool,
@@ -25,11 +43,25 @@ pub struct Ui {
 impl Ui {
     pub fn new(quiet: bool, verbose: bool) -> Self {
         Ui {
+            sink: None,
             fancy: std::io::stderr().is_terminal()
                 && std::io::stdout().is_terminal()
                 && std::env::var_os("NO_COLOR").is_none(),
             quiet,
             verbose: verbose && !quiet,
+            started: Instant::now(),
+            active: Arc::default(),
+        }
+    }
+
+    /// A Ui whose lines (steps, warnings and, with `verbose`, details) go to
+    /// `sink` as plain lines, never to the terminal.
+    pub fn to_sink(sink: Arc<dyn Sink>, verbose: bool) -> Self {
+        Ui {
+            sink: Some(sink),
+            fancy: false,
+            quiet: false,
+            verbose,
             started: Instant::now(),
             active: Arc::default(),
         }
@@ -52,7 +84,7 @@ impl Ui {
             *self.active.lock().unwrap() = Some(bar.clone());
             Some(bar)
         } else {
-            eprintln!(" • {message} ...");
+            self.emit(&format!(" • {message} ..."));
             None
         };
         Step {
@@ -109,9 +141,22 @@ impl Ui {
         if self.quiet {
             return;
         }
+        if let Some(sink) = &self.sink {
+            return sink.line(text);
+        }
         match self.active.lock().unwrap().as_ref() {
             Some(bar) => bar.println(text),
             None => eprintln!("{text}"),
+        }
+    }
+}
+
+impl Ui {
+    /// A line of a step's own: to the sink, else to stderr.
+    fn emit(&self, line: &str) {
+        match &self.sink {
+            Some(sink) => sink.line(line),
+            None => eprintln!("{line}"),
         }
     }
 }
@@ -151,7 +196,7 @@ impl Step {
             *self.ui.active.lock().unwrap() = None;
         }
         if !self.ui.quiet {
-            eprintln!("{line}");
+            self.ui.emit(&line);
         }
     }
 }
@@ -164,4 +209,44 @@ impl Drop for Step {
 
 pub fn seconds(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sink_gets_every_line_of_its_own_ui_and_nothing_else() {
+        let lines = |ui: &Ui| {
+            let step = ui.step("Starting nodes");
+            ui.detail("a detail");
+            ui.warn("a warning");
+            step.done();
+            drop(ui.step("Failing"));
+        };
+        let got = Arc::new(Mutex::new(Vec::<String>::new()));
+        let other = Arc::new(Mutex::new(Vec::<String>::new()));
+        let sink = {
+            let got = got.clone();
+            move |line: &str| got.lock().unwrap().push(line.to_string())
+        };
+        let ui = Ui::to_sink(Arc::new(sink), false);
+        let other_ui = {
+            let other = other.clone();
+            Ui::to_sink(
+                Arc::new(move |line: &str| other.lock().unwrap().push(line.to_string())),
+                true,
+            )
+        };
+        lines(&ui);
+        other_ui.info("elsewhere");
+        let got = got.lock().unwrap();
+        assert_eq!(got[0], " • Starting nodes ...");
+        assert_eq!(got[1], " ! a warning");
+        assert!(got[2].starts_with(" ✓ Starting nodes ("), "{got:?}");
+        assert_eq!(got[3], " • Failing ...");
+        assert!(got[4].starts_with(" ✗ Failing ("), "{got:?}");
+        assert_eq!(got.len(), 5, "no detail without verbose: {got:?}");
+        assert_eq!(*other.lock().unwrap(), vec!["   elsewhere".to_string()]);
+    }
 }

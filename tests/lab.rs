@@ -203,6 +203,90 @@ fn two_labs_run_side_by_side() {
     assert!(labelled("t-side-a").is_empty() && labelled("t-side-b").is_empty());
 }
 
+/// `create` as a library call, twice at once in one process, as a
+/// classroom's server will run it: each create reports to its own sink and
+/// only there, and each lab answers on its own manager.
+#[test]
+fn two_creates_in_one_process_keep_their_own_progress_lines() {
+    use goblog_lab::create::{create, Options, Request};
+    use goblog_lab::ui::Ui;
+    use std::sync::{Arc, Mutex};
+
+    let _a = LabGuard::new("t-lib-a");
+    let _b = LabGuard::new("t-lib-b");
+    // The library reads its home and engine from the environment, as the
+    // binary does; this test process is its own (nextest).
+    std::env::set_var("GOBLOG_LAB_HOME", home());
+    std::env::remove_var("DOCKER_HOST");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let made = runtime.block_on(async {
+        let start = |name: &'static str| {
+            let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+            let sink = {
+                let lines = lines.clone();
+                move |line: &str| lines.lock().unwrap().push(line.to_string())
+            };
+            let ui = Ui::to_sink(Arc::new(sink), true);
+            let mut loaded = goblog_lab::lab::spec::load(None).unwrap();
+            loaded.spec.workers = 0;
+            let request = Request {
+                name: name.to_string(),
+                loaded,
+                options: Options::default(),
+            };
+            async move {
+                let created = create(request, &ui, std::future::pending()).await;
+                (created, lines)
+            }
+        };
+        tokio::join!(start("t-lib-a"), start("t-lib-b"))
+    });
+    let mut managers = Vec::new();
+    for (created, lines) in [made.0, made.1] {
+        let lines = lines.lock().unwrap().clone();
+        let created = created.unwrap_or_else(|err| panic!("{err}: {lines:#?}"));
+        let ip = created.summary.manager_ip.clone();
+        // Its own steps, in order, each finished, and its own lab's URL.
+        let done: Vec<&String> = lines.iter().filter(|l| l.starts_with(" ✓ ")).collect();
+        for step in [
+            "node image",
+            "Starting nodes",
+            "Configuring the engines",
+            "Forming the Swarm",
+            "Deploying accountservice",
+        ] {
+            assert!(
+                done.iter().any(|l| l.contains(step)),
+                "{step} in {lines:#?}"
+            );
+        }
+        let answered = format!("Waiting for accountservice to answer on http://{ip}:6767/");
+        assert!(
+            done.iter().any(|l| l.contains(&answered)),
+            "{answered} in {lines:#?}"
+        );
+        assert!(
+            !lines.iter().any(|l| l.starts_with(" ✗ ")),
+            "no failed step: {lines:#?}"
+        );
+        assert_eq!(created.state.nodes.len(), 1);
+        assert_eq!(created.state.name, created.summary.name);
+        let (status, body) = http_get(&ip, 6767, "/accounts/10001").unwrap();
+        assert_eq!(status, 200);
+        assert!(body.contains("Person_1"), "{body}");
+        managers.push((created.summary.name, ip, lines));
+    }
+    let (a, b) = (&managers[0], &managers[1]);
+    assert_ne!(a.1, b.1, "each lab has its own manager");
+    // Neither sink saw the other lab's manager.
+    assert!(!a.2.iter().any(|l| l.contains(&format!("{}:", b.1))));
+    assert!(!b.2.iter().any(|l| l.contains(&format!("{}:", a.1))));
+    for (name, _, _) in &managers {
+        assert!(run(&["destroy", "-q", "--name", name]).status.success());
+        assert!(labelled(name).is_empty());
+    }
+}
+
 #[test]
 fn create_twice_says_it_exists_and_keeps_the_first() {
     let lab = "t-twice";

@@ -15,20 +15,18 @@ use crate::docker::{self, Labelled};
 use crate::error::Result;
 use crate::lab::name;
 use crate::lab::state::{saved_labs, LabDir};
-use crate::provider::dind::DindProvider;
-use crate::provider::qemu::{self, QemuProvider};
-use crate::provider::{self, Provider};
+use crate::provider;
 use crate::ui::Ui;
 
 pub async fn run(args: &DestroyArgs, ui: &Ui) -> Result<()> {
     if !args.all {
         name::validate(&args.name)?;
     }
-    let host = docker::connect_host().await?;
     let names = if args.all {
+        let host = docker::connect_host().await?;
         let mut names: BTreeSet<String> = saved_labs().into_iter().collect();
         names.extend(labelled_labs(&host).await?);
-        names.extend(qemu::labs_on_this_machine());
+        names.extend(provider::leftover_labs());
         names
     } else {
         BTreeSet::from([args.name.clone()])
@@ -41,13 +39,9 @@ pub async fn run(args: &DestroyArgs, ui: &Ui) -> Result<()> {
         let dir = LabDir::new(&lab);
         // A damaged or missing state still leaves the labels to go by.
         let state = dir.load().ok();
-        let provider: Box<dyn Provider> = match &state {
+        let provider = match &state {
             Some(state) => provider::for_lab(state, &dir, ui).await?,
-            // VMs or devices left by a VM lab whose state is gone.
-            None if qemu::labs_on_this_machine().contains(&lab) => {
-                Box::new(QemuProvider::new(&lab, &dir, 0, ui.clone())?)
-            }
-            None => Box::new(DindProvider::new(host.clone(), &lab, ui.clone())),
+            None => provider::for_leftovers(&lab, &dir, ui).await?,
         };
         let removed = match provider.remove(state.as_ref()).await {
             Ok(removed) => removed,

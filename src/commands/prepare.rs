@@ -10,7 +10,7 @@ use crate::cli::{Output, PrepareArgs};
 use crate::docker;
 use crate::error::{Error, Result};
 use crate::lab::spec;
-use crate::provider::{qemu, ProviderKind};
+use crate::provider;
 use crate::steps::{images, node_image};
 use crate::ui::Ui;
 
@@ -48,19 +48,9 @@ pub async fn run(args: &PrepareArgs, ui: &Ui) -> Result<()> {
         built
     )?;
     step.done();
-    let vm_image = if args.driver == Some(ProviderKind::Qemu) {
-        let step = ui.step("Building the VM image 💿 (debootstrap with a kernel; about two minutes the first time)");
-        let image = qemu::image::ensure().await?;
-        let dir = image
-            .base
-            .parent()
-            .expect("in its directory")
-            .display()
-            .to_string();
-        step.done_with(dir.clone());
-        Some(dir)
-    } else {
-        None
+    let vm_image = match args.driver {
+        Some(kind) => provider::prepare(kind, ui).await?,
+        None => None,
     };
     let prepared = Prepared {
         vm_image,

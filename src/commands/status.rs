@@ -322,25 +322,22 @@ pub async fn ls(args: &LsArgs) -> Result<()> {
     let host = docker::connect_host().await?;
     let mut names: std::collections::BTreeSet<String> = saved_labs().into_iter().collect();
     names.extend(labelled_labs(&host).await?);
-    let vm_labs = crate::provider::qemu::labs_on_this_machine();
-    names.extend(vm_labs.iter().cloned());
+    let leftovers = crate::provider::leftovers();
+    names.extend(leftovers.keys().cloned());
     let rows: Vec<LabRow> = names
         .into_iter()
         .map(|name| match LabDir::new(&name).load() {
             Ok(state) => LabRow {
-                driver: Some(state.driver.clone()),
+                driver: Some(state.driver.as_str().to_string()),
                 manager_ip: state.manager_ip().ok().map(|ip| ip.to_string()),
                 nodes: state.nodes.len(),
                 state: "saved".into(),
                 name,
             },
-            Err(_) if vm_labs.contains(&name) => LabRow {
-                nodes: crate::provider::qemu::vm::running()
-                    .iter()
-                    .filter(|(lab, _)| *lab == name)
-                    .count(),
+            Err(_) if leftovers.contains_key(&name) => LabRow {
+                nodes: leftovers[&name].running,
+                driver: Some(leftovers[&name].driver.as_str().to_string()),
                 name,
-                driver: Some("qemu".into()),
                 manager_ip: None,
                 state: "orphaned VMs or devices (no state; `destroy` removes them)".into(),
             },

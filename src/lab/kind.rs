@@ -4,10 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
-
 /// Which provider made a lab; recorded in its state so that `stop`,
-/// `start`, `destroy`, `exec` and `shell` need no flag.
+/// `start`, `destroy`, `exec` and `shell` need no flag. Serde's names are
+/// the ones state files have always held (`"dind"`, ...), so labs saved
+/// when the field was a string read as before.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum ProviderKind {
@@ -32,19 +32,6 @@ impl ProviderKind {
             ProviderKind::Ssh => "ssh",
             ProviderKind::Qemu => "qemu",
             ProviderKind::DockerMachine => "docker-machine",
-        }
-    }
-
-    /// Reads the name a state file recorded.
-    pub fn parse(name: &str) -> Result<Self> {
-        match name {
-            "dind" => Ok(ProviderKind::Dind),
-            "ssh" => Ok(ProviderKind::Ssh),
-            "qemu" => Ok(ProviderKind::Qemu),
-            "docker-machine" => Ok(ProviderKind::DockerMachine),
-            other => Err(Error::usage(format!(
-                "unknown driver '{other}' in the lab's state (this goblog-lab knows dind, ssh, qemu and docker-machine)"
-            ))),
         }
     }
 }

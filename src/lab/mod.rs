@@ -3,5 +3,6 @@
 
 pub mod kind;
 pub mod name;
+pub mod overrides;
 pub mod spec;
 pub mod state;

@@ -29,6 +29,9 @@ pub struct LabSpec {
     /// The VMs of a qemu lab.
     #[serde(default)]
     pub vm: Option<VmSpec>,
+    /// The machines of a docker-machine lab.
+    #[serde(default, rename = "docker-machine")]
+    pub docker_machine: Option<MachinesSpec>,
     #[serde(default = "one")]
     pub managers: u32,
     #[serde(default = "two")]
@@ -74,6 +77,14 @@ pub struct SshSpec {
     /// A private key to try after ssh-agent.
     #[serde(default)]
     pub key: Option<PathBuf>,
+}
+
+/// Machines made with `docker-machine create`, for `driver =
+/// "docker-machine"`: by name, managers first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MachinesSpec {
+    pub machines: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Context, Error, Result};
+use crate::lab::kind::ProviderKind;
 use crate::lab::spec::BuildSpec;
 
 const STATE_VERSION: u32 = 1;
@@ -168,7 +169,7 @@ pub struct ServiceState {
 pub struct LabState {
     pub version: u32,
     pub name: String,
-    pub driver: String,
+    pub driver: ProviderKind,
     pub created_unix: u64,
     pub overlay_network: String,
     pub nodes: Vec<NodeState>,
@@ -220,11 +221,11 @@ pub struct SshState {
 }
 
 impl LabState {
-    pub fn new(name: &str, driver: &str, overlay: &str, registry: RegistryState) -> Self {
+    pub fn new(name: &str, driver: ProviderKind, overlay: &str, registry: RegistryState) -> Self {
         LabState {
             version: STATE_VERSION,
             name: name.to_string(),
-            driver: driver.to_string(),
+            driver,
             created_unix: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
@@ -452,7 +453,7 @@ mod tests {
     fn sample() -> LabState {
         let mut state = LabState::new(
             "goblog",
-            "dind",
+            ProviderKind::Dind,
             "my_network",
             RegistryState {
                 runs_on: RegistryHost::Manager,

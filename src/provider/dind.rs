@@ -231,7 +231,7 @@ impl DindProvider {
         // The node shares this kernel but not its module files: without
         // them dockerd cannot load ip_vs for the routing mesh (kind mounts
         // them for the same reason). Read-only: a node loads, never installs.
-        let modules = host_modules();
+        let modules = crate::routing::host_modules();
         if modules.is_dir() {
             mounts.push(Mount {
                 target: Some("/lib/modules".into()),
@@ -507,6 +507,14 @@ impl Provider for DindProvider {
         ProviderKind::Dind
     }
 
+    fn making(&self) -> &'static str {
+        "Starting nodes"
+    }
+
+    fn shares_this_kernel(&self) -> bool {
+        true
+    }
+
     fn engine_setup(&self) -> EngineSetup {
         EngineSetup::DaemonJson
     }
@@ -517,8 +525,7 @@ impl Provider for DindProvider {
         MachineScope::OwnCgroup
     }
 
-    async fn create(&self, plans: &[MachinePlan]) -> Result<Vec<NodeState>> {
-        let image = crate::steps::node_image::ensure(&self.docker).await?;
+    async fn create(&self, plans: &[MachinePlan], image: &str) -> Result<Vec<NodeState>> {
         if self.choice.is_none() {
             let os = self
                 .docker
@@ -533,7 +540,7 @@ impl Provider for DindProvider {
                 self.localhost.store(true, Ordering::SeqCst);
             }
         }
-        self.create_nodes(&image, plans).await
+        self.create_nodes(image, plans).await
     }
 
     fn publish(&self) -> Publish {
@@ -650,9 +657,28 @@ impl Provider for DindProvider {
 
     async fn remove(&self, _state: Option<&LabState>) -> Result<Removed> {
         // By label, not from the state: it works after a crash and twice.
-        remove_labelled(&self.docker, &self.lab).await
+        // A create abandoned mid-request (a failure, Ctrl-C) can still have
+        // a container or network land a moment later, so it sweeps again
+        // until a pass finds nothing (at most six passes, 300 ms apart).
+        let mut removed = remove_labelled(&self.docker, &self.lab).await?;
+        if removed.is_empty() {
+            return Ok(removed);
+        }
+        for _ in 0..5 {
+            tokio::time::sleep(SWEEP_PAUSE).await;
+            let late = remove_labelled(&self.docker, &self.lab).await?;
+            if late.is_empty() {
+                break;
+            }
+            removed.add(&late);
+        }
+        Ok(removed)
     }
 }
+
+/// How long `remove` lets a request still in flight land before it looks
+/// again.
+const SWEEP_PAUSE: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// Runs `command` in a container of the host engine.
 pub async fn exec_in(docker: &Docker, container: &str, command: &[&str]) -> Result<(i64, String)> {
@@ -743,15 +769,6 @@ pub fn refusal_marker(engine_id: &str) -> std::path::PathBuf {
     crate::lab::state::home()
         .join("engines")
         .join(format!("{id}.no-privileged"))
-}
-
-/// Where this machine keeps its kernel modules: `/lib/modules`, unless
-/// `GOBLOG_LAB_HOST_MODULES` names another place (NixOS keeps them under
-/// /run/booted-system/kernel-modules/lib/modules).
-pub fn host_modules() -> std::path::PathBuf {
-    std::env::var_os("GOBLOG_LAB_HOST_MODULES")
-        .filter(|v| !v.is_empty())
-        .map_or_else(|| "/lib/modules".into(), std::path::PathBuf::from)
 }
 
 /// The container's ports published on 127.0.0.1, by the container's port.

@@ -10,24 +10,34 @@
 //!
 //! The providers: Docker-in-Docker containers on this machine's engine
 //! (`dind`); existing hosts reached over SSH (`ssh`), or the same found
-//! through docker-machine's store (`docker-machine`); and VMs under QEMU on
+//! through docker-machine's store (`docker_machine`); and VMs under QEMU on
 //! a host-only network (`qemu`), driven over SSH once they boot.
+//!
+//! The kind is matched here and nowhere else: [`for_spec`] and [`for_lab`]
+//! open a provider, and the rest of the program asks it (its preflight,
+//! its step's wording, whether it adopts hosts or shares this kernel).
+//! The modules of the providers are private to this one.
 
-pub mod dind;
-pub mod docker_machine;
-pub mod qemu;
+mod dind;
+mod docker_machine;
+mod docker_machine_store;
+mod qemu;
 mod relay;
-pub mod ssh;
+mod ssh;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
 use async_trait::async_trait;
+use bollard::Docker;
 
 use crate::error::Result;
 pub use crate::lab::kind::ProviderKind;
-use crate::lab::state::{LabDir, LabState, NodeState, Publish, Role};
+use crate::lab::spec::LabSpec;
+use crate::lab::state::{LabDir, LabState, NodeState, Publish, Role, SshState};
 use crate::ui::Ui;
+
+pub use docker_machine_store::StoreError as MachineStoreError;
 
 /// The port every node's Docker API listens on, TLS only, as docker-machine had it.
 pub const DOCKER_TLS_PORT: u16 = 2376;
@@ -96,6 +106,16 @@ impl Removed {
         self.items.iter().all(|(n, _)| *n == 0)
     }
 
+    /// Counts `more` in, noun by noun.
+    pub fn add(&mut self, more: &Removed) {
+        for &(n, what) in &more.items {
+            match self.items.iter_mut().find(|(_, w)| *w == what) {
+                Some((count, _)) => *count += n,
+                None => self.items.push((n, what)),
+            }
+        }
+    }
+
     pub fn summary(&self) -> String {
         self.items
             .iter()
@@ -149,9 +169,35 @@ pub trait Provider: Send + Sync {
     /// How the machines' dockerd takes its configuration.
     fn engine_setup(&self) -> EngineSetup;
 
+    /// What the machines step's status line says this provider does
+    /// ("Starting nodes", "Booting VMs").
+    fn making(&self) -> &'static str;
+
+    /// True when the machines are hosts that exist already and are given
+    /// back on destroy: they are checked, before anything changes on them,
+    /// by the provisioner's preflight, and may have Docker installed.
+    fn adopts_hosts(&self) -> bool {
+        false
+    }
+
+    /// True when the machines run on this machine's kernel (containers), so
+    /// this kernel's IPVS decides whether the routing mesh works.
+    fn shares_this_kernel(&self) -> bool {
+        false
+    }
+
+    /// What this provider needs of this machine before it makes anything,
+    /// as docker-machine's drivers answer `PreCreateCheck`: the first
+    /// missing thing is the error, with how to get it.
+    async fn pre_create_check(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Makes (or adopts) one machine per plan, in order, and returns them
-    /// with the addresses they have now that they exist.
-    async fn create(&self, plans: &[MachinePlan]) -> Result<Vec<NodeState>>;
+    /// with the addresses they have now that they exist. `node_image` is
+    /// the lab's node image on this machine's engine, for providers whose
+    /// machines are containers.
+    async fn create(&self, plans: &[MachinePlan], node_image: &str) -> Result<Vec<NodeState>>;
 
     /// Writes files on a machine, atomically, as root.
     async fn put_files(&self, node: &NodeState, files: &[NodeFile]) -> Result<()>;
@@ -176,8 +222,19 @@ pub trait Provider: Send + Sync {
     /// returns its exit code.
     async fn interactive(&self, node: &NodeState, command: &[String]) -> Result<i32>;
 
+    /// A login shell on the machine (`shell`); returns its exit code.
+    async fn shell(&self, node: &NodeState) -> Result<i32> {
+        self.interactive(node, &["bash".to_string(), "-l".to_string()])
+            .await
+    }
+
     /// What a VM provider must remember to boot the lab's machines again.
     fn vm_state(&self) -> Option<crate::lab::state::VmState> {
+        None
+    }
+
+    /// What a provider of adopted hosts must remember to reach them again.
+    fn ssh_state(&self) -> Option<SshState> {
         None
     }
 
@@ -202,24 +259,152 @@ pub trait Provider: Send + Sync {
     async fn remove(&self, state: Option<&LabState>) -> Result<Removed>;
 }
 
+/// What opening a provider for a new lab takes besides its spec: the
+/// create's choices that concern machines.
+#[derive(Debug, Clone, Default)]
+pub struct Choices {
+    /// `--publish`: how this host reaches dind nodes, or None to find out.
+    pub publish: Option<Publish>,
+    /// `--accept-new-host-keys`: trust an adopted host's key on first use.
+    pub accept_new_host_keys: bool,
+}
+
+/// The provider for a new lab, from its spec (the factory: the only place
+/// a kind becomes a provider for `create`).
+pub async fn for_spec(
+    name: &str,
+    spec: &LabSpec,
+    choices: &Choices,
+    dir: &LabDir,
+    host: &Docker,
+    ui: &Ui,
+) -> Result<Box<dyn Provider>> {
+    Ok(match spec.driver.unwrap_or(ProviderKind::Dind) {
+        ProviderKind::Dind => Box::new(
+            dind::DindProvider::new(host.clone(), name, ui.clone()).publishing(choices.publish),
+        ),
+        ProviderKind::Qemu => Box::new(qemu::QemuProvider::new(
+            name,
+            dir,
+            spec.vm.as_ref().map_or(512, |vm| vm.memory),
+            ui.clone(),
+        )?),
+        ProviderKind::Ssh => {
+            let ssh = spec.ssh.clone().unwrap_or_default();
+            let hosts: Vec<String> = ssh.managers.iter().chain(&ssh.workers).cloned().collect();
+            Box::new(ssh::SshProvider::new(
+                dir,
+                &hosts,
+                ssh.key,
+                choices.accept_new_host_keys,
+                ui.clone(),
+            )?)
+        }
+        ProviderKind::DockerMachine => {
+            let machines = spec
+                .docker_machine
+                .as_ref()
+                .map_or(&[][..], |m| m.machines.as_slice());
+            Box::new(docker_machine::DockerMachineProvider::new(
+                dir,
+                machines,
+                choices.accept_new_host_keys,
+                ui.clone(),
+            )?)
+        }
+    })
+}
+
 /// The provider that made a saved lab, ready to drive it.
 pub async fn for_lab(state: &LabState, dir: &LabDir, ui: &Ui) -> Result<Box<dyn Provider>> {
-    match ProviderKind::parse(&state.driver)? {
+    Ok(match state.driver {
         ProviderKind::Dind => {
             let host = crate::docker::connect_host().await?;
-            Ok(Box::new(
+            Box::new(
                 dind::DindProvider::new(host, &state.name, ui.clone())
                     .publishing(Some(state.publish)),
-            ))
+            )
         }
-        ProviderKind::Ssh | ProviderKind::DockerMachine => {
-            Ok(Box::new(ssh::SshProvider::for_lab(state, dir, ui.clone())?))
-        }
-        ProviderKind::Qemu => Ok(Box::new(qemu::QemuProvider::for_lab(
+        ProviderKind::Ssh => Box::new(ssh::SshProvider::for_lab(state, dir, ui.clone())?),
+        ProviderKind::DockerMachine => Box::new(docker_machine::DockerMachineProvider::for_lab(
             state,
             dir,
             ui.clone(),
-        )?)),
+        )?),
+        ProviderKind::Qemu => Box::new(qemu::QemuProvider::for_lab(state, dir, ui.clone())?),
+    })
+}
+
+/// The provider that removes what a lab left on this machine when its
+/// state is gone: VMs and devices found by name, else containers, volumes
+/// and networks found by label.
+pub async fn for_leftovers(name: &str, dir: &LabDir, ui: &Ui) -> Result<Box<dyn Provider>> {
+    if qemu::labs_on_this_machine().contains(name) {
+        return Ok(Box::new(qemu::QemuProvider::new(name, dir, 0, ui.clone())?));
+    }
+    let host = crate::docker::connect_host().await?;
+    Ok(Box::new(dind::DindProvider::new(host, name, ui.clone())))
+}
+
+/// A lab's machines found on this machine without its state (`ls`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leftover {
+    pub driver: ProviderKind,
+    /// Machines still running.
+    pub running: usize,
+}
+
+/// Labs with machines or devices on this machine that only their names
+/// tie to a lab (VMs, taps, bridges), by lab name. Containers are found by
+/// label instead (`docker::Labelled`).
+pub fn leftovers() -> BTreeMap<String, Leftover> {
+    let running = qemu::running_vms();
+    qemu::labs_on_this_machine()
+        .into_iter()
+        .map(|lab| {
+            let count = running.iter().filter(|(l, _)| *l == lab).count();
+            (
+                lab,
+                Leftover {
+                    driver: ProviderKind::Qemu,
+                    running: count,
+                },
+            )
+        })
+        .collect()
+}
+
+/// Names of labs with leftovers here, for `destroy --all`.
+pub fn leftover_labs() -> BTreeSet<String> {
+    leftovers().into_keys().collect()
+}
+
+/// What the providers found out about this machine before, for `doctor`:
+/// answers remembered from earlier creates.
+#[derive(Debug, Clone, Default)]
+pub struct Remembered {
+    /// This engine refused `--privileged` to a dind node.
+    pub refused_privileged: bool,
+    /// How QEMU ran guests here, and why (`kvm`/`tcg`), once probed.
+    pub vm_acceleration: Option<(String, String)>,
+}
+
+/// What the providers remember of this machine and of the engine with ID
+/// `engine_id`.
+pub fn remembered(engine_id: Option<&str>) -> Remembered {
+    Remembered {
+        refused_privileged: engine_id
+            .is_some_and(|id| !id.is_empty() && dind::refusal_marker(id).exists()),
+        vm_acceleration: qemu::accel_cached(),
+    }
+}
+
+/// What `prepare --driver KIND` readies beyond the images every lab uses:
+/// for VM labs, the VM image (a description of where it is).
+pub async fn prepare(kind: ProviderKind, ui: &Ui) -> Result<Option<String>> {
+    match kind {
+        ProviderKind::Qemu => qemu::prepare(ui).await.map(Some),
+        ProviderKind::Dind | ProviderKind::Ssh | ProviderKind::DockerMachine => Ok(None),
     }
 }
 

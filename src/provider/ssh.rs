@@ -21,7 +21,7 @@ use super::{
     DOCKER_TLS_PORT,
 };
 use crate::error::{Error, Result};
-use crate::lab::state::{LabDir, LabState, NodeState, Role};
+use crate::lab::state::{LabDir, LabState, NodeState, RegistryState, Role, SshState};
 use crate::provision;
 use crate::ssh::{Credentials, HostKeys, SshClient, Target};
 use crate::ui::Ui;
@@ -33,7 +33,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub struct SshProvider {
-    kind: ProviderKind,
     hosts: Vec<Target>,
     ssh: SshHosts,
     ui: Ui,
@@ -93,12 +92,6 @@ impl SshHosts {
         let mut hosts = Self::new(dir, Some(key), false);
         hosts.known_hosts.user = dir.known_hosts();
         hosts
-    }
-
-    /// Uses `key` for `target` rather than the shared one.
-    pub fn with_key(mut self, target: &Target, key: PathBuf) -> Self {
-        self.keys.insert(target.to_string(), key);
-        self
     }
 
     pub async fn connect(&self, target: &Target) -> Result<SshClient> {
@@ -218,17 +211,14 @@ impl SshProvider {
             )));
         }
         Ok(SshProvider {
-            kind: ProviderKind::Ssh,
             hosts,
             ssh: SshHosts::new(dir, key, accept_new),
             ui,
         })
     }
 
-    /// For machines made by docker-machine: each has a key of its own, and
-    /// the lab records that it adopted them through docker-machine's store.
+    /// For machines made by docker-machine: each has a key of its own.
     pub fn with_own_keys(mut self, keys: &std::collections::BTreeMap<String, PathBuf>) -> Self {
-        self.kind = ProviderKind::DockerMachine;
         for target in &self.hosts {
             if let Some(key) = keys.get(&target.to_string()) {
                 self.ssh.keys.insert(target.to_string(), key.clone());
@@ -243,10 +233,8 @@ impl SshProvider {
         let key = state.ssh.as_ref().and_then(|s| s.key.clone());
         let provider = Self::new(dir, &hosts, key, false, ui)?;
         Ok(match state.ssh.as_ref() {
-            Some(ssh) if state.driver == ProviderKind::DockerMachine.as_str() => {
-                provider.with_own_keys(&ssh.keys)
-            }
-            _ => provider,
+            Some(ssh) => provider.with_own_keys(&ssh.keys),
+            None => provider,
         })
     }
 
@@ -306,14 +294,34 @@ async fn resolve(host: &str) -> Result<Ipv4Addr> {
 #[async_trait]
 impl Provider for SshProvider {
     fn kind(&self) -> ProviderKind {
-        self.kind
+        ProviderKind::Ssh
+    }
+
+    fn making(&self) -> &'static str {
+        "Connecting to the hosts and checking them"
+    }
+
+    fn adopts_hosts(&self) -> bool {
+        true
+    }
+
+    fn ssh_state(&self) -> Option<SshState> {
+        Some(SshState {
+            key: self.ssh.key.clone(),
+            keys: self
+                .ssh
+                .keys
+                .iter()
+                .map(|(target, key)| (target.clone(), key.clone()))
+                .collect(),
+        })
     }
 
     fn engine_setup(&self) -> EngineSetup {
         EngineSetup::SystemdDropIn
     }
 
-    async fn create(&self, plans: &[MachinePlan]) -> Result<Vec<NodeState>> {
+    async fn create(&self, plans: &[MachinePlan], _node_image: &str) -> Result<Vec<NodeState>> {
         assert_eq!(plans.len(), self.hosts.len(), "one plan per host");
         // Every host answers (and its key is checked) before any is changed.
         try_join_all(
@@ -368,6 +376,15 @@ impl Provider for SshProvider {
         self.ssh.interactive(&Self::target(node)?, command).await
     }
 
+    async fn shell(&self, node: &NodeState) -> Result<i32> {
+        // A terminal over libssh2 would be a worse `ssh`; the host is the
+        // user's own, and so is their ssh client.
+        Err(Error::usage(format!(
+            "{} is a host of your own: log in with `ssh {}` (`goblog-lab exec {} -- CMD` runs one command)",
+            node.hostname, node.id, node.hostname
+        )))
+    }
+
     async fn remove(&self, state: Option<&LabState>) -> Result<Removed> {
         // After a failure or Ctrl-C, what was already sent to a host must
         // land before it is undone (a known_hosts line, a drop-in).
@@ -378,7 +395,7 @@ impl Provider for SshProvider {
         let Some(state) = state else {
             return Ok(Removed::default());
         };
-        let registry = state.registry.pull_address.clone();
+        let registry = &state.registry;
         // Workers first, side by side, then the managers: a manager that
         // leaves first strands the workers. Every host is tried, whatever
         // happened to another.
@@ -386,7 +403,7 @@ impl Provider for SshProvider {
             state.nodes.iter().partition(|n| n.role == Role::Manager);
         let mut failed = Vec::new();
         for wave in [workers, managers] {
-            let results = join_all(wave.iter().map(|node| give_back(self, node, &registry))).await;
+            let results = join_all(wave.iter().map(|node| give_back(self, node, registry))).await;
             failed.extend(
                 results
                     .into_iter()
@@ -412,7 +429,11 @@ impl Provider for SshProvider {
 /// containers it leaves behind (the host was in no Swarm before the lab,
 /// so every one is the lab's), the registry and the images pulled from it,
 /// then the engine configuration.
-async fn give_back(provider: &SshProvider, node: &NodeState, registry: &str) -> Result<()> {
+async fn give_back(
+    provider: &SshProvider,
+    node: &NodeState,
+    registry: &RegistryState,
+) -> Result<()> {
     give_back_engine(provider, node, registry).await?;
     provider
         .ui
@@ -425,7 +446,7 @@ async fn give_back(provider: &SshProvider, node: &NodeState, registry: &str) -> 
 pub async fn give_back_engine(
     provider: &dyn Provider,
     node: &NodeState,
-    registry: &str,
+    registry: &RegistryState,
 ) -> Result<()> {
     let lab_images = format!(
         "docker swarm leave --force >/dev/null 2>&1 || true
@@ -433,10 +454,11 @@ docker ps -aq --filter label=com.docker.swarm.task.id | xargs -r docker rm -f >/
 docker rm -f {container} >/dev/null 2>&1 || true
 docker volume rm {container} >/dev/null 2>&1 || true
 docker images --format '{{{{.Repository}}}}:{{{{.Tag}}}}' | grep -E '^({registry}/|goblog-lab/registry:)' | xargs -r docker rmi -f >/dev/null 2>&1 || true",
-        container = crate::steps::registry::CONTAINER,
+        container = shell_quote(&registry.container),
+        registry = registry.pull_address,
     );
     provider.run(node, &lab_images).await?;
-    provision::deprovision(provider, node, registry).await
+    provision::deprovision(provider, node, &registry.pull_address).await
 }
 
 fn expect_ok(node: &NodeState, what: &str, out: CommandOutput) -> Result<()> {

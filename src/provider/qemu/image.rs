@@ -169,19 +169,6 @@ pub async fn overlay(image: &VmImage, disk: &Path) -> Result<()> {
     .map(drop)
 }
 
-/// The base as a VDI, for VirtualBox.
-pub async fn to_vdi(image: &VmImage, vdi: &Path) -> Result<()> {
-    run(
-        Command::new("qemu-img")
-            .args(["convert", "-q", "-f", "qcow2", "-O", "vdi"])
-            .arg(&image.base)
-            .arg(vdi),
-        "qemu-img convert (the VDI for VirtualBox)",
-    )
-    .await
-    .map(drop)
-}
-
 /// Runs a program of this machine; its stdout when it succeeds.
 pub async fn run(command: &mut Command, what: &str) -> Result<String> {
     let output = command

@@ -81,6 +81,31 @@ pub fn preflight() -> Result<()> {
     Ok(())
 }
 
+/// The VMs running on this machine, as (lab, hostname).
+pub fn running_vms() -> Vec<(String, String)> {
+    vm::running()
+}
+
+/// How guests ran here the last time it was probed, and why.
+pub fn accel_cached() -> Option<(String, String)> {
+    accel::cached().map(|(accel, why)| (accel.as_str().to_string(), why))
+}
+
+/// `prepare --driver qemu`: the VM image, built before anyone waits for
+/// it; returns the directory it is cached in.
+pub async fn prepare(ui: &Ui) -> Result<String> {
+    let step = ui.step(
+        "Building the VM image 💿 (debootstrap with a kernel; about two minutes the first time)",
+    );
+    let image = image::ensure().await?;
+    let dir = image.base.parent().map_or_else(
+        || image.base.display().to_string(),
+        |d| d.display().to_string(),
+    );
+    step.done_with(dir.clone());
+    Ok(dir)
+}
+
 /// Labs with a VM running or a device on this machine: what `ls` and
 /// `destroy` find when a VM lab's state is gone.
 pub fn labs_on_this_machine() -> std::collections::BTreeSet<String> {
@@ -265,6 +290,14 @@ impl Provider for QemuProvider {
         ProviderKind::Qemu
     }
 
+    fn making(&self) -> &'static str {
+        "Booting VMs"
+    }
+
+    async fn pre_create_check(&self) -> Result<()> {
+        preflight()
+    }
+
     fn engine_setup(&self) -> EngineSetup {
         EngineSetup::SystemdDropIn
     }
@@ -273,7 +306,7 @@ impl Provider for QemuProvider {
         self.booted.lock().unwrap().clone()
     }
 
-    async fn create(&self, plans: &[MachinePlan]) -> Result<Vec<NodeState>> {
+    async fn create(&self, plans: &[MachinePlan], _node_image: &str) -> Result<Vec<NodeState>> {
         if image::cached().is_none() {
             self.ui
                 .detail("building the VM image with debootstrap (once; about two minutes)");
@@ -419,6 +452,42 @@ impl Provider for QemuProvider {
 
     async fn interactive(&self, node: &NodeState, command: &[String]) -> Result<i32> {
         self.ssh.interactive(&Self::target(node), command).await
+    }
+
+    /// A terminal on a lab VM, as `docker-machine ssh` gave one: the user's
+    /// own ssh client, with the lab's key and the lab's recorded host keys
+    /// only.
+    async fn shell(&self, node: &NodeState) -> Result<i32> {
+        if rootfs::which("ssh").is_none() {
+            return Err(Error::MissingProgram {
+                what: "`goblog-lab shell` on a VM",
+                program: "ssh",
+                install:
+                    "`apt-get install openssh-client` (`goblog-lab exec NODE -- CMD` needs none)",
+            });
+        }
+        let status = tokio::process::Command::new("ssh")
+            .arg("-i")
+            .arg(self.dir.ssh_key())
+            .arg("-o")
+            .arg(format!(
+                "UserKnownHostsFile={}",
+                self.dir.known_hosts().display()
+            ))
+            .args([
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "IdentitiesOnly=yes",
+            ])
+            .arg(format!("root@{}", node.address))
+            .status()
+            .await
+            .map_err(|source| Error::Io {
+                action: "running ssh".into(),
+                source,
+            })?;
+        Ok(status.code().unwrap_or(1))
     }
 
     async fn remove(&self, state: Option<&LabState>) -> Result<Removed> {

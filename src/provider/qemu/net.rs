@@ -56,12 +56,6 @@ impl HostOnly {
     pub fn address(self, index: usize) -> Ipv4Addr {
         Ipv4Addr::new(192, 168, self.octet, FIRST_HOST + index as u8)
     }
-
-    /// The network a VM address lies in, if it is one of ours.
-    pub fn of(address: Ipv4Addr) -> Option<HostOnly> {
-        let [a, b, c, _] = address.octets();
-        (a == 192 && b == 168 && c >= FIRST_OCTET).then_some(HostOnly { octet: c })
-    }
 }
 
 fn alias(lab: &str) -> String {
@@ -279,7 +273,6 @@ mod tests {
         assert_eq!(net.address(0), Ipv4Addr::new(192, 168, 99, 100));
         assert_eq!(net.address(2), Ipv4Addr::new(192, 168, 99, 102));
         assert_eq!(net.gateway(), Ipv4Addr::new(192, 168, 99, 1));
-        assert_eq!(HostOnly::of(net.address(1)), Some(net));
     }
 
     #[test]
