@@ -14,6 +14,7 @@ pub mod pki;
 pub mod preflight;
 pub mod provider;
 pub mod provision;
+pub mod retry;
 pub mod rootfs;
 pub mod routing;
 pub mod ssh;

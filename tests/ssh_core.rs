@@ -1,9 +1,12 @@
 //! The SSH core (`src/ssh/`) against a real OpenSSH server on loopback:
 //! host key checking, authentication, commands, uploads and tunnels.
 //!
-//! goblog-lab is a binary crate, so the module is compiled into this test
-//! directly; it depends on external crates only, for this reason.
+//! The module is compiled into this test directly, with the one module of
+//! the crate it uses (`retry`, which depends on tokio only), so the SSH core
+//! stays testable on its own.
 
+#[path = "../src/retry.rs"]
+mod retry;
 #[path = "../src/ssh/mod.rs"]
 mod ssh;
 #[path = "common/sshd.rs"]

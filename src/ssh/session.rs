@@ -301,14 +301,15 @@ impl Drop for InFlight {
 /// still running, or `timeout` passes (each is bounded by its own timeout).
 /// Returns whether all finished.
 pub async fn settle(timeout: Duration) -> bool {
-    let deadline = std::time::Instant::now() + timeout;
-    while IN_FLIGHT.load(std::sync::atomic::Ordering::SeqCst) > 0 {
-        if std::time::Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    true
+    let idle = || async {
+        Ok::<_, ()>(match IN_FLIGHT.load(std::sync::atomic::Ordering::SeqCst) {
+            0 => std::ops::ControlFlow::Break(()),
+            _ => std::ops::ControlFlow::Continue(()),
+        })
+    };
+    crate::retry::until_deadline(timeout, Duration::from_millis(20), idle, |()| ())
+        .await
+        .is_ok()
 }
 
 pub(crate) async fn blocking<T, F>(work: F) -> Result<T, SshError>

@@ -1,7 +1,8 @@
 //! The Docker engines inside the nodes, reached over TLS.
 
+use std::ops::ControlFlow;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bollard::Docker;
 
@@ -22,20 +23,25 @@ where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<()>>,
 {
-    let client = docker::node_client(&node.docker_host(), certs)?;
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), client.ping()).await {
-            ui.detail(format!("engine of {} answers", node.hostname));
-            return docker::connect_node(&node.docker_host(), certs).await;
-        }
-        alive().await?;
-        if Instant::now() > deadline {
-            return Err(Error::EngineSilent {
-                node: node.hostname.clone(),
-                host: node.docker_host(),
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let client = &docker::node_client(&node.docker_host(), certs)?;
+    let alive = &alive;
+    crate::retry::until_deadline(
+        Duration::from_secs(90),
+        Duration::from_millis(100),
+        || async move {
+            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), client.ping()).await {
+                return Ok(ControlFlow::Break(()));
+            }
+            // A node that died is not waited for.
+            alive().await?;
+            Ok(ControlFlow::Continue(()))
+        },
+        |()| Error::EngineSilent {
+            node: node.hostname.clone(),
+            host: node.docker_host(),
+        },
+    )
+    .await?;
+    ui.detail(format!("engine of {} answers", node.hostname));
+    docker::connect_node(&node.docker_host(), certs).await
 }

@@ -22,7 +22,8 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
-use std::time::{Duration, Instant};
+use std::ops::ControlFlow;
+use std::time::Duration;
 
 use bollard::models::{
     ContainerCreateBody, HostConfig, Mount, MountType, RestartPolicy, RestartPolicyNameEnum,
@@ -272,22 +273,24 @@ pub async fn gateway(
 }
 
 async fn wait_for(url: &str, ready: impl Fn(u16) -> bool) -> Result<()> {
-    let http = HttpClient::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let last = match http.get(url, Duration::from_secs(2)).await {
-            Ok(response) if ready(response.status) => return Ok(()),
-            Ok(response) => format!("HTTP {}", response.status),
-            Err(err) => err,
-        };
-        if Instant::now() > deadline {
-            return Err(Error::RegistryDown {
-                url: url.to_string(),
-                last,
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let http = &HttpClient::new();
+    let ready = &ready;
+    crate::retry::until_deadline(
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || async move {
+            Ok(match http.get(url, Duration::from_secs(2)).await {
+                Ok(response) if ready(response.status) => ControlFlow::Break(()),
+                Ok(response) => ControlFlow::Continue(format!("HTTP {}", response.status)),
+                Err(err) => ControlFlow::Continue(err),
+            })
+        },
+        |last| Error::RegistryDown {
+            url: url.to_string(),
+            last,
+        },
+    )
+    .await
 }
 
 /// Pushes a host image to the lab registry through `push_address` (the

@@ -36,6 +36,9 @@ pub async fn until_converged(
 ) -> Result<Instant> {
     use bollard::models::{ServiceUpdateStatusStateEnum as Update, Task, TaskState};
     use bollard::query_parameters::ListTasksOptions;
+    // Its own loop, not `retry::until_deadline`: each pass carries what
+    // the last one saw (for the progress lines) and when every wanted
+    // replica first ran, and its timeout reads the tasks' last error.
     let deadline = Instant::now() + timeout;
     let filters = HashMap::from([("service".to_string(), vec![service.to_string()])]);
     let mut last = (u64::MAX, u64::MAX);
@@ -174,6 +177,8 @@ async fn probe(ui: &Ui, url: &str, replicas: u64, patience: Patience) -> Result<
         first_answer,
         every_replica,
     } = patience;
+    // Its own loop, not `retry::until_deadline`: two windows (the first
+    // answer's, then every replica's after it) and the replicas seen so far.
     let http = HttpClient::new();
     let deadline = Instant::now() + first_answer;
     let mut answer = Answer::default();

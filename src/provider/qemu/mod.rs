@@ -20,6 +20,7 @@ pub mod net;
 pub mod vm;
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -214,11 +215,9 @@ impl QemuProvider {
     }
 
     async fn wait_for_ssh(&self, node: &NodeState, vm: &Vm, deadline: Duration) -> Result<()> {
-        let target = Self::target(node);
+        let target = &Self::target(node);
         let ssh_port = SocketAddr::from((node.address, 22));
-        let until = Instant::now() + deadline;
-        let mut last = String::from("no answer yet");
-        while Instant::now() < until {
+        let answers = || async move {
             if vm.pid().is_none() {
                 return Err(Error::VmFailed {
                     vm: node.hostname.clone(),
@@ -231,26 +230,29 @@ impl QemuProvider {
                 tokio::net::TcpStream::connect(ssh_port),
             )
             .await;
-            if matches!(open, Ok(Ok(_))) {
-                match self.ssh.connect(&target).await {
-                    Ok(_) => return Ok(()),
-                    // A changed host key is never waited out.
-                    Err(Error::Ssh(err @ crate::ssh::SshError::ChangedHostKey(_))) => {
-                        return Err(Error::Ssh(err))
-                    }
-                    Err(err) => last = err.to_string(),
-                }
+            if !matches!(open, Ok(Ok(_))) {
+                return Ok(ControlFlow::Continue("no answer yet".to_string()));
             }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-        Err(Error::VmFailed {
-            vm: node.hostname.clone(),
-            what: format!(
-                "did not answer on SSH within {} ({last})",
-                seconds(deadline)
-            ),
-            console: vm.console().display().to_string(),
+            match self.ssh.connect(target).await {
+                Ok(_) => Ok(ControlFlow::Break(())),
+                // A changed host key is never waited out.
+                Err(Error::Ssh(err @ crate::ssh::SshError::ChangedHostKey(_))) => {
+                    Err(Error::Ssh(err))
+                }
+                Err(err) => Ok(ControlFlow::Continue(err.to_string())),
+            }
+        };
+        crate::retry::until_deadline(deadline, Duration::from_secs(1), answers, |last| {
+            Error::VmFailed {
+                vm: node.hostname.clone(),
+                what: format!(
+                    "did not answer on SSH within {} ({last})",
+                    seconds(deadline)
+                ),
+                console: vm.console().display().to_string(),
+            }
         })
+        .await
     }
 
     /// Writes a VM's disks: its overlay of the base, and its identity.

@@ -9,6 +9,7 @@
 //! down over QMP (ACPI, as VirtualBox's `acpipowerbutton`), and kills it
 //! only when the deadline passes.
 
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -185,14 +186,15 @@ impl Vm {
 }
 
 async fn wait_gone(pid: i32, deadline: Duration) -> bool {
-    let until = tokio::time::Instant::now() + deadline;
-    while tokio::time::Instant::now() < until {
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    false
+    let gone = || async move {
+        Ok::<_, ()>(match Path::new(&format!("/proc/{pid}")).exists() {
+            false => ControlFlow::Break(()),
+            true => ControlFlow::Continue(()),
+        })
+    };
+    crate::retry::until_deadline(deadline, Duration::from_millis(200), gone, |()| ())
+        .await
+        .is_ok()
 }
 
 /// Sends one QMP command and waits for its answer.
