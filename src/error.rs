@@ -77,9 +77,10 @@ pub enum Error {
     #[error(transparent)]
     Ssh(#[from] crate::ssh::SshError),
 
-    /// A machine in docker-machine's store that cannot be adopted.
+    /// A machine in docker-machine's store that cannot be adopted (the
+    /// docker-machine provider's own error, which says which and why).
     #[error(transparent)]
-    DockerMachine(#[from] crate::provider::MachineStoreError),
+    DockerMachine(Box<dyn std::error::Error + Send + Sync>),
 
     /// A host an ssh lab would use is not fit for it; nothing was changed.
     #[error("{host}: {reason}")]

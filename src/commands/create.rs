@@ -148,3 +148,53 @@ fn print_summary(summary: &Summary, output: Output) {
     println!("When done:");
     println!("  goblog-lab destroy{flag}");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn create_args(args: &[&str]) -> CreateArgs {
+        let cli = Cli::try_parse_from([&["goblog-lab", "create"], args].concat()).unwrap();
+        match cli.command {
+            Command::Create(args) => args,
+            _ => unreachable!("parsed as create"),
+        }
+    }
+
+    #[test]
+    fn every_flag_that_changes_the_lab_file_reaches_the_overrides() {
+        let flags = overrides_of(&create_args(&[
+            "--driver",
+            "ssh",
+            "--manager",
+            "root@a",
+            "--worker",
+            "root@b:2222",
+            "--ssh-key",
+            "/k",
+            "--accept-new-host-keys",
+            "--registry-port",
+            "0",
+        ]));
+        assert_eq!(flags.driver, Some(crate::lab::kind::ProviderKind::Ssh));
+        assert_eq!(flags.ssh_managers, ["root@a"]);
+        assert_eq!(flags.ssh_workers, ["root@b:2222"]);
+        assert_eq!(flags.ssh_key, Some("/k".into()));
+        assert_eq!(flags.registry_port, Some(0));
+        assert!(flags.adopting_flags && !flags.publish_localhost);
+
+        let flags = overrides_of(&create_args(&[
+            "--workers",
+            "3",
+            "--managers",
+            "3",
+            "--publish",
+            "localhost",
+        ]));
+        assert_eq!((flags.workers, flags.managers), (Some(3), Some(3)));
+        assert!(flags.publish_localhost && !flags.adopting_flags);
+        assert_eq!(overrides_of(&create_args(&[])), Overrides::default());
+    }
+}

@@ -487,6 +487,29 @@ mod tests {
     }
 
     #[test]
+    fn the_driver_is_typed_and_reads_the_names_old_states_hold() {
+        let mut json = serde_json::to_value(sample()).unwrap();
+        assert_eq!(json["driver"], "dind", "written as it always was");
+        for (name, kind) in [
+            ("dind", ProviderKind::Dind),
+            ("ssh", ProviderKind::Ssh),
+            ("qemu", ProviderKind::Qemu),
+            ("docker-machine", ProviderKind::DockerMachine),
+        ] {
+            json["driver"] = name.into();
+            let state: LabState = serde_json::from_value(json.clone()).unwrap();
+            assert_eq!(state.driver, kind);
+            assert_eq!(kind.as_str(), name);
+        }
+        json["driver"] = "virtualbox".into();
+        let err = serde_json::from_value::<LabState>(json).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown variant `virtualbox`"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn state_round_trips_through_disk() {
         let dir = tempdir();
         let lab = LabDir {

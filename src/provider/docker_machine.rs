@@ -37,7 +37,8 @@ impl DockerMachineProvider {
                 "--driver docker-machine needs --machines NAME,NAME,... (managers first; `docker-machine ls` lists them)",
             ));
         }
-        let machines = read_all(&storage_path(), machines)?;
+        let machines = read_all(&storage_path(), machines)
+            .map_err(|err| Error::DockerMachine(Box::new(err)))?;
         let targets: Vec<String> = machines.iter().map(|m| m.ssh_target()).collect();
         let keys: BTreeMap<String, PathBuf> = machines
             .iter()

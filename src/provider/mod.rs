@@ -37,8 +37,6 @@ use crate::lab::spec::LabSpec;
 use crate::lab::state::{LabDir, LabState, NodeState, Publish, Role, SshState};
 use crate::ui::Ui;
 
-pub use docker_machine_store::StoreError as MachineStoreError;
-
 /// The port every node's Docker API listens on, TLS only, as docker-machine had it.
 pub const DOCKER_TLS_PORT: u16 = 2376;
 

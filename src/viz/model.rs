@@ -160,6 +160,45 @@ pub fn diff(old: &VizState, new: &VizState) -> Diff {
     }
 }
 
+/// What one poll found.
+pub enum Snapshot {
+    Read {
+        manager: ManagerStatus,
+        rates: RateStatus,
+        nodes: Vec<VizNode>,
+        services: Vec<VizService>,
+        tasks: Vec<VizTask>,
+    },
+    Unreachable(ManagerStatus),
+}
+
+impl Snapshot {
+    /// The next model: this reading on top of the last one.
+    pub fn apply(self, last: &VizState) -> VizState {
+        match self {
+            Snapshot::Read {
+                manager,
+                rates,
+                nodes,
+                services,
+                tasks,
+            } => VizState {
+                version: last.version,
+                lab: last.lab.clone(),
+                manager,
+                rates,
+                nodes,
+                services,
+                tasks,
+            },
+            Snapshot::Unreachable(manager) => VizState {
+                manager,
+                ..last.clone()
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

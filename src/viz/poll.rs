@@ -18,7 +18,7 @@ use bollard::Docker;
 use crate::error::{Context, Result};
 use crate::lab::state::LabState;
 use crate::steps::images::template_image;
-use crate::viz::model::{ManagerStatus, VizNode, VizService, VizState, VizTask};
+use crate::viz::model::{ManagerStatus, Snapshot, VizNode, VizService, VizState, VizTask};
 use crate::viz::rates::{RateReader, RateStatus};
 use crate::viz::server::Hub;
 
@@ -160,45 +160,6 @@ impl Poller {
             .collect();
         services.sort_by(|a, b| a.name.cmp(&b.name));
         Ok((nodes, services, shown, rate_status))
-    }
-}
-
-/// What one poll found.
-pub enum Snapshot {
-    Read {
-        manager: ManagerStatus,
-        rates: RateStatus,
-        nodes: Vec<VizNode>,
-        services: Vec<VizService>,
-        tasks: Vec<VizTask>,
-    },
-    Unreachable(ManagerStatus),
-}
-
-impl Snapshot {
-    /// The next model: this reading on top of the last one.
-    pub fn apply(self, last: &VizState) -> VizState {
-        match self {
-            Snapshot::Read {
-                manager,
-                rates,
-                nodes,
-                services,
-                tasks,
-            } => VizState {
-                version: last.version,
-                lab: last.lab.clone(),
-                manager,
-                rates,
-                nodes,
-                services,
-                tasks,
-            },
-            Snapshot::Unreachable(manager) => VizState {
-                manager,
-                ..last.clone()
-            },
-        }
     }
 }
 

@@ -14,8 +14,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
 
+use crate::viz::model::Snapshot;
 use crate::viz::model::{diff, VizState};
-use crate::viz::poll::Snapshot;
 
 const PAGE: &str = include_str!("index.html");
 /// Sent when nothing changed for this long, so the page can tell a quiet
