@@ -2,16 +2,20 @@
 //!
 //! The page must open from a USB stick on a projector laptop with no
 //! network, so everything is inside it: CSS inline, charts drawn here as
-//! inline SVG, no script, no font or library from anywhere else. Every
-//! string that comes from the lab (its name, the URL, node and replica
-//! names) is escaped, since a lab name is user input.
+//! inline SVG, no script, no font or library from anywhere else. The markup
+//! is written with `maud::html!`, which escapes every string it is given, so
+//! what comes from the lab (its name, the URL, node and replica names; a lab
+//! name is user input) cannot become markup; only the page's own constant
+//! CSS goes in as `PreEscaped`.
 //!
 //! [`line_chart`] draws any per-second series; the latency and throughput
 //! charts use it, and so do the per-task CPU and memory charts
 //! ([`resource_charts`]) once the report carries them.
 
-use std::fmt::Write as _;
+use std::fmt;
 use std::time::SystemTime;
+
+use maud::{html, Markup, PreEscaped, DOCTYPE};
 
 use super::report::{ms, Latency, Report};
 use super::resources::Resources;
@@ -44,6 +48,18 @@ const MARKER_ROW: f64 = FONT * 1.4;
 /// Between a marker's line and its label, and between two labels in a row.
 const MARKER_GAP: f64 = 8.0;
 
+/// A number to one decimal place: an SVG coordinate (a tenth of a unit is
+/// finer than any screen shows, and keeps the page small) or an event's
+/// second.
+#[derive(Clone, Copy)]
+struct Tenth(f64);
+
+impl fmt::Display for Tenth {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{:.1}", self.0)
+    }
+}
+
 /// The whole page. `cpu` and `memory_mib` are the per-task series (one per
 /// task); the section is left out while they are empty.
 pub fn render(
@@ -52,18 +68,7 @@ pub fn render(
     cpu: &[Labelled],
     memory_mib: &[Labelled],
 ) -> String {
-    let mut page = String::new();
     let title = format!("Load test of lab '{}'", report.lab);
-    let _ = write!(
-        page,
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <title>{}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n",
-        esc(&title)
-    );
-    header(&mut page, report, when, &title);
-    headline(&mut page, report);
-
     let markers = markers(report);
     let frame = Frame {
         x_max: report.timeline.len().max(1) as f64,
@@ -73,20 +78,34 @@ pub fn render(
             .as_ref()
             .map(|w| (w.from_s as f64, w.to_s as f64)),
     };
-    page.push_str("<section class=\"charts\">\n");
-    latency_chart(&mut page, report, &frame);
-    throughput_chart(&mut page, report, &frame);
-    page.push_str("</section>\n");
-    if !cpu.is_empty() || !memory_mib.is_empty() {
-        page.push_str("<h2 class=\"section\">Per-task CPU and memory</h2>\n");
-        page.push_str("<section class=\"charts\" id=\"resources\">\n");
-        page.push_str(&resource_charts(cpu, memory_mib, &frame));
-        page.push_str("</section>\n");
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) }
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                (header(report, when, &title))
+                (headline(report))
+                section class="charts" {
+                    (latency_chart(report, &frame))
+                    (throughput_chart(report, &frame))
+                }
+                @if !cpu.is_empty() || !memory_mib.is_empty() {
+                    h2 class="section" { "Per-task CPU and memory" }
+                    section class="charts" id="resources" {
+                        (resource_charts(cpu, memory_mib, &frame))
+                    }
+                }
+                (events(report))
+                (served_by(report))
+            }
+        }
     }
-    events(&mut page, report);
-    served_by(&mut page, report);
-    page.push_str("</body>\n</html>\n");
-    page
+    .into_string()
 }
 
 /// Each task's CPU and memory readings over the run, labelled as
@@ -110,35 +129,36 @@ pub fn task_series(resources: &Resources) -> (Vec<Labelled>, Vec<Labelled>) {
 
 /// Per-task CPU % and memory MiB, one series per task, as two charts with
 /// the kill, the heal and the failover window marked like the others.
-pub fn resource_charts(cpu: &[Labelled], memory_mib: &[Labelled], frame: &Frame) -> String {
-    let mut out = String::new();
-    for (id, title, unit, series) in [
+pub fn resource_charts(cpu: &[Labelled], memory_mib: &[Labelled], frame: &Frame) -> Markup {
+    let charts = [
         ("chart-cpu", "CPU per task", "CPU %", cpu),
         ("chart-memory", "Memory per task", "MiB", memory_mib),
-    ] {
-        let series: Vec<Series> = series
-            .iter()
-            .enumerate()
-            .map(|(i, (label, points))| {
-                Series::nth(
-                    i,
-                    label,
-                    points.iter().map(|&(x, y)| (x, Some(y))).collect(),
-                )
-            })
-            .collect();
-        let chart = Chart {
-            id,
-            title,
-            unit,
-            x_max: frame.x_max,
-            scale: Scale::Linear,
-            markers: frame.markers,
-            shade: frame.shade,
-        };
-        figure(&mut out, &chart, &series);
+    ];
+    html! {
+        @for (id, title, unit, series) in charts {
+            @let series: Vec<Series> = series
+                .iter()
+                .enumerate()
+                .map(|(i, (label, points))| {
+                    Series::nth(
+                        i,
+                        label,
+                        points.iter().map(|&(x, y)| (x, Some(y))).collect(),
+                    )
+                })
+                .collect();
+            @let chart = Chart {
+                id,
+                title,
+                unit,
+                x_max: frame.x_max,
+                scale: Scale::Linear,
+                markers: frame.markers,
+                shade: frame.shade,
+            };
+            (figure(&chart, &series))
+        }
     }
-    out
 }
 
 const STYLE: &str = "
@@ -171,44 +191,34 @@ td.n { text-align: right; }
 ul.events { margin: 0; padding-left: 24px; }
 ";
 
-fn header(page: &mut String, report: &Report, when: SystemTime, title: &str) {
+fn header(report: &Report, when: SystemTime, title: &str) -> Markup {
     let when = humantime::format_rfc3339_seconds(when);
-    let _ = write!(
-        page,
-        "<header>\n<h1>{}</h1>\n<p class=\"meta\"><code id=\"url\">GET {}</code> ids {} · {} for {} · \
-         {} keep-alive connections · {}s timeout · run at {when}</p>\n",
-        esc(title),
-        esc(&report.url),
-        report.ids,
-        esc(&report.model.to_string()),
-        humantime::format_duration(std::time::Duration::from_secs_f64(report.duration_s)),
-        report.connections,
-        report.timeout_s,
-    );
-    if report.interrupted {
-        page.push_str(
-            "<p class=\"warning\" id=\"interrupted\">Interrupted by Ctrl-C: \
-             the numbers are of what ran until then.</p>\n",
-        );
+    let duration =
+        humantime::format_duration(std::time::Duration::from_secs_f64(report.duration_s));
+    html! {
+        header {
+            h1 { (title) }
+            p class="meta" {
+                code id="url" { "GET " (report.url) }
+                " ids " (report.ids) " · " (report.model) " for " (duration) " · "
+                (report.connections) " keep-alive connections · "
+                (report.timeout_s) "s timeout · run at " (when)
+            }
+            @if report.interrupted {
+                p class="warning" id="interrupted" {
+                    "Interrupted by Ctrl-C: the numbers are of what ran until then."
+                }
+            }
+        }
     }
-    page.push_str("</header>\n");
 }
 
-fn headline(page: &mut String, report: &Report) {
+fn headline(report: &Report) -> Markup {
     let f = &report.failures;
-    page.push_str("<section class=\"stats\">\n");
     let scheduled = match report.scheduled {
         Some(n) if n != report.requests => format!("of {n} scheduled"),
         _ => "settled".into(),
     };
-    stat(
-        page,
-        "requests",
-        "Requests",
-        &report.requests.to_string(),
-        &scheduled,
-        false,
-    );
     let mut kinds = Vec::new();
     for (code, n) in &f.by_status {
         kinds.push(format!("{code}×{n}"));
@@ -227,75 +237,69 @@ fn headline(page: &mut String, report: &Report) {
     } else {
         kinds.join(" · ")
     };
-    stat(
-        page,
-        "failures",
-        "Failures",
-        &f.total.to_string(),
-        &kinds,
-        f.total > 0,
-    );
-    stat(
-        page,
-        "throughput",
-        "Throughput",
-        &format!("{:.1}", report.throughput_rps),
-        &format!("req/s over {:.1}s", report.elapsed_s),
-        false,
-    );
-    match &report.latency_ms {
-        Some(l) => {
-            let Latency {
-                min,
-                mean,
-                p50,
-                p90,
-                p99,
-                p99_9,
-                max,
-            } = l;
-            page.push_str(
-                "<div class=\"stat\" id=\"latency\"><div class=\"label\">Latency ms</div><div class=\"cells\">",
-            );
-            for (name, value) in [
-                ("min", min),
-                ("mean", mean),
-                ("p50", p50),
-                ("p90", p90),
-                ("p99", p99),
-                ("p99.9", p99_9),
-                ("max", max),
-            ] {
-                let _ = write!(
-                    page,
-                    "<div><div class=\"value\" id=\"latency-{}\">{}</div><div class=\"sub\">{name}</div></div>",
-                    name.replace('.', "_"),
-                    ms(*value)
-                );
+    html! {
+        section class="stats" {
+            (stat("requests", "Requests", &report.requests.to_string(), &scheduled, false))
+            (stat("failures", "Failures", &f.total.to_string(), &kinds, f.total > 0))
+            (stat(
+                "throughput",
+                "Throughput",
+                &format!("{:.1}", report.throughput_rps),
+                &format!("req/s over {:.1}s", report.elapsed_s),
+                false,
+            ))
+            @match &report.latency_ms {
+                Some(l) => (latency_cells(l)),
+                None => (stat("latency", "Latency", "–", "no request was answered", true)),
             }
-            page.push_str("</div></div>\n");
         }
-        None => stat(
-            page,
-            "latency",
-            "Latency",
-            "–",
-            "no request was answered",
-            true,
-        ),
     }
-    page.push_str("</section>\n");
 }
 
-fn stat(page: &mut String, id: &str, label: &str, value: &str, sub: &str, bad: bool) {
-    let _ = writeln!(
-        page,
-        "<div class=\"stat{}\"><div class=\"label\">{label}</div>\
-         <div class=\"value\" id=\"{id}\">{}</div><div class=\"sub\">{}</div></div>",
-        if bad { " bad" } else { "" },
-        esc(value),
-        esc(sub)
-    );
+/// The latency stat: one cell per statistic, each with an id of its own
+/// (`latency-p99_9`: no dot, so a CSS selector needs no escape).
+fn latency_cells(l: &Latency) -> Markup {
+    let Latency {
+        min,
+        mean,
+        p50,
+        p90,
+        p99,
+        p99_9,
+        max,
+    } = l;
+    let cells = [
+        ("min", min),
+        ("mean", mean),
+        ("p50", p50),
+        ("p90", p90),
+        ("p99", p99),
+        ("p99.9", p99_9),
+        ("max", max),
+    ];
+    html! {
+        div class="stat" id="latency" {
+            div class="label" { "Latency ms" }
+            div class="cells" {
+                @for (name, value) in cells {
+                    div {
+                        div class="value" id={ "latency-" (name.replace('.', "_")) } { (ms(*value)) }
+                        div class="sub" { (name) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn stat(id: &str, label: &str, value: &str, sub: &str, bad: bool) -> Markup {
+    html! {
+        div.stat.bad[bad] {
+            div class="label" { (label) }
+            div class="value" id=(id) { (value) }
+            div class="sub" { (sub) }
+        }
+    }
 }
 
 fn markers(report: &Report) -> Vec<Marker> {
@@ -317,7 +321,7 @@ fn mid(second: u64) -> f64 {
     second as f64 + 0.5
 }
 
-fn latency_chart(page: &mut String, report: &Report, frame: &Frame) {
+fn latency_chart(report: &Report, frame: &Frame) -> Markup {
     let column = |pick: fn(&super::report::SecondRow) -> Option<f64>| -> Vec<(f64, Option<f64>)> {
         report
             .timeline
@@ -352,10 +356,10 @@ fn latency_chart(page: &mut String, report: &Report, frame: &Frame) {
         markers: frame.markers,
         shade: frame.shade,
     };
-    figure(page, &chart, &series);
+    figure(&chart, &series)
 }
 
-fn throughput_chart(page: &mut String, report: &Report, frame: &Frame) {
+fn throughput_chart(report: &Report, frame: &Frame) -> Markup {
     let column = |pick: fn(&super::report::SecondRow) -> u64| -> Vec<(f64, Option<f64>)> {
         report
             .timeline
@@ -378,57 +382,56 @@ fn throughput_chart(page: &mut String, report: &Report, frame: &Frame) {
         markers: frame.markers,
         shade: frame.shade,
     };
-    figure(page, &chart, &series);
+    figure(&chart, &series)
 }
 
-fn events(page: &mut String, report: &Report) {
-    if report.events.is_empty() && report.failover.is_none() {
-        return;
+fn events(report: &Report) -> Markup {
+    html! {
+        @if !report.events.is_empty() || report.failover.is_some() {
+            section id="events" {
+                h2 class="section" { "Failover" }
+                ul class="events" {
+                    @for event in &report.events {
+                        li { "at " (Tenth(event.at_s)) " s: " (event.what) }
+                    }
+                    @if let Some(w) = &report.failover {
+                        li id="failover" {
+                            "seconds " (w.from_s) "–" (w.to_s) " (shaded): "
+                            (w.requests) " requests, " (w.failures) " failed, "
+                            (w.latency_summary())
+                        }
+                    }
+                }
+            }
+        }
     }
-    page.push_str(
-        "<section id=\"events\">\n<h2 class=\"section\">Failover</h2>\n<ul class=\"events\">\n",
-    );
-    for event in &report.events {
-        let _ = writeln!(
-            page,
-            "<li>at {:.1} s: {}</li>",
-            event.at_s,
-            esc(&event.what)
-        );
-    }
-    if let Some(w) = &report.failover {
-        let _ = writeln!(
-            page,
-            "<li id=\"failover\">seconds {}–{} (shaded): {} requests, {} failed, {}</li>",
-            w.from_s,
-            w.to_s,
-            w.requests,
-            w.failures,
-            esc(&w.latency_summary())
-        );
-    }
-    page.push_str("</ul>\n</section>\n");
 }
 
-fn served_by(page: &mut String, report: &Report) {
-    page.push_str("<section id=\"served-by\">\n<h2 class=\"section\">Served by</h2>\n");
-    if report.served_by.is_empty() {
-        page.push_str("<p>No answer named its replica (servedBy).</p>\n</section>\n");
-        return;
-    }
+fn served_by(report: &Report) -> Markup {
     let total: u64 = report.served_by.iter().map(|r| r.requests).sum();
-    page.push_str("<table>\n<tr><th>replica</th><th>requests</th><th>share</th></tr>\n");
-    for replica in &report.served_by {
-        let share = 100.0 * replica.requests as f64 / total.max(1) as f64;
-        let _ = writeln!(
-            page,
-            "<tr><td>{}</td><td class=\"n\">{}</td><td><span class=\"bar\" style=\"width:{:.0}px\"></span> {share:.0}%</td></tr>",
-            esc(&replica.replica),
-            replica.requests,
-            share * 3.0
-        );
+    html! {
+        section id="served-by" {
+            h2 class="section" { "Served by" }
+            @if report.served_by.is_empty() {
+                p { "No answer named its replica (servedBy)." }
+            } @else {
+                table {
+                    tr { th { "replica" } th { "requests" } th { "share" } }
+                    @for replica in &report.served_by {
+                        @let share = 100.0 * replica.requests as f64 / total.max(1) as f64;
+                        tr {
+                            td { (replica.replica) }
+                            td class="n" { (replica.requests) }
+                            td {
+                                span class="bar" style={ "width:" (format!("{:.0}", share * 3.0)) "px" } {}
+                                " " (format!("{share:.0}")) "%"
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
-    page.push_str("</table>\n</section>\n");
 }
 
 /// What every chart of one run shares: its length, its events and the
@@ -499,23 +502,32 @@ impl<'a> Series<'a> {
         let dash = DASHES[(i / PALETTE.len()) % DASHES.len()];
         Series::styled(label, points, PALETTE[i % PALETTE.len()], dash)
     }
+
+    /// The `stroke-dasharray`, none for a solid line.
+    fn dasharray(&self) -> Option<&'a str> {
+        Some(self.dash).filter(|d| !d.is_empty())
+    }
 }
 
 /// A chart in a `<figure>` with its title.
-fn figure(out: &mut String, chart: &Chart, series: &[Series]) {
-    let _ = writeln!(
-        out,
-        "<figure>\n<h2>{}</h2>\n{}</figure>",
-        esc(chart.title),
-        line_chart(chart, series)
-    );
+fn figure(chart: &Chart, series: &[Series]) -> Markup {
+    html! {
+        figure {
+            h2 { (chart.title) }
+            (line_chart(chart, series))
+        }
+    }
 }
 
 /// One inline SVG: axes with labelled ticks, a legend, each series as
 /// polylines (one per run of values, gaps left open) inside a
 /// `<g class="series" data-label=…>`, the markers as dashed vertical lines
 /// with their labels in rows above the plot (`label_spots`).
-pub fn line_chart(chart: &Chart, series: &[Series]) -> String {
+///
+/// SVG elements are closed with an end tag (`<line …></line>`): in HTML a
+/// foreign element has to be, or close itself with `/>`, which maud does
+/// not write; else what follows would be drawn inside it.
+pub fn line_chart(chart: &Chart, series: &[Series]) -> Markup {
     let legend = legend_rows(series);
     let labels: Vec<(String, f64)> = chart.markers.iter().map(|m| fit_label(&m.label)).collect();
     let plot_w = WIDTH - LEFT - RIGHT;
@@ -537,6 +549,7 @@ pub fn line_chart(chart: &Chart, series: &[Series]) -> String {
     let height = HEIGHT + band;
     let top = 16.0 + legend.len() as f64 * LEGEND_ROW + 12.0 + band;
     let plot_h = height - top - BOTTOM;
+    let bottom = top + plot_h;
     let values: Vec<f64> = series
         .iter()
         .flat_map(|s| s.points.iter().filter_map(|p| p.1))
@@ -562,157 +575,115 @@ pub fn line_chart(chart: &Chart, series: &[Series]) -> String {
         };
         top + plot_h * (1.0 - t.clamp(0.0, 1.0))
     };
+    let x_ticks = linear_ticks(x_max)
+        .into_iter()
+        .take_while(|&tick| tick <= x_max + 1e-9);
+    // Path data and point lists stay Rust: numbers, not markup.
+    let axes = format!("M{LEFT} {top:.1} V{bottom:.1} H{:.1}", LEFT + plot_w);
+    let runs = |s: &Series| -> Vec<String> {
+        s.points
+            .split(|p| p.1.is_none_or(|v| !v.is_finite()))
+            .filter(|run| !run.is_empty())
+            .map(|run| {
+                run.iter()
+                    .map(|&(px, py)| format!("{:.1},{:.1}", x(px), y(py.unwrap_or_default())))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect()
+    };
+    let dots = |s: &Series| -> Vec<(Tenth, Tenth)> {
+        if !s.dots {
+            return Vec::new();
+        }
+        s.points
+            .iter()
+            .filter_map(|&(px, py)| py.filter(|v| *v > 0.0).map(|v| (Tenth(x(px)), Tenth(y(v)))))
+            .collect()
+    };
+    let scale = match chart.scale {
+        Scale::Linear => "linear",
+        Scale::Log => "log",
+    };
 
-    let mut svg = String::new();
-    let _ = writeln!(
-        svg,
-        "<svg id=\"{}\" class=\"chart\" data-scale=\"{}\" viewBox=\"0 0 {WIDTH} {height}\" \
-         role=\"img\" aria-label=\"{}\" font-size=\"{FONT}\">",
-        esc(chart.id),
-        match chart.scale {
-            Scale::Linear => "linear",
-            Scale::Log => "log",
-        },
-        esc(chart.title)
-    );
-    if let Some((from, to)) = chart.shade {
-        let _ = writeln!(
-            svg,
-            "<rect class=\"failover\" x=\"{:.1}\" y=\"{top:.1}\" width=\"{:.1}\" height=\"{plot_h:.1}\" fill=\"#000\" fill-opacity=\"0.07\"/>",
-            x(from),
-            (x(to) - x(from)).max(0.0)
-        );
-    }
-    // Grid and y ticks.
-    for &tick in &y_ticks {
-        let ty = y(tick);
-        let _ = writeln!(
-            svg,
-            "<line x1=\"{LEFT}\" x2=\"{:.1}\" y1=\"{ty:.1}\" y2=\"{ty:.1}\" stroke=\"#ccc\"/>\
-             <text class=\"y-tick\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
-            LEFT + plot_w,
-            LEFT - 8.0,
-            ty + FONT * 0.35,
-            tick_label(tick)
-        );
-    }
-    for tick in linear_ticks(x_max) {
-        if tick > x_max + 1e-9 {
-            break;
-        }
-        let tx = x(tick);
-        let _ = writeln!(
-            svg,
-            "<line x1=\"{tx:.1}\" x2=\"{tx:.1}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"#111\"/>\
-             <text class=\"x-tick\" x=\"{tx:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
-            top + plot_h,
-            top + plot_h + 6.0,
-            top + plot_h + 6.0 + FONT,
-            tick_label(tick)
-        );
-    }
-    // Axes and their labels.
-    let _ = writeln!(
-        svg,
-        "<path d=\"M{LEFT} {top:.1} V{:.1} H{:.1}\" fill=\"none\" stroke=\"#111\" stroke-width=\"2\"/>\
-         <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">seconds into the run</text>\
-         <text transform=\"translate(20 {:.1}) rotate(-90)\" text-anchor=\"middle\">{}{}</text>",
-        top + plot_h,
-        LEFT + plot_w,
-        LEFT + plot_w / 2.0,
-        height - 8.0,
-        top + plot_h / 2.0,
-        esc(chart.unit),
-        if chart.scale == Scale::Log { " (log)" } else { "" }
-    );
-    // Each marker's line across the plot, its label above the plot in the
-    // row `label_spots` found for it, beside the line (ending at it when
-    // that side is full).
-    for ((marker, (label, _)), spot) in chart.markers.iter().zip(&labels).zip(&spots) {
-        let mx = x(marker.at);
-        let _ = writeln!(
-            svg,
-            "<g class=\"marker\"><line x1=\"{mx:.1}\" x2=\"{mx:.1}\" y1=\"{top:.1}\" y2=\"{:.1}\" \
-             stroke=\"#111\" stroke-width=\"2\" stroke-dasharray=\"6 4\"/>\
-             <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"{}\">{}</text></g>",
-            top + plot_h,
-            if spot.end { spot.to } else { spot.from },
-            top - 6.0 - spot.row as f64 * MARKER_ROW,
-            if spot.end { "end" } else { "start" },
-            esc(label)
-        );
-    }
-    if values.is_empty() {
-        let _ = writeln!(
-            svg,
-            "<text class=\"empty\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">no data</text>",
-            LEFT + plot_w / 2.0,
-            top + plot_h / 2.0
-        );
-    }
-    for s in series {
-        let _ = write!(
-            svg,
-            "<g class=\"series\" data-label=\"{}\" stroke=\"{}\" fill=\"none\" stroke-width=\"3.5\" \
-             stroke-linejoin=\"round\" stroke-linecap=\"round\"{}>",
-            esc(s.label),
-            esc(s.colour),
-            if s.dash.is_empty() {
-                String::new()
-            } else {
-                format!(" stroke-dasharray=\"{}\"", esc(s.dash))
+    html! {
+        svg id=(chart.id) class="chart" data-scale=(scale) viewBox={ "0 0 " (WIDTH) " " (height) }
+            role="img" aria-label=(chart.title) font-size=(FONT)
+        {
+            @if let Some((from, to)) = chart.shade {
+                rect class="failover" x=(Tenth(x(from))) y=(Tenth(top))
+                    width=(Tenth((x(to) - x(from)).max(0.0))) height=(Tenth(plot_h))
+                    fill="#000" fill-opacity="0.07" {}
             }
-        );
-        for run in s.points.split(|p| p.1.is_none_or(|v| !v.is_finite())) {
-            if run.is_empty() {
-                continue;
+            // Grid and y ticks.
+            @for tick in &y_ticks {
+                @let ty = Tenth(y(*tick));
+                line x1=(LEFT) x2=(Tenth(LEFT + plot_w)) y1=(ty) y2=(ty) stroke="#ccc" {}
+                text class="y-tick" x=(Tenth(LEFT - 8.0)) y=(Tenth(ty.0 + FONT * 0.35))
+                    text-anchor="end" { (tick_label(*tick)) }
             }
-            let points: Vec<String> = run
-                .iter()
-                .map(|&(px, py)| format!("{:.1},{:.1}", x(px), y(py.unwrap_or_default())))
-                .collect();
-            let _ = write!(svg, "<polyline points=\"{}\"/>", points.join(" "));
-        }
-        if s.dots {
-            for &(px, py) in &s.points {
-                if let Some(v) = py.filter(|v| *v > 0.0) {
-                    let _ = write!(
-                        svg,
-                        "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"5\" fill=\"{}\" stroke=\"none\"/>",
-                        x(px),
-                        y(v),
-                        esc(s.colour)
-                    );
+            @for tick in x_ticks {
+                @let tx = Tenth(x(tick));
+                line x1=(tx) x2=(tx) y1=(Tenth(bottom)) y2=(Tenth(bottom + 6.0)) stroke="#111" {}
+                text class="x-tick" x=(tx) y=(Tenth(bottom + 6.0 + FONT)) text-anchor="middle" {
+                    (tick_label(tick))
+                }
+            }
+            // Axes and their labels.
+            path d=(axes) fill="none" stroke="#111" stroke-width="2" {}
+            text x=(Tenth(LEFT + plot_w / 2.0)) y=(Tenth(height - 8.0)) text-anchor="middle" {
+                "seconds into the run"
+            }
+            text transform={ "translate(20 " (Tenth(top + plot_h / 2.0)) ") rotate(-90)" }
+                text-anchor="middle"
+            {
+                (chart.unit)
+                @if chart.scale == Scale::Log { " (log)" }
+            }
+            // Each marker's line across the plot, its label above the plot
+            // in the row `label_spots` found for it, beside the line (ending
+            // at it when that side is full).
+            @for ((marker, (label, _)), spot) in chart.markers.iter().zip(&labels).zip(&spots) {
+                @let mx = Tenth(x(marker.at));
+                g class="marker" {
+                    line x1=(mx) x2=(mx) y1=(Tenth(top)) y2=(Tenth(bottom))
+                        stroke="#111" stroke-width="2" stroke-dasharray="6 4" {}
+                    text x=(Tenth(if spot.end { spot.to } else { spot.from }))
+                        y=(Tenth(top - 6.0 - spot.row as f64 * MARKER_ROW))
+                        text-anchor=(if spot.end { "end" } else { "start" }) { (label) }
+                }
+            }
+            @if values.is_empty() {
+                text class="empty" x=(Tenth(LEFT + plot_w / 2.0)) y=(Tenth(top + plot_h / 2.0))
+                    text-anchor="middle" { "no data" }
+            }
+            @for s in series {
+                g class="series" data-label=(s.label) stroke=(s.colour) fill="none"
+                    stroke-width="3.5" stroke-linejoin="round" stroke-linecap="round"
+                    stroke-dasharray=[s.dasharray()]
+                {
+                    @for points in runs(s) {
+                        polyline points=(points) {}
+                    }
+                    @for (cx, cy) in dots(s) {
+                        circle cx=(cx) cy=(cy) r="5" fill=(s.colour) stroke="none" {}
+                    }
+                }
+            }
+            // The legend, on top of everything.
+            @for (row, items) in legend.iter().enumerate() {
+                @let ly = 16.0 + row as f64 * LEGEND_ROW + LEGEND_ROW / 2.0;
+                @for &(at, i) in items {
+                    @let (s, lx) = (&series[i], LEFT + at);
+                    g class="legend" {
+                        line x1=(Tenth(lx)) x2=(Tenth(lx + 36.0)) y1=(Tenth(ly)) y2=(Tenth(ly))
+                            stroke=(s.colour) stroke-width="4" stroke-dasharray=[s.dasharray()] {}
+                        text x=(Tenth(lx + 42.0)) y=(Tenth(ly + FONT * 0.35)) { (s.label) }
+                    }
                 }
             }
         }
-        svg.push_str("</g>\n");
     }
-    // The legend, on top of everything.
-    for (row, items) in legend.iter().enumerate() {
-        let ly = 16.0 + row as f64 * LEGEND_ROW + LEGEND_ROW / 2.0;
-        for &(at, i) in items {
-            let s = &series[i];
-            let lx = LEFT + at;
-            let _ = writeln!(
-                svg,
-                "<g class=\"legend\"><line x1=\"{lx:.1}\" x2=\"{:.1}\" y1=\"{ly:.1}\" y2=\"{ly:.1}\" stroke=\"{}\" \
-                 stroke-width=\"4\"{}/><text x=\"{:.1}\" y=\"{:.1}\">{}</text></g>",
-                lx + 36.0,
-                esc(s.colour),
-                if s.dash.is_empty() {
-                    String::new()
-                } else {
-                    format!(" stroke-dasharray=\"{}\"", esc(s.dash))
-                },
-                lx + 42.0,
-                ly + FONT * 0.35,
-                esc(s.label)
-            );
-        }
-    }
-    svg.push_str("</svg>\n");
-    svg
 }
 
 /// A marker label's text and its width in the chart's font, estimated
@@ -853,22 +824,6 @@ fn tick_label(value: f64) -> String {
     text.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
-/// Text made safe for HTML, in element content and in quoted attributes.
-pub fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::report::tests::sample;
@@ -880,10 +835,6 @@ mod tests {
 
     #[test]
     fn every_string_from_the_lab_is_escaped() {
-        assert_eq!(
-            esc(r#"<a href="x">&'</a>"#),
-            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;&lt;/a&gt;"
-        );
         let mut report = sample();
         report.lab = "<script>alert(1)</script>".into();
         report.served_by[0].replica = "\"><img src=x>".into();
@@ -893,6 +844,41 @@ mod tests {
         assert!(!html.contains("<img"), "{html}");
         assert!(!html.contains("<b>"), "{html}");
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+    }
+
+    #[test]
+    fn a_hostile_task_or_node_name_stays_text() {
+        // In an element's text (the legend, the events list, the served-by
+        // table) and in a quoted attribute (the series' data-label).
+        let hostile = r#"<script>&"x"</script> on n<b>"#;
+        let escaped = "&lt;script&gt;&amp;&quot;x&quot;&lt;/script&gt; on n&lt;b&gt;";
+        let mut report = sample();
+        report.served_by[0].replica = hostile.into();
+        report.events[0].what = format!("killed {hostile}");
+        let cpu = vec![(hostile.to_string(), vec![(0.5, 1.0), (1.5, 2.0)])];
+        let html = render(&report, SystemTime::UNIX_EPOCH, &cpu, &cpu);
+        for raw in ["<script", "<b>", "&\"", "\"x\""] {
+            assert!(!html.contains(raw), "{raw} in {html}");
+        }
+        assert!(
+            html.contains(&format!("data-label=\"{escaped}\"")),
+            "{html}"
+        );
+        assert!(html.contains(&format!("<td>{escaped}</td>")), "{html}");
+        assert!(
+            html.contains(&format!("s: killed {escaped}</li>")),
+            "{html}"
+        );
+        // The chart's marker label too, after its time.
+        assert!(
+            html.contains(&format!(">1.2s: killed {escaped}</text>")),
+            "{html}"
+        );
+        assert_eq!(
+            html.matches(&format!(">{escaped}</text>")).count(),
+            2,
+            "{html}"
+        );
     }
 
     #[test]
@@ -1112,12 +1098,12 @@ mod tests {
             shade: None,
         };
         let series = [Series::nth(0, "s", vec![(0.5, Some(1.0))])];
-        let plain = line_chart(&chart(&[]), &series);
+        let plain = line_chart(&chart(&[]), &series).into_string();
         assert!(
             plain.contains(&format!("viewBox=\"0 0 {WIDTH} {HEIGHT}\"")),
             "{plain}"
         );
-        let svg = line_chart(&chart(&markers), &series);
+        let svg = line_chart(&chart(&markers), &series).into_string();
         let height = HEIGHT + 3.0 * MARKER_ROW;
         assert!(
             svg.contains(&format!("viewBox=\"0 0 {WIDTH} {height}\"")),
