@@ -11,12 +11,15 @@
 
 use std::net::Ipv4Addr;
 
-use futures_util::future::try_join_all;
+use std::time::Duration;
+
+use futures_util::future::{join_all, try_join_all};
 
 use crate::error::{Error, Result};
-use crate::lab::state::{NodeState, Role};
+use crate::lab::state::{LabState, NodeState, RegistryState, Role};
 use crate::pki::Authority;
-use crate::provider::{EngineSetup, NodeFile, Provider, DOCKER_TLS_PORT};
+use crate::provider::{EngineSetup, NodeFile, Provider, Removed, DOCKER_TLS_PORT};
+use crate::ui::Ui;
 
 /// Where the lab's files live on a machine; `deprovision` removes it whole.
 pub const LAB_DIR: &str = "/etc/goblog-lab";
@@ -97,6 +100,90 @@ pub async fn reissue(
         }
         EngineSetup::SystemdDropIn => check(provider, node, RESTART_DOCKER).await.map(drop),
     }
+}
+
+/// Takes a lab off its machines, what `destroy` and a failed `create` both
+/// do: adopted hosts are given back as they were (by the provisioner,
+/// which knows what it set up on them), then the provider removes what it
+/// made. Works twice in a row.
+pub async fn remove_lab(
+    provider: &dyn Provider,
+    state: Option<&LabState>,
+    ui: &Ui,
+) -> Result<Removed> {
+    let mut removed = Removed::default();
+    if provider.adopts_hosts() {
+        if let Some(state) = state {
+            removed = give_back_hosts(provider, state, ui).await?;
+        }
+    }
+    removed.add(&provider.remove(state).await?);
+    Ok(removed)
+}
+
+/// How long a give-back waits for SSH work still running (a create
+/// abandoned mid-command): each command's own deadline is 120 s.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Gives every host of `state` back: workers first, side by side, then the
+/// managers (a manager that leaves first strands the workers). Every host
+/// is tried, whatever happened to another.
+async fn give_back_hosts(provider: &dyn Provider, state: &LabState, ui: &Ui) -> Result<Removed> {
+    // After a failure or Ctrl-C, what was already sent to a host must land
+    // before it is undone (a known_hosts line, a drop-in).
+    if !crate::ssh::settle(SETTLE_TIMEOUT).await {
+        ui.warn("some SSH commands were still running after 120 s; removing anyway");
+    }
+    let (managers, workers): (Vec<&NodeState>, Vec<&NodeState>) =
+        state.nodes.iter().partition(|n| n.role == Role::Manager);
+    let mut failed = Vec::new();
+    for wave in [workers, managers] {
+        let results = join_all(wave.iter().map(|node| async {
+            give_back(provider, node, &state.registry).await?;
+            ui.detail(format!("{} ({}) given back", node.hostname, node.id));
+            Ok::<_, Error>(())
+        }))
+        .await;
+        failed.extend(
+            results
+                .into_iter()
+                .filter_map(|r| r.err())
+                .map(|e| e.to_string()),
+        );
+    }
+    if !failed.is_empty() {
+        return Err(Error::HostsNotGivenBack {
+            lab: state.name.clone(),
+            failed: failed.len(),
+            total: state.nodes.len(),
+            first: failed.swap_remove(0),
+        });
+    }
+    Ok(Removed {
+        items: vec![(state.nodes.len(), "host given back")],
+    })
+}
+
+/// Takes everything of the lab off one host: its Swarm and the task
+/// containers it leaves behind (the host was in no Swarm before the lab,
+/// so every one is the lab's), the registry (named in the lab's state) and
+/// the images pulled from it, then the engine configuration.
+async fn give_back(
+    provider: &dyn Provider,
+    node: &NodeState,
+    registry: &RegistryState,
+) -> Result<()> {
+    let container = crate::ssh::shell_quote(&registry.container);
+    let pull = &registry.pull_address;
+    let lab_images = format!(
+        "docker swarm leave --force >/dev/null 2>&1 || true
+docker ps -aq --filter label=com.docker.swarm.task.id | xargs -r docker rm -f >/dev/null 2>&1 || true
+docker rm -f {container} >/dev/null 2>&1 || true
+docker volume rm {container} >/dev/null 2>&1 || true
+docker images --format '{{{{.Repository}}}}:{{{{.Tag}}}}' | grep -E '^({pull}/|goblog-lab/registry:)' | xargs -r docker rmi -f >/dev/null 2>&1 || true",
+    );
+    provider.run(node, &lab_images).await?;
+    deprovision(provider, node, pull).await
 }
 
 /// Gives a host back as it was before the lab: the drop-in and the lab's

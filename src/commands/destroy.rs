@@ -43,7 +43,7 @@ pub async fn run(args: &DestroyArgs, ui: &Ui) -> Result<()> {
             Some(state) => provider::for_lab(state, &dir, ui).await?,
             None => provider::for_leftovers(&lab, &dir, ui).await?,
         };
-        let removed = match provider.remove(state.as_ref()).await {
+        let removed = match crate::provision::remove_lab(&*provider, state.as_ref(), ui).await {
             Ok(removed) => removed,
             Err(err) if args.force => {
                 drop(step);

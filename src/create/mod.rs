@@ -822,7 +822,7 @@ impl Lab {
         let step = self.ui.step(format!("Rolling back lab '{}'", self.name));
         let mut failures = Vec::new();
         let state = self.dir.load().ok();
-        if let Err(err) = self.provider.remove(state.as_ref()).await {
+        if let Err(err) = provision::remove_lab(&*self.provider, state.as_ref(), &self.ui).await {
             failures.push(err.to_string());
         }
         if let Err(err) = self.dir.remove() {

@@ -252,8 +252,10 @@ pub trait Provider: Send + Sync {
         Ok(node.published.clone())
     }
 
-    /// Removes the lab's machines, or gives adopted hosts back as they were.
-    /// Works twice in a row.
+    /// Removes the machines this provider made; works twice in a row.
+    /// Adopted hosts are not removed: `provision::remove_lab` gives them
+    /// back as they were before this is called, and a provider of adopted
+    /// hosts has nothing of its own left to remove.
     async fn remove(&self, state: Option<&LabState>) -> Result<Removed>;
 }
 

@@ -3,8 +3,9 @@
 //! The provider of docker-machine's `generic` driver and of k3sup, without
 //! their shortcuts: host keys are checked (`crate::ssh`), never ignored, and
 //! nothing is changed on a host before every host has passed its checks
-//! (`crate::provision::preflight`). A host is adopted, not made, so
-//! `remove` gives it back as it was rather than deleting anything, and
+//! (`crate::provision::preflight`). A host is adopted, not made, so it is
+//! given back as it was rather than deleted (`crate::provision::remove_lab`:
+//! the provisioner undoes what it set up), and
 //! `stop`/`start` stop and start the host's dockerd, not the host.
 
 use std::collections::HashMap;
@@ -14,15 +15,14 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures_util::future::{join_all, try_join_all};
+use futures_util::future::try_join_all;
 
 use super::{
     CommandOutput, EngineSetup, Forward, MachinePlan, NodeFile, Provider, ProviderKind, Removed,
     DOCKER_TLS_PORT,
 };
 use crate::error::{Error, Result};
-use crate::lab::state::{LabDir, LabState, NodeState, RegistryState, Role, SshState};
-use crate::provision;
+use crate::lab::state::{LabDir, LabState, NodeState, SshState};
 use crate::ssh::{Credentials, HostKeys, SshClient, Target};
 use crate::ui::Ui;
 
@@ -181,7 +181,7 @@ impl SshHosts {
         let client = self.connect(target).await?;
         let line = command
             .iter()
-            .map(|word| shell_quote(word))
+            .map(|word| crate::ssh::shell_quote(word))
             .collect::<Vec<_>>()
             .join(" ");
         let output = client.run(&line, None, Duration::from_secs(3600)).await?;
@@ -385,80 +385,12 @@ impl Provider for SshProvider {
         )))
     }
 
-    async fn remove(&self, state: Option<&LabState>) -> Result<Removed> {
-        // After a failure or Ctrl-C, what was already sent to a host must
-        // land before it is undone (a known_hosts line, a drop-in).
-        if !crate::ssh::settle(COMMAND_TIMEOUT).await {
-            self.ui
-                .warn("some SSH commands were still running after 120 s; removing anyway");
-        }
-        let Some(state) = state else {
-            return Ok(Removed::default());
-        };
-        let registry = &state.registry;
-        // Workers first, side by side, then the managers: a manager that
-        // leaves first strands the workers. Every host is tried, whatever
-        // happened to another.
-        let (managers, workers): (Vec<&NodeState>, Vec<&NodeState>) =
-            state.nodes.iter().partition(|n| n.role == Role::Manager);
-        let mut failed = Vec::new();
-        for wave in [workers, managers] {
-            let results = join_all(wave.iter().map(|node| give_back(self, node, registry))).await;
-            failed.extend(
-                results
-                    .into_iter()
-                    .filter_map(|r| r.err())
-                    .map(|e| e.to_string()),
-            );
-        }
-        if !failed.is_empty() {
-            return Err(Error::HostsNotGivenBack {
-                lab: state.name.clone(),
-                failed: failed.len(),
-                total: state.nodes.len(),
-                first: failed.swap_remove(0),
-            });
-        }
-        Ok(Removed {
-            items: vec![(state.nodes.len(), "host given back")],
-        })
+    async fn remove(&self, _state: Option<&LabState>) -> Result<Removed> {
+        // The hosts are the user's: nothing here is this provider's to
+        // remove. The provisioner gives them back as they were
+        // (`provision::remove_lab`), before this is called.
+        Ok(Removed::default())
     }
-}
-
-/// Takes everything of the lab off one host: its Swarm and the task
-/// containers it leaves behind (the host was in no Swarm before the lab,
-/// so every one is the lab's), the registry and the images pulled from it,
-/// then the engine configuration.
-async fn give_back(
-    provider: &SshProvider,
-    node: &NodeState,
-    registry: &RegistryState,
-) -> Result<()> {
-    give_back_engine(provider, node, registry).await?;
-    provider
-        .ui
-        .detail(format!("{} ({}) given back", node.hostname, node.id));
-    Ok(())
-}
-
-/// Takes the lab off a machine's engine and leaves the machine running: an
-/// adopted host is given back as it was.
-pub async fn give_back_engine(
-    provider: &dyn Provider,
-    node: &NodeState,
-    registry: &RegistryState,
-) -> Result<()> {
-    let lab_images = format!(
-        "docker swarm leave --force >/dev/null 2>&1 || true
-docker ps -aq --filter label=com.docker.swarm.task.id | xargs -r docker rm -f >/dev/null 2>&1 || true
-docker rm -f {container} >/dev/null 2>&1 || true
-docker volume rm {container} >/dev/null 2>&1 || true
-docker images --format '{{{{.Repository}}}}:{{{{.Tag}}}}' | grep -E '^({registry}/|goblog-lab/registry:)' | xargs -r docker rmi -f >/dev/null 2>&1 || true",
-        container = shell_quote(&registry.container),
-        registry = registry.pull_address,
-    );
-    provider.run(node, &lab_images).await?;
-    provision::deprovision(provider, node, &registry.pull_address).await
 }
 
 fn expect_ok(node: &NodeState, what: &str, out: CommandOutput) -> Result<()> {
@@ -471,28 +403,4 @@ fn expect_ok(node: &NodeState, what: &str, out: CommandOutput) -> Result<()> {
         status: out.status,
         output: out.output.split_whitespace().collect::<Vec<_>>().join(" "),
     })
-}
-
-fn shell_quote(word: &str) -> String {
-    if !word.is_empty()
-        && word
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=:@,+".contains(c))
-    {
-        return word.to_string();
-    }
-    format!("'{}'", word.replace('\'', r"'\''"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn commands_are_quoted_for_the_remote_shell() {
-        assert_eq!(shell_quote("docker"), "docker");
-        assert_eq!(shell_quote("a b"), "'a b'");
-        assert_eq!(shell_quote("it's"), r"'it'\''s'");
-        assert_eq!(shell_quote(""), "''");
-    }
 }

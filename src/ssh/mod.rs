@@ -9,9 +9,9 @@
 //! libssh2 is blocking; everything here runs it on tokio's blocking pool or
 //! on dedicated threads and offers async functions.
 //!
-//! The module depends only on external crates (no `crate::` paths) so the
-//! integration tests can compile it directly with `#[path]`: the CLI is a
-//! binary crate without a lib target.
+//! The module depends only on external crates and `crate::retry` (which
+//! depends on tokio alone), so the integration tests can compile it
+//! directly with `#[path]`, beside that one module.
 
 // Parts are used by the CLI, all by the tests that include this module; each
 // user sees some as dead.
@@ -37,3 +37,28 @@ pub use session::{settle, Output, SshClient};
 pub use target::{Target, TargetParseError};
 #[allow(unused_imports)]
 pub use tunnel::Tunnel;
+
+/// `word` quoted for the remote POSIX shell, unless it needs no quoting.
+pub fn shell_quote(word: &str) -> String {
+    if !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:@,+".contains(c))
+    {
+        return word.to_string();
+    }
+    format!("'{}'", word.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_are_quoted_for_the_remote_shell() {
+        assert_eq!(shell_quote("docker"), "docker");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
+    }
+}
