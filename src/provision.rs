@@ -111,6 +111,12 @@ pub async fn remove_lab(
     state: Option<&LabState>,
     ui: &Ui,
 ) -> Result<Removed> {
+    // After a failure or Ctrl-C, what was already sent to a machine must
+    // land before it is undone (a known_hosts line written into the lab's
+    // directory, a drop-in), even when the lab got no state yet.
+    if !crate::ssh::settle(SETTLE_TIMEOUT).await {
+        ui.warn("some SSH commands were still running after 120 s; removing anyway");
+    }
     let mut removed = Removed::default();
     if provider.adopts_hosts() {
         if let Some(state) = state {
@@ -121,7 +127,7 @@ pub async fn remove_lab(
     Ok(removed)
 }
 
-/// How long a give-back waits for SSH work still running (a create
+/// How long a removal waits for SSH work still running (a create
 /// abandoned mid-command): each command's own deadline is 120 s.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -129,11 +135,6 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// managers (a manager that leaves first strands the workers). Every host
 /// is tried, whatever happened to another.
 async fn give_back_hosts(provider: &dyn Provider, state: &LabState, ui: &Ui) -> Result<Removed> {
-    // After a failure or Ctrl-C, what was already sent to a host must land
-    // before it is undone (a known_hosts line, a drop-in).
-    if !crate::ssh::settle(SETTLE_TIMEOUT).await {
-        ui.warn("some SSH commands were still running after 120 s; removing anyway");
-    }
     let (managers, workers): (Vec<&NodeState>, Vec<&NodeState>) =
         state.nodes.iter().partition(|n| n.role == Role::Manager);
     let mut failed = Vec::new();
