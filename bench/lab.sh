@@ -14,6 +14,8 @@
 #   bench/lab.sh --idle     # only the idle CPU: it counts CPU time, not wall
 #                           # time, so it holds on a machine busy with other work
 #
+# BIN times that goblog-lab binary instead of building this checkout's
+# (before/after comparisons: BIN=/path/to/old/goblog-lab bench/lab.sh).
 # CREATE_ARGS adds flags to every create, e.g. CREATE_ARGS="--publish
 # localhost" (the Docker Desktop mode); ONLY picks timings by name (e.g.
 # ONLY=create-2); LAB names the lab (default bench), so that runs side by
@@ -35,8 +37,12 @@ scripts/setup.sh
 if ! command -v hyperfine >/dev/null; then
     apt-get install -y -qq hyperfine >&2
 fi
-cargo build --release -q
-gl="$root/target/release/goblog-lab"
+if [[ -n "${BIN:-}" ]]; then
+    gl=$(realpath "$BIN")
+else
+    cargo build --release -q
+    gl="$root/target/release/goblog-lab"
+fi
 export GOBLOG_LAB_HOME
 GOBLOG_LAB_HOME=$(mktemp -d)
 lab=${LAB:-bench}

@@ -20,14 +20,15 @@
 
 pub mod plan;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
-use futures_util::future::try_join_all;
+use futures_util::future::{join_all, try_join_all};
 use serde::Serialize;
+use tokio::sync::watch;
 
 use crate::docker::{self, Labelled};
 use crate::error::{Error, Result};
@@ -234,24 +235,42 @@ struct LabImages {
     skipped: Vec<Skipped>,
 }
 
-/// The lab registry started and filled.
-struct Filled {
-    /// What the nodes pull, by service name.
-    pulled: BTreeMap<String, String>,
-    /// The way in for the edge proxy's push, while there is one to make.
-    pushing: Option<Pushing>,
+/// What the nodes pull each service's image by from the lab registry, and
+/// whether the registry has them all yet.
+struct Pulls {
+    by_service: BTreeMap<String, String>,
+    pushed: watch::Receiver<bool>,
 }
 
-/// The Swarm formed, with the registry beside it.
-struct Formed {
-    /// Each node's engine, in the order of the lab's nodes.
-    engines: Vec<Docker>,
-    routing: RoutingDecision,
-    registry: Filled,
+impl Pulls {
+    /// The reference a deploy of `service` names, as soon as its tasks can
+    /// start: at once when the nodes have the image loaded (a pull that
+    /// fails meanwhile is only logged by the engine, which then starts the
+    /// loaded image: moby's `controller.go`, Prepare), else once the
+    /// registry has it.
+    async fn for_service(&self, service: &str, loaded: &BTreeSet<String>) -> Result<String> {
+        let reference = self
+            .by_service
+            .get(service)
+            .cloned()
+            .ok_or_else(|| Error::failed(format!("no image was built for {service}")))?;
+        if !loaded.contains(service) {
+            self.pushed
+                .clone()
+                .wait_for(|pushed| *pushed)
+                .await
+                .map_err(|_| Error::failed("the lab registry stopped before it had every image"))?;
+        }
+        Ok(reference)
+    }
 }
 
 impl Lab {
-    /// The steps, in order, each handing the next what it made.
+    /// The steps, in order, each handing the next what it made. From the
+    /// engines on, two lines of work overlap: on one the Swarm, the deploy
+    /// and the waits; on the other the registry starting on the manager
+    /// and the services' images pushed into it, which the nodes need only
+    /// for images that could not be loaded into them while the Swarm formed.
     async fn run(&self) -> Result<Created> {
         let started = Instant::now();
         let node_image = self.node_image().await?;
@@ -264,28 +283,84 @@ impl Lab {
             revisions,
             skipped,
         } = images;
-        let formed = self
-            .swarm_beside_registry(
-                &state,
-                &authority,
-                &node,
-                service_images,
-                edge_image.is_some(),
+        let (pushed, pulls) = pulls(&state.registry, &service_images);
+        let leader = state.nodes[0].clone();
+        let registry_state = state.registry.clone();
+        // What the nodes have loaded, once the Swarm is formed: those the
+        // manager pushes itself, the rest this machine pushes.
+        let (loaded_tx, loaded_rx) = watch::channel(None);
+        let registry = self.fill_registry(
+            &leader,
+            &authority,
+            &node,
+            &service_images,
+            loaded_rx,
+            pushed,
+        );
+        let lab = async {
+            let (engines, routing) =
+                tokio::try_join!(self.wait_for_engines(&state), self.decide_routing(&leader))?;
+            // The edge proxy's image goes to the manager only when it routes.
+            let edge_image = edge_image.filter(|_| routing.routing == Routing::Edge);
+            // The edge proxy's image goes into the manager beside the Swarm
+            // and the deploy: only the answer through $ManagerIP needs it.
+            let edge = async {
+                match &edge_image {
+                    Some(image) => self
+                        .load_edge(&registry_state, &engines[0], image)
+                        .await
+                        .map(Some),
+                    None => Ok(None),
+                }
+            };
+            let deployed = async {
+                let loaded = self
+                    .swarm(&state, &engines, routing.routing, &service_images)
+                    .await?;
+                loaded_tx.send_replace(Some(loaded.clone()));
+                state.routing = routing.routing;
+                self.dir.save(&state)?;
+                if self.options.no_deploy {
+                    return Ok(Vec::new());
+                }
+                let skipped: Vec<String> = skipped.iter().map(|s| s.name.clone()).collect();
+                let deployed: Vec<spec::ServiceSpec> = plan::deployed(&self.spec, &skipped)
+                    .into_iter()
+                    .cloned()
+                    .collect();
+                self.deploy(
+                    &mut state,
+                    &deployed,
+                    &engines[0],
+                    routing.routing,
+                    &pulls,
+                    &loaded,
+                    &revisions,
+                )
+                .await?;
+                Ok(deployed)
+            };
+            let (edge, deployed) = tokio::try_join!(edge, deployed)?;
+            if self.options.no_deploy {
+                return Ok((routing, Vec::new()));
+            }
+            let edge = edge.map(|image| (image, edge_routes(&deployed)));
+            self.replicas_beside_routing(&state, &deployed, &engines[0], edge)
+                .await?;
+            let answered = self.wait_for_answers(&state, &deployed).await?;
+            Ok((routing, answered))
+        };
+        // The registry's own line, for the time it still takes once the
+        // rest is done (on VMs under TCG, a minute and more), so the wait
+        // has a name.
+        let ((routing, services), ()) = overlap(&self.ui, lab, registry, || {
+            format!(
+                "Starting the lab registry on {} and pushing the images 📦",
+                leader.hostname
             )
-            .await?;
-        state.routing = formed.routing.routing;
-        self.dir.save(&state)?;
-        let mut services = Vec::new();
-        if !self.options.no_deploy {
-            let skipped: Vec<String> = skipped.iter().map(|s| s.name.clone()).collect();
-            let deployed = plan::deployed(&self.spec, &skipped);
-            self.deploy(&mut state, &deployed, &formed, &revisions)
-                .await?;
-            self.replicas_beside_routing(&state, &deployed, &formed, edge_image.as_ref())
-                .await?;
-            services = self.wait_for_answers(&state, &deployed).await?;
-        }
-        let summary = self.summary(&state, &formed.routing, services, skipped, started);
+        })
+        .await?;
+        let summary = self.summary(&state, &routing, services, skipped, started);
         Ok(Created { state, summary })
     }
 
@@ -384,78 +459,102 @@ impl Lab {
         Ok(authority)
     }
 
-    /// Every engine answering over TLS, then the Swarm; beside it, as soon
-    /// as the manager's engine answers, the registry starts there and the
-    /// images go into it: only the deploy needs them.
-    async fn swarm_beside_registry(
-        &self,
-        state: &LabState,
-        authority: &Authority,
-        node_image: &str,
-        images: BTreeMap<String, images::LocalImage>,
-        edge_to_push: bool,
-    ) -> Result<Formed> {
+    /// Every engine answering over TLS.
+    async fn wait_for_engines(&self, state: &LabState) -> Result<Vec<Docker>> {
         let certs = self.dir.client_certs();
         let provider = &*self.provider;
-        let leader = &state.nodes[0];
-        let registry = async {
-            let manager = engines::wait_for_engine(&self.ui, leader, &certs, || {
-                provider.ensure_running(leader)
-            })
-            .await?;
-            self.fill_registry(
-                leader,
-                &manager,
-                authority,
-                node_image,
-                images,
-                edge_to_push,
-            )
-            .await
-        };
-        let swarm = async {
-            let step = self.ui.step("Waiting for the node engines 🐳");
-            let engines = try_join_all(state.nodes.iter().map(|node| {
-                engines::wait_for_engine(&self.ui, node, &certs, || provider.ensure_running(node))
-            }))
-            .await?;
-            step.done();
-            let routing = self.form_swarm(state, &engines).await?;
-            Ok((engines, routing))
-        };
-        // The registry's own line, for the time it still takes once the
-        // Swarm is up (on VMs under TCG, a minute and more), so the wait
-        // has a name.
-        let ((engines, routing), registry) = overlap(&self.ui, swarm, registry, || {
-            format!(
-                "Starting the lab registry on {} and pushing the images 📦",
-                leader.hostname
-            )
-        })
+        let step = self.ui.step("Waiting for the node engines 🐳");
+        let engines = try_join_all(state.nodes.iter().map(|node| {
+            engines::wait_for_engine(&self.ui, node, &certs, || provider.ensure_running(node))
+        }))
         .await?;
-        Ok(Formed {
-            engines,
-            routing,
-            registry,
-        })
+        step.done();
+        Ok(engines)
     }
 
-    /// Starts the registry on the manager and pushes `images` to it;
-    /// keeps the way in open when the edge proxy is still to be pushed.
+    /// The Swarm, while the services' images go into the nodes; returns the
+    /// services whose images went in.
+    async fn swarm(
+        &self,
+        state: &LabState,
+        engines: &[Docker],
+        routing: Routing,
+        images: &BTreeMap<String, images::LocalImage>,
+    ) -> Result<BTreeSet<String>> {
+        let (formed, loaded) = tokio::join!(
+            self.form_swarm(state, engines, routing),
+            self.load_images(&state.registry, engines, images)
+        );
+        formed?;
+        Ok(loaded)
+    }
+
+    /// Loads each service's image into every node under the name it is
+    /// pulled by; returns the services whose images went in
+    /// (`images::preload`, best effort: the others come from the registry).
+    async fn load_images(
+        &self,
+        registry: &RegistryState,
+        engines: &[Docker],
+        images: &BTreeMap<String, images::LocalImage>,
+    ) -> BTreeSet<String> {
+        join_all(images.iter().map(|(service, image)| async move {
+            let pulled = registry::pull_reference(registry, image);
+            images::preload(&self.ui, &self.host, image, &pulled, engines)
+                .await
+                .then(|| service.clone())
+        }))
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
+    /// Loads the edge proxy's image into the manager, the one node that
+    /// runs it, under a name of the lab registry; returns that name. Like
+    /// the registry's own image it never goes through the registry: its
+    /// task's pull is refused there (`manifest unknown`), which the engine
+    /// only logs before it starts the loaded image (moby's `controller.go`,
+    /// Prepare), and nothing else ever pulls it.
+    async fn load_edge(
+        &self,
+        registry: &RegistryState,
+        manager: &Docker,
+        image: &images::LocalImage,
+    ) -> Result<String> {
+        let started = Instant::now();
+        let pulled = registry::pull_reference(registry, image);
+        images::load_as(&self.host, image, &pulled, std::slice::from_ref(manager)).await?;
+        self.ui.detail(format!(
+            "loaded {pulled} into the manager ({} ms)",
+            started.elapsed().as_millis()
+        ));
+        Ok(pulled)
+    }
+
+    /// Starts the registry on the manager as soon as its engine answers,
+    /// and fills it with the services' images: those the nodes have loaded
+    /// (`loaded`, once known) pushed by the manager's engine, any other
+    /// from this machine's through a gateway. Says so on `pushed` when the
+    /// registry has them all.
     async fn fill_registry(
         &self,
         leader: &NodeState,
-        manager: &Docker,
         authority: &Authority,
         node_image: &str,
-        images: BTreeMap<String, images::LocalImage>,
-        edge_to_push: bool,
-    ) -> Result<Filled> {
+        images: &BTreeMap<String, images::LocalImage>,
+        mut loaded: watch::Receiver<Option<BTreeSet<String>>>,
+        pushed: watch::Sender<bool>,
+    ) -> Result<()> {
+        let manager = engines::wait_for_engine(&self.ui, leader, &self.dir.client_certs(), || {
+            self.provider.ensure_running(leader)
+        })
+        .await?;
         let registry_image = images::registry(&self.host, node_image).await?;
-        images::copy(&self.host, manager, &registry_image).await?;
+        images::copy(&self.host, &manager, &registry_image).await?;
         let tls = authority.server(&[leader.hostname.as_str()], &[leader.address.into()])?;
         let registry = registry::start(
-            manager,
+            &manager,
             &self.name,
             leader.address,
             &registry_image,
@@ -463,44 +562,63 @@ impl Lab {
             authority.cert_pem(),
         )
         .await?;
-        if images.is_empty() && !edge_to_push {
-            return Ok(Filled {
-                pulled: BTreeMap::new(),
-                pushing: None,
-            });
+        if images.is_empty() {
+            pushed.send_replace(true);
+            return Ok(());
         }
-        let relay = self
-            .provider
-            .forward(leader, RegistryState::PORT, 0)
+        let loaded = loaded
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| Error::failed("the Swarm was not formed"))?
+            .clone()
+            .unwrap_or_default();
+        let (on_manager, from_here): (Vec<_>, Vec<_>) = images
+            .iter()
+            .partition(|(service, _)| loaded.contains(*service));
+        let from_manager = try_join_all(on_manager.into_iter().map(|(_, image)| async {
+            let pulled = registry::push_loaded(&manager, &registry, image).await?;
+            self.ui.detail(format!("pushed {pulled} from the manager"));
+            Ok::<_, Error>(())
+        }));
+        let from_this_machine = async {
+            if from_here.is_empty() {
+                return Ok(());
+            }
+            let relay = self
+                .provider
+                .forward(leader, RegistryState::PORT, 0)
+                .await?;
+            let gateway = registry::gateway(
+                relay.local,
+                self.spec.registry.port,
+                leader.address,
+                authority.cert_pem(),
+                &authority.client()?,
+            )
             .await?;
-        let gateway = registry::gateway(
-            relay.local,
-            self.spec.registry.port,
-            leader.address,
-            authority.cert_pem(),
-            &authority.client()?,
-        )
-        .await?;
-        registry::wait_ready(&gateway).await?;
-        self.ui
-            .detail(format!("registry answers on {}", registry.pull_address));
-        let pushing = Pushing {
-            registry,
-            gateway,
-            _relay: relay,
+            registry::wait_ready(&gateway).await?;
+            self.ui
+                .detail(format!("registry answers on {}", registry.pull_address));
+            let push_address = gateway.local.to_string();
+            try_join_all(from_here.into_iter().map(|(_, image)| async {
+                let pulled = registry::push(&self.host, &push_address, &registry, image).await?;
+                self.ui.detail(format!("pushed {pulled}"));
+                Ok::<_, Error>(())
+            }))
+            .await
+            .map(drop)
         };
-        let pushed = try_join_all(images.iter().map(|(service, image)| {
-            let pushing = &pushing;
-            async move { Ok::<_, Error>((service.clone(), pushing.push(self, image).await?)) }
-        }))
-        .await?;
-        Ok(Filled {
-            pulled: pushed.into_iter().collect(),
-            pushing: edge_to_push.then_some(pushing),
-        })
+        tokio::try_join!(from_manager, from_this_machine)?;
+        pushed.send_replace(true);
+        Ok(())
     }
 
-    async fn form_swarm(&self, state: &LabState, engines: &[Docker]) -> Result<RoutingDecision> {
+    async fn form_swarm(
+        &self,
+        state: &LabState,
+        engines: &[Docker],
+        routing: Routing,
+    ) -> Result<()> {
         let joins = state.nodes.len() - 1;
         let step = self.ui.step(format!(
             "Forming the Swarm 🐝 (init, {joins} join{}, {})",
@@ -509,9 +627,8 @@ impl Lab {
         ));
         let leader = &state.nodes[0];
         let manager = &engines[0];
-        let decision = self.decide_routing(leader).await?;
         let tokens = swarm::init(manager, leader, &self.dir).await?;
-        if decision.routing == Routing::Edge {
+        if routing == Routing::Edge {
             swarm::remove_ingress(manager).await?;
         }
         try_join_all(
@@ -529,11 +646,13 @@ impl Lab {
         .await?;
         swarm::create_overlay(manager, &self.spec.network, &self.name).await?;
         step.done();
-        Ok(decision)
+        Ok(())
     }
 
     /// Mesh or edge, from what the manager found when it tried to load
-    /// IPVS (a dind node through the host's /lib/modules, mounted in).
+    /// IPVS (a dind node through the host's /lib/modules, mounted in):
+    /// asked while the engines start, so that the edge proxy's image goes
+    /// to the manager only when it will route.
     async fn decide_routing(&self, leader: &NodeState) -> Result<RoutingDecision> {
         let probe = if self.options.routing == RoutingChoice::Edge {
             IpvsProbe::Missing {
@@ -552,26 +671,23 @@ impl Lab {
         crate::routing::decide_routing(self.options.routing, &probe)
     }
 
-    /// The services, from the lab registry; each recorded in the state.
+    /// The services, by their names in the lab registry; each recorded in
+    /// the state.
+    #[allow(clippy::too_many_arguments)]
     async fn deploy(
         &self,
         state: &mut LabState,
-        services: &[&spec::ServiceSpec],
-        formed: &Formed,
+        services: &[spec::ServiceSpec],
+        manager: &Docker,
+        routing: Routing,
+        pulls: &Pulls,
+        loaded: &BTreeSet<String>,
         revisions: &BTreeMap<String, images::Revision>,
     ) -> Result<()> {
         let names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
         let step = self.ui.step(format!("Deploying {} 🚀", names.join(", ")));
-        let manager = &formed.engines[0];
         for service in services {
-            let image = formed
-                .registry
-                .pulled
-                .get(&service.name)
-                .cloned()
-                .ok_or_else(|| {
-                    Error::failed(format!("no image was pushed for {}", service.name))
-                })?;
+            let image = pulls.for_service(&service.name, loaded).await?;
             let deployment = deploy::Deployment {
                 name: service.name.clone(),
                 image,
@@ -585,7 +701,7 @@ impl Lab {
                 network: self.spec.network.clone(),
                 pace: Self::pace(state),
             };
-            deploy::create(manager, &self.name, &deployment, formed.routing.routing).await?;
+            deploy::create(manager, &self.name, &deployment, routing).await?;
             state.services.push(ServiceState {
                 name: deployment.name,
                 image: deployment.image,
@@ -602,29 +718,16 @@ impl Lab {
     }
 
     /// Every replica running, while beside it, without IPVS, HAProxy on
-    /// the manager is pushed and set to stand in for the routing mesh.
+    /// the manager stands in for the routing mesh (`edge`: its image, as
+    /// loaded there, and its routes).
     async fn replicas_beside_routing(
         &self,
         state: &LabState,
-        services: &[&spec::ServiceSpec],
-        formed: &Formed,
-        edge_image: Option<&images::LocalImage>,
+        services: &[spec::ServiceSpec],
+        manager: &Docker,
+        edge: Option<(String, Vec<edge::Route>)>,
     ) -> Result<()> {
-        let routes = edge_routes(services);
-        let edge = match (
-            formed.routing.routing,
-            routes.is_empty(),
-            edge_image,
-            &formed.registry.pushing,
-        ) {
-            (Routing::Edge, false, Some(image), Some(pushing)) => Some((image, pushing)),
-            (Routing::Edge, false, _, _) => {
-                return Err(Error::failed(
-                    "the edge proxy's image was not built or the registry not opened for it",
-                ))
-            }
-            _ => None,
-        };
+        let edge = edge.filter(|(_, routes)| !routes.is_empty());
         let names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
         let mut line = format!("Waiting for the replicas of {} ⏳", names.join(", "));
         if edge.is_some() {
@@ -634,7 +737,6 @@ impl Lab {
             );
         }
         let step = self.ui.step(line);
-        let manager = &formed.engines[0];
         let converged = try_join_all(services.iter().map(|service| {
             wait::until_converged(
                 manager,
@@ -646,17 +748,16 @@ impl Lab {
             )
         }));
         let routed = async {
-            let Some((image, pushing)) = edge else {
+            let Some((image, routes)) = &edge else {
                 return Ok(());
             };
-            let pulled = pushing.push(self, image).await?;
             edge::deploy(
                 manager,
                 &self.name,
-                &pulled,
+                image,
                 &self.spec.network,
                 &state.nodes[0].hostname,
-                &routes,
+                routes,
                 Self::pace(state),
             )
             .await
@@ -671,7 +772,7 @@ impl Lab {
     async fn wait_for_answers(
         &self,
         state: &LabState,
-        services: &[&spec::ServiceSpec],
+        services: &[spec::ServiceSpec],
     ) -> Result<Vec<ServiceSummary>> {
         let leader = &state.nodes[0];
         let mut answered = Vec::new();
@@ -872,7 +973,7 @@ async fn overlap<A, B>(
 }
 
 /// The edge proxy's routes: every published port of every deployed service.
-fn edge_routes(services: &[&spec::ServiceSpec]) -> Vec<edge::Route> {
+fn edge_routes(services: &[spec::ServiceSpec]) -> Vec<edge::Route> {
     services
         .iter()
         .flat_map(|s| {
@@ -893,21 +994,24 @@ fn replicas_of(state: &LabState, service: &str) -> u64 {
         .map_or(1, |s| s.replicas)
 }
 
-/// The lab registry, reachable from this machine's engine for as long as
-/// this is held: its gateway on 127.0.0.1 and the provider's forward.
-struct Pushing {
-    registry: RegistryState,
-    gateway: registry::Gateway,
-    _relay: provider::Forward,
-}
-
-impl Pushing {
-    async fn push(&self, lab: &Lab, image: &images::LocalImage) -> Result<String> {
-        let push_address = self.gateway.local.to_string();
-        let pulled = registry::push(&lab.host, &push_address, &self.registry, image).await?;
-        lab.ui.detail(format!("pushed {pulled}"));
-        Ok(pulled)
-    }
+/// Where the nodes pull each service's image from, and the sender that
+/// says when the registry has them all.
+fn pulls(
+    registry: &RegistryState,
+    images: &BTreeMap<String, images::LocalImage>,
+) -> (watch::Sender<bool>, Pulls) {
+    let by_service = images
+        .iter()
+        .map(|(service, image)| (service.clone(), registry::pull_reference(registry, image)))
+        .collect();
+    let (pushed, receiver) = watch::channel(false);
+    (
+        pushed,
+        Pulls {
+            by_service,
+            pushed: receiver,
+        },
+    )
 }
 
 pub fn plural(n: u32) -> &'static str {

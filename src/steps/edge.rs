@@ -4,8 +4,9 @@
 //! Swarm's routing mesh and VIPs are IPVS. Where the kernel lacks it, the
 //! lab runs its services in dnsrr mode and puts HAProxy on the first
 //! manager, published in host mode. HAProxy asks Docker's embedded DNS for
-//! `tasks.SERVICE` every second and health-checks each task, so replicas
-//! that come, go or roll over are followed without a reload.
+//! `tasks.SERVICE` four times a second (every second on emulated VMs) and
+//! health-checks each task, so replicas that come, go or roll over are
+//! followed without a reload.
 
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -50,6 +51,8 @@ struct Failover {
     connection_per_request: bool,
     /// What one failed connection does to the task (`observe layer4`).
     on_error: &'static str,
+    /// How often the proxy asks Docker's DNS for the tasks.
+    resolve_ms: u64,
 }
 
 impl Failover {
@@ -69,6 +72,13 @@ impl Failover {
                 connect_ms: 250,
                 connection_per_request: true,
                 on_error: "mark-down",
+                // A new task waits for the next question before it gets
+                // traffic: `create`'s first answer waited up to a second for
+                // it at 1 s. An idle lab (`bench/lab.sh --idle`, 3 samples
+                // each) took 3.2 % of a core at 250 ms, 3.9 % at 500 ms and
+                // 2.6 % at 1 s: within what the same run varies by on this
+                // shared machine.
+                resolve_ms: 250,
             },
             // Under TCG a busy VM can take a second to answer a SYN, and a
             // short timeout would take healthy tasks out: the 2 s of before
@@ -78,6 +88,8 @@ impl Failover {
                 connect_ms: 2000,
                 connection_per_request: false,
                 on_error: "fastinter",
+                // Every question costs emulated CPU.
+                resolve_ms: 1000,
             },
         }
     }
@@ -121,23 +133,27 @@ defaults
     retry-on conn-failure empty-response response-timeout
 ",
     );
-    cfg.push_str(
+    let _ = write!(
+        cfg,
         "
-# Docker's embedded DNS, asked again every second, so new tasks get traffic
-# and stopped ones lose it within a second or two.
+# Docker's embedded DNS, asked again every {resolve_ms} ms (after a valid
+# answer `hold valid`, after any other `timeout resolve`), so new tasks get
+# traffic that soon after their name exists, and stopped ones lose it
+# within a second or two.
 resolvers docker
     nameserver dns 127.0.0.11:53
     resolve_retries 3
-    timeout resolve 1s
+    timeout resolve {resolve_ms}ms
     timeout retry 1s
     hold other 1s
     hold refused 1s
     hold nx 1s
     hold timeout 1s
-    hold valid 1s
+    hold valid {resolve_ms}ms
     hold obsolete 1s
     accepted_payload_size 8192
 ",
+        resolve_ms = failover.resolve_ms,
     );
     for route in routes {
         let name = format!("{}_{}", route.service, route.port);
@@ -319,10 +335,13 @@ mod tests {
         assert!(native.contains("timeout connect 250ms\n"), "{native}");
         assert!(native.contains("option http-server-close\n"), "{native}");
         assert!(native.contains("on-error mark-down "), "{native}");
+        assert!(native.contains("timeout resolve 250ms\n"), "{native}");
+        assert!(native.contains("hold valid 250ms\n"), "{native}");
         let emulated = haproxy_config(&route, Pace::Emulated);
         assert!(emulated.contains("timeout connect 2000ms\n"), "{emulated}");
         assert!(!emulated.contains("http-server-close"), "{emulated}");
         assert!(emulated.contains("on-error fastinter "), "{emulated}");
+        assert!(emulated.contains("hold valid 1000ms\n"), "{emulated}");
         for cfg in [native, emulated] {
             assert!(cfg.contains("option redispatch 1\n"), "{cfg}");
         }

@@ -160,6 +160,131 @@ pub async fn copy(from: &Docker, to: &Docker, image: &LocalImage) -> Result<()> 
     Ok(())
 }
 
+/// Images larger than this are left to the lab registry: each node would
+/// load the uncompressed image from this machine, where a pull moves it
+/// compressed over the lab's own network.
+const PRELOAD_MAX_BYTES: i64 = 32 << 20;
+
+/// Loads `image` from this machine's engine into each of `engines`, named
+/// there `as_reference` (what a Swarm task pulls), while the Swarm forms.
+///
+/// A task still pulls before it starts (moby's executor always does for a
+/// reference by tag), but a pull whose manifest names an image config the
+/// engine has already stops after the manifest (`pullSchema2Layers` in
+/// moby's distribution/pull_v2.go): one request instead of the layers,
+/// their decompression and extraction, on every node at once, on the way
+/// from `service create` to the first answer. If the registry does not
+/// have the image yet the pull fails, which the executor only logs, and the
+/// task starts from the loaded image.
+///
+/// Best effort: on any failure the nodes pull from the registry as before;
+/// says which, in `-v`. Returns whether every engine has the image.
+pub async fn preload(
+    ui: &crate::ui::Ui,
+    from: &Docker,
+    image: &LocalImage,
+    as_reference: &str,
+    engines: &[Docker],
+) -> bool {
+    let started = std::time::Instant::now();
+    match try_preload(from, image, as_reference, engines).await {
+        Ok(true) => {
+            ui.detail(format!(
+                "loaded {as_reference} into {} engine{} ({} ms)",
+                engines.len(),
+                if engines.len() == 1 { "" } else { "s" },
+                started.elapsed().as_millis()
+            ));
+            true
+        }
+        Ok(false) => false,
+        Err(err) => {
+            ui.detail(format!("{as_reference} is left to the registry: {err}"));
+            false
+        }
+    }
+}
+
+async fn try_preload(
+    from: &Docker,
+    image: &LocalImage,
+    as_reference: &str,
+    engines: &[Docker],
+) -> Result<bool> {
+    let reference = image.reference();
+    let size = from
+        .inspect_image(&reference)
+        .await
+        .with_context(|| format!("inspecting {reference}"))?
+        .size
+        .unwrap_or(i64::MAX);
+    if size > PRELOAD_MAX_BYTES {
+        return Ok(false);
+    }
+    load_as(from, image, as_reference, engines).await?;
+    Ok(true)
+}
+
+/// Loads `image` from this machine's engine into each of `engines`, named
+/// there `as_reference` only (as if each had pulled it by that name).
+pub async fn load_as(
+    from: &Docker,
+    image: &LocalImage,
+    as_reference: &str,
+    engines: &[Docker],
+) -> Result<()> {
+    use futures_util::TryStreamExt;
+    let reference = image.reference();
+    let saved: Vec<bytes::Bytes> = from
+        .export_image(&reference)
+        .try_collect()
+        .await
+        .with_context(|| format!("saving {reference}"))?;
+    let named = LocalImage::parse(as_reference);
+    try_join_all(engines.iter().map(|engine| {
+        let chunks = saved.clone();
+        let (reference, named) = (&reference, &named);
+        async move {
+            let loading = engine.import_image_stream(
+                bollard::query_parameters::ImportImageOptionsBuilder::default()
+                    .quiet(true)
+                    .build(),
+                futures_util::stream::iter(chunks.into_iter().map(Ok::<_, std::io::Error>)),
+                None,
+            );
+            drain(loading, &format!("loading {reference} into a node")).await?;
+            engine
+                .tag_image(
+                    reference,
+                    Some(
+                        bollard::query_parameters::TagImageOptionsBuilder::default()
+                            .repo(&named.repository)
+                            .tag(&named.tag)
+                            .build(),
+                    ),
+                )
+                .await
+                .with_context(|| format!("tagging {reference} as {as_reference} on a node"))?;
+            // Only the registry's name stays, as if the node had pulled it.
+            engine
+                .remove_image(
+                    reference,
+                    Some(
+                        bollard::query_parameters::RemoveImageOptionsBuilder::default()
+                            .noprune(true)
+                            .build(),
+                    ),
+                    None,
+                )
+                .await
+                .with_context(|| format!("untagging {reference} on a node"))?;
+            Ok::<_, Error>(())
+        }
+    }))
+    .await?;
+    Ok(())
+}
+
 /// The workspace's cargo profiles a service binary can come from
 /// (`Cargo.toml`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
