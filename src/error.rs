@@ -68,8 +68,12 @@ pub enum Error {
     #[error("no free /24 left in 172.28.0.0/14 for the lab network: remove unused Docker networks (`docker network prune`) or labs (`goblog-lab ls`)")]
     NoFreeSubnet,
 
-    #[error("the Docker engine of {node} did not answer on {host} within 90s")]
-    EngineSilent { node: String, host: String },
+    #[error("the Docker engine of {node} did not answer on {host} within {seconds}s")]
+    EngineSilent {
+        node: String,
+        host: String,
+        seconds: u64,
+    },
 
     #[error("node {node} stopped ({why})")]
     NodeStopped { node: String, why: String },

@@ -101,11 +101,11 @@ pub async fn start(args: &LifecycleArgs, ui: &Ui) -> Result<()> {
     let step = ui.step("Waiting for the node engines 🐳");
     let certs = dir.client_certs();
     let provider = &*provider;
-    try_join_all(
-        state.nodes.iter().map(|node| {
-            engines::wait_for_engine(ui, node, &certs, || provider.ensure_running(node))
-        }),
-    )
+    try_join_all(state.nodes.iter().map(|node| {
+        engines::wait_for_engine(ui, node, &certs, deploy::Pace::of(&state), || {
+            provider.ensure_running(node)
+        })
+    }))
     .await?;
     step.done();
 

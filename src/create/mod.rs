@@ -10,9 +10,10 @@
 //!
 //! Like kind's `create/actions`, a create is an ordered list of small
 //! steps, each with its own status line: the node image, the machines
-//! (from the provider), the engines (the provisioner), the Swarm with the
-//! registry beside it, the deploy, the replicas with routing beside them,
-//! and the wait for answers. Each step is given what it needs as a value
+//! (from the provider), the engines (the provisioner), the Swarm while the
+//! images go into the nodes, the deploy, the replicas with routing beside
+//! them, and the wait for answers; the lab registry starts and is filled
+//! beside all of that. Each step is given what it needs as a value
 //! and returns what it made; where two steps overlap, the code says so
 //! once, with [`overlap`] or a join. Only the provider knows which kind of
 //! machine it made. If any step fails or `stop` resolves, what was made is
@@ -140,12 +141,12 @@ pub async fn create(request: Request, ui: &Ui, stop: impl Future<Output = ()>) -
         ui.warn(warning);
     }
     registry::check_port_free(loaded.spec.registry.port)?;
-    let host = docker::connect_host().await?;
     let dir = LabDir::new(&name);
-    let provider =
-        provider::for_spec(&name, &loaded.spec, &options.machines, &dir, &host, ui).await?;
-    // Before anything else: what the provider needs of this machine.
+    let provider = provider::for_spec(&name, &loaded.spec, &options.machines, &dir, ui).await?;
+    // Before anything else, the engine included: what the provider needs of
+    // this machine (QEMU and root for VMs).
     provider.pre_create_check().await?;
+    let host = docker::connect_host().await?;
     let checks_started = Instant::now();
     check_this_machine(&host, provider.shares_this_kernel(), options.routing).await?;
     ui.detail(format!(
@@ -242,6 +243,14 @@ struct Pulls {
     pushed: watch::Receiver<bool>,
 }
 
+/// What the registry's line of work hears and says: which services the
+/// nodes have loaded (once the Swarm is formed), and when the registry has
+/// every image.
+struct RegistrySignals {
+    loaded: watch::Receiver<Option<BTreeSet<String>>>,
+    pushed: watch::Sender<bool>,
+}
+
 impl Pulls {
     /// The reference a deploy of `service` names, as soon as its tasks can
     /// start: at once when the nodes have the image loaded (a pull that
@@ -294,16 +303,19 @@ impl Lab {
             &authority,
             &node,
             &service_images,
-            loaded_rx,
-            pushed,
+            Self::pace(&state),
+            RegistrySignals {
+                loaded: loaded_rx,
+                pushed,
+            },
         );
         let lab = async {
             let (engines, routing) =
                 tokio::try_join!(self.wait_for_engines(&state), self.decide_routing(&leader))?;
-            // The edge proxy's image goes to the manager only when it routes.
+            // The edge proxy's image goes into the manager, only when it
+            // routes, beside the Swarm and the deploy: only the answer
+            // through $ManagerIP needs it.
             let edge_image = edge_image.filter(|_| routing.routing == Routing::Edge);
-            // The edge proxy's image goes into the manager beside the Swarm
-            // and the deploy: only the answer through $ManagerIP needs it.
             let edge = async {
                 match &edge_image {
                     Some(image) => self
@@ -465,7 +477,9 @@ impl Lab {
         let provider = &*self.provider;
         let step = self.ui.step("Waiting for the node engines 🐳");
         let engines = try_join_all(state.nodes.iter().map(|node| {
-            engines::wait_for_engine(&self.ui, node, &certs, || provider.ensure_running(node))
+            engines::wait_for_engine(&self.ui, node, &certs, Self::pace(state), || {
+                provider.ensure_running(node)
+            })
         }))
         .await?;
         step.done();
@@ -543,13 +557,15 @@ impl Lab {
         authority: &Authority,
         node_image: &str,
         images: &BTreeMap<String, images::LocalImage>,
-        mut loaded: watch::Receiver<Option<BTreeSet<String>>>,
-        pushed: watch::Sender<bool>,
+        pace: deploy::Pace,
+        signals: RegistrySignals,
     ) -> Result<()> {
-        let manager = engines::wait_for_engine(&self.ui, leader, &self.dir.client_certs(), || {
-            self.provider.ensure_running(leader)
-        })
-        .await?;
+        let RegistrySignals { mut loaded, pushed } = signals;
+        let manager =
+            engines::wait_for_engine(&self.ui, leader, &self.dir.client_certs(), pace, || {
+                self.provider.ensure_running(leader)
+            })
+            .await?;
         let registry_image = images::registry(&self.host, node_image).await?;
         images::copy(&self.host, &manager, &registry_image).await?;
         let tls = authority.server(&[leader.hostname.as_str()], &[leader.address.into()])?;

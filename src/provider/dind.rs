@@ -64,6 +64,9 @@ pub struct DindProvider {
     choice: Option<Publish>,
     /// Set when the nodes publish their ports on 127.0.0.1.
     localhost: AtomicBool,
+    /// Set once this process asked the engine for the lab's machines: a
+    /// removal then sweeps until requests still in flight have landed.
+    making: AtomicBool,
 }
 
 /// The lab's bridge network: its name and the /24 the nodes sit on.
@@ -92,6 +95,7 @@ impl DindProvider {
             unprivileged: AtomicBool::new(false),
             choice: None,
             localhost: AtomicBool::new(false),
+            making: AtomicBool::new(false),
         }
     }
 
@@ -526,6 +530,7 @@ impl Provider for DindProvider {
     }
 
     async fn create(&self, plans: &[MachinePlan], image: &str) -> Result<Vec<NodeState>> {
+        self.making.store(true, Ordering::SeqCst);
         if self.choice.is_none() {
             let os = self
                 .docker
@@ -657,11 +662,12 @@ impl Provider for DindProvider {
 
     async fn remove(&self, _state: Option<&LabState>) -> Result<Removed> {
         // By label, not from the state: it works after a crash and twice.
-        // A create abandoned mid-request (a failure, Ctrl-C) can still have
-        // a container or network land a moment later, so it sweeps again
-        // until a pass finds nothing (at most six passes, 300 ms apart).
+        // A create of this process abandoned mid-request (a failure,
+        // Ctrl-C) can still have a container or network land a moment
+        // later, so then it sweeps again until a pass finds nothing (at most
+        // six passes, 300 ms apart); `destroy` has nothing in flight.
         let mut removed = remove_labelled(&self.docker, &self.lab).await?;
-        if removed.is_empty() {
+        if removed.is_empty() || !self.making.load(Ordering::SeqCst) {
             return Ok(removed);
         }
         for _ in 0..5 {

@@ -29,7 +29,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
 use async_trait::async_trait;
-use bollard::Docker;
 
 use crate::error::Result;
 pub use crate::lab::kind::ProviderKind;
@@ -276,13 +275,13 @@ pub async fn for_spec(
     spec: &LabSpec,
     choices: &Choices,
     dir: &LabDir,
-    host: &Docker,
     ui: &Ui,
 ) -> Result<Box<dyn Provider>> {
     Ok(match spec.driver.unwrap_or(ProviderKind::Dind) {
-        ProviderKind::Dind => Box::new(
-            dind::DindProvider::new(host.clone(), name, ui.clone()).publishing(choices.publish),
-        ),
+        ProviderKind::Dind => {
+            let host = crate::docker::connect_host().await?;
+            Box::new(dind::DindProvider::new(host, name, ui.clone()).publishing(choices.publish))
+        }
         ProviderKind::Qemu => Box::new(qemu::QemuProvider::new(
             name,
             dir,
