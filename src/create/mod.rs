@@ -497,11 +497,10 @@ impl Lab {
     ) -> Result<BTreeSet<String>> {
         // Not into emulated VMs: there every byte a guest's engine unpacks,
         // and every layer the manager would compress for its own push, costs
-        // emulated CPU, so VM labs keep the path they were measured on (the
-        // nodes pull what this machine pushed, and the deploy waits for the
-        // pushes). The first suite run with images loaded into VMs took
-        // 1100 s for the VM lab, against 750-980 s before (one run, on a
-        // busy CI machine: not isolated).
+        // emulated CPU, so VM labs keep the path `docs/vm-labs.md` measured
+        // (the nodes pull what this machine pushed; the deploy waits for
+        // it). Not measured apart: the suite's VM lab took 1100 s with the
+        // images loaded and 1061 s without, one busy CI run each.
         let load = async {
             match Self::pace(state) {
                 deploy::Pace::Native => self.load_images(&state.registry, engines, images).await,
