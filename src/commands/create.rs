@@ -178,7 +178,7 @@ mod tests {
             "--registry-port",
             "0",
         ]));
-        assert_eq!(flags.driver, Some(crate::lab::kind::ProviderKind::Ssh));
+        assert_eq!(flags.driver.map(|kind| kind.as_str()), Some("ssh"));
         assert_eq!(flags.ssh_managers, ["root@a"]);
         assert_eq!(flags.ssh_workers, ["root@b:2222"]);
         assert_eq!(flags.ssh_key, Some("/k".into()));

@@ -359,7 +359,7 @@ mod tests {
     fn lab() -> LabState {
         let mut state = LabState::new(
             "goblog",
-            crate::lab::kind::ProviderKind::Dind,
+            Default::default(),
             "my_network",
             RegistryState {
                 runs_on: RegistryHost::Manager,

@@ -8,10 +8,12 @@ use serde::{Deserialize, Serialize};
 /// `start`, `destroy`, `exec` and `shell` need no flag. Serde's names are
 /// the ones state files have always held (`"dind"`, ...), so labs saved
 /// when the field was a string read as before.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum ProviderKind {
-    /// Docker-in-Docker containers on this machine's Docker engine.
+    /// Docker-in-Docker containers on this machine's Docker engine: the
+    /// default, when neither a flag nor the lab file names one.
+    #[default]
     Dind,
     /// Existing Linux hosts with Docker, reached over SSH.
     Ssh,

@@ -50,7 +50,7 @@ pub fn apply(spec: &mut LabSpec, flags: &Overrides) -> Result<()> {
     if let Some(driver) = flags.driver {
         spec.driver = Some(driver);
     }
-    let driver = spec.driver.unwrap_or(ProviderKind::Dind);
+    let driver = spec.driver.unwrap_or_default();
     let hosts_given = !flags.ssh_managers.is_empty() || !flags.ssh_workers.is_empty();
     if driver != ProviderKind::Ssh && (hosts_given || flags.ssh_key.is_some()) {
         return Err(Error::usage(

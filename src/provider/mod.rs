@@ -277,7 +277,7 @@ pub async fn for_spec(
     dir: &LabDir,
     ui: &Ui,
 ) -> Result<Box<dyn Provider>> {
-    Ok(match spec.driver.unwrap_or(ProviderKind::Dind) {
+    Ok(match spec.driver.unwrap_or_default() {
         ProviderKind::Dind => {
             let host = crate::docker::connect_host().await?;
             Box::new(dind::DindProvider::new(host, name, ui.clone()).publishing(choices.publish))

@@ -350,7 +350,7 @@ mod tests {
         use crate::lab::state::{NodeState, RegistryHost, RegistryState, Role};
         let mut state = LabState::new(
             "vr",
-            crate::lab::kind::ProviderKind::Dind,
+            Default::default(),
             "my_network",
             RegistryState {
                 runs_on: RegistryHost::Manager,
