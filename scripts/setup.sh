@@ -8,7 +8,9 @@
 #     visualizer's browser tests drive, and openssh-server and -client: the
 #     ssh2 core's tests talk to a real sshd on loopback, and the ssh
 #     provider's tests make keys with ssh-keygen; and qemu-system-x86, which
-#     boots the VM labs' machines (qemu-img comes with qemu-utils).
+#     boots the VM labs' machines (qemu-img comes with qemu-utils);
+#   - in both modes, the class pages' browser assets (xterm.js and its fit
+#     addon) in web/node_modules, installed by npm from web/package-lock.json.
 # Safe to run again: it installs only what is missing and starts dockerd only
 # when no engine answers. Used by the README's commands and by .ci/run.
 set -euo pipefail
@@ -72,6 +74,34 @@ if [ -n "${want_qemu:-}" ]; then
     exit 1
   fi
   apt_install --allow-downgrades "qemu-system-x86=$version" "qemu-utils=$version"
+fi
+
+# `goblog-lab class serve` reads xterm.js and its fit addon from
+# web/node_modules at run time (they are not built into the binary, and the
+# learner page may load nothing from the internet), so both modes install them
+# when one is missing, pinned by web/package-lock.json. Here, before the early
+# exit below: a machine whose engine already answers needs them too. Without
+# npm, labs still work, so only --for-tests, whose browser tests load the
+# learner page, treats it as a failure.
+root="$(cd "$(dirname "$0")/.." && pwd)"
+if [ ! -f "$root/web/node_modules/@xterm/xterm/lib/xterm.js" ] ||
+   [ ! -f "$root/web/node_modules/@xterm/addon-fit/lib/addon-fit.js" ]; then
+  if command -v npm >/dev/null 2>&1; then
+    say "installing the class pages' xterm assets into web/node_modules"
+    # npm's summary is noise here; its output is shown only when it fails.
+    if ! out="$(npm ci --prefix "$root/web" --no-audit --no-fund --loglevel=error 2>&1)"; then
+      printf '%s\n' "$out" >&2
+      echo "setup.sh: npm ci --prefix web failed" >&2
+      exit 1
+    fi
+  else
+    note="\`goblog-lab class serve\` needs the xterm assets in web/node_modules, and npm is not here: \`npm ci --prefix web\` installs them"
+    if [ "${1:-}" = "--for-tests" ]; then
+      echo "setup.sh: $note" >&2
+      exit 1
+    fi
+    say "$note"
+  fi
 fi
 
 if host_docker version >/dev/null 2>&1; then

@@ -119,6 +119,18 @@ pub enum Command {
     Start(LifecycleArgs),
     /// Remove a lab: containers, volumes, networks, registry and saved state.
     Destroy(DestroyArgs),
+    /// A classroom: one lab per learner on this server, each learner's terminal and lab in a browser.
+    #[command(
+        long_about = "A classroom: one lab per learner on this server, and a web front that gives each\n\
+        learner a terminal into their own console (docker CLI, curl, jq, an editor, pointed at their\n\
+        lab) and the live picture of their lab, behind a link with their own token; the instructor\n\
+        gets a board with every lab's state and a reset button, and printable cards with QR codes.\n\n\
+        Security: Docker-in-Docker nodes are privileged, so a learner who can run containers in their\n\
+        lab can reach this host. A dind class is for learners you trust with this server;\n\
+        --driver qemu keeps each lab in its own VMs (about 30 s a lab with KVM, minutes under TCG).",
+        after_help = "Example:\n  goblog-lab class create --learners 20 --name monday\n  goblog-lab class serve --name monday            # Ctrl-C stops serving; the labs stay\n  goblog-lab class status --name monday -o json   # every learner's link, for scripts\n  goblog-lab class destroy --name monday"
+    )]
+    Class(ClassArgs),
     /// Print the script that makes your shell complete goblog-lab's commands, flags and lab names.
     #[command(
         long_about = "Print the script that makes your shell complete goblog-lab's commands, flags and\n\
@@ -675,4 +687,121 @@ mod tests {
         assert!(parse_scale("=3").is_err());
         assert!(parse_scale("accountservice=65").unwrap_err().contains("64"));
     }
+}
+
+const DEFAULT_CLASS: &str = crate::class::state::DEFAULT_NAME;
+
+#[derive(Debug, Args)]
+pub struct ClassArgs {
+    #[command(subcommand)]
+    pub command: ClassCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClassCommand {
+    /// Make one lab per learner, a console beside each, and print the links.
+    #[command(
+        long_about = "Make one full default lab per learner (nodes, Swarm, my_network, registry, services)\n\
+        and a console container beside each. The images are built once for the class; the labs are\n\
+        made a few at a time, each with its own progress line. A lab that fails is made again once,\n\
+        then reported; the others are usable. Before anything is made, this machine's memory, disk\n\
+        and cores are checked against the number of learners. Ctrl-C rolls the whole class back."
+    )]
+    Create(ClassCreateArgs),
+    /// Serve the learners' pages, the board and the cards (foreground; Ctrl-C stops, the labs stay).
+    Serve(ClassServeArgs),
+    /// Each learner's lab, state and link, and the board's link.
+    Status(ClassNameArgs),
+    /// List the classes on this machine.
+    Ls(ClassLsArgs),
+    /// Make one learner's lab again from nothing (their source volume is kept); the others are untouched.
+    Reset(ClassResetArgs),
+    /// Remove every lab, console, volume and file of the class.
+    Destroy(ClassDestroyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ClassCreateArgs {
+    /// How many learners, one lab each.
+    #[arg(long, value_name = "N")]
+    pub learners: u32,
+
+    /// Name of the class; its labs are CLASS-1, CLASS-2, ...
+    #[arg(long, default_value = DEFAULT_CLASS)]
+    pub name: String,
+
+    /// What each lab's nodes are: Docker-in-Docker containers (privileged), or QEMU VMs.
+    #[arg(long, value_enum)]
+    pub driver: Option<crate::lab::kind::ProviderKind>,
+
+    /// Labs made at the same time.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=32))]
+    pub parallel: u16,
+
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+#[derive(Debug, Args)]
+pub struct ClassServeArgs {
+    /// Address and port to listen on. Off loopback, TLS is on (the class's own CA) unless --tls-cert or --insecure-plain-http.
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR:PORT")]
+    pub listen: std::net::SocketAddr,
+
+    /// A certificate (PEM) to serve TLS with instead of the class's own CA.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// The key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+
+    /// Serve plain HTTP off loopback: anyone on the network path can read every learner's token and keystrokes.
+    #[arg(long, conflicts_with = "tls_cert")]
+    pub insecure_plain_http: bool,
+
+    /// The host name the links and cards carry [default: the listen address].
+    #[arg(long, value_name = "HOST")]
+    pub public_host: Option<String>,
+
+    /// Where @xterm/xterm and @xterm/addon-fit are [default: this checkout's web/node_modules].
+    #[arg(long, value_name = "DIR")]
+    pub assets: Option<std::path::PathBuf>,
+
+    #[arg(long, default_value = DEFAULT_CLASS)]
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ClassNameArgs {
+    #[arg(long, default_value = DEFAULT_CLASS)]
+    pub name: String,
+
+    /// The links' base, as `class serve` prints it [default: http://127.0.0.1:8080].
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+#[derive(Debug, Args)]
+pub struct ClassLsArgs {
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+#[derive(Debug, Args)]
+pub struct ClassResetArgs {
+    /// The learner: their number, `learner-N`, or their lab's name.
+    pub learner: String,
+
+    #[arg(long, default_value = DEFAULT_CLASS)]
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ClassDestroyArgs {
+    #[arg(long, default_value = DEFAULT_CLASS)]
+    pub name: String,
 }

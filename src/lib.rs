@@ -2,9 +2,11 @@
 //! integration tests drive the binary itself, as a user would.
 
 pub mod bench;
+pub mod class;
 pub mod cli;
 pub mod commands;
 pub mod create;
+pub mod destroy;
 pub mod docker;
 pub mod error;
 pub mod http;

@@ -67,6 +67,14 @@ impl Ui {
         }
     }
 
+    pub fn is_quiet(&self) -> bool {
+        self.quiet
+    }
+
+    pub fn is_verbose(&self) -> bool {
+        self.verbose
+    }
+
     /// Starts a step; finish it with [`Step::done`]. A step dropped unfinished
     /// (an error, Ctrl-C) is marked failed.
     pub fn step(&self, message: impl Into<String>) -> Step {

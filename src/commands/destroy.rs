@@ -1,16 +1,12 @@
-//! `goblog-lab destroy`: everything gone, every time.
-//!
-//! The provider that made the lab does the removing. A dind lab's objects
-//! are found by label, not from the state file, so destroy works after a
-//! crash, after the state was deleted, and a second time; a VM lab's
-//! QEMU processes and devices are found by name and alias the same way; an
-//! ssh lab's hosts are given back as they were before the lab.
+//! `goblog-lab destroy`: everything gone, every time. The command picks
+//! the labs (one, or `--all`) and prints; [`crate::destroy`] removes each.
 
 use std::collections::BTreeSet;
 
 use bollard::Docker;
 
 use crate::cli::DestroyArgs;
+use crate::destroy::Gone;
 use crate::docker::{self, Labelled};
 use crate::error::Result;
 use crate::lab::name;
@@ -36,29 +32,15 @@ pub async fn run(args: &DestroyArgs, ui: &Ui) -> Result<()> {
     }
     for lab in names {
         let step = ui.step(format!("Deleting lab '{lab}' 🔥"));
-        let dir = LabDir::new(&lab);
-        // A damaged or missing state still leaves the labels to go by.
-        let state = dir.load().ok();
-        let provider = match &state {
-            Some(state) => provider::for_lab(state, &dir, ui).await?,
-            None => provider::for_leftovers(&lab, &dir, ui).await?,
-        };
-        let removed = match crate::provision::remove_lab(&*provider, state.as_ref(), ui).await {
-            Ok(removed) => removed,
+        match crate::destroy::lab(&lab, ui).await {
+            Ok(Gone::Removed(removed)) => step.done_with(format!("({})", removed.summary())),
+            Ok(Gone::Nothing) => step.done_with("(nothing to remove)"),
             Err(err) if args.force => {
                 drop(step);
                 ui.warn(format!("--force: forgetting lab '{lab}' here: {err}"));
-                dir.remove()?;
-                continue;
+                LabDir::new(&lab).remove()?;
             }
             Err(err) => return Err(err),
-        };
-        let had_state = dir.exists();
-        dir.remove()?;
-        if removed.is_empty() && !had_state {
-            step.done_with("(nothing to remove)");
-        } else {
-            step.done_with(format!("({})", removed.summary()));
         }
     }
     Ok(())

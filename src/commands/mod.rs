@@ -2,6 +2,7 @@
 //! stdout, its progress to stderr.
 
 pub mod bench;
+pub mod class;
 pub mod completion;
 pub mod create;
 pub mod deploy;
@@ -70,6 +71,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Scale(args) => scale::run(&args, &ui).await,
         Command::Logs(args) => logs::run(&args).await,
         Command::Viz(args) => viz::run(&args, &ui).await,
+        Command::Class(args) => class::run(args, &ui).await,
         Command::Bench(args) => bench::run(&args, &ui).await,
         Command::Exec(args) => exec::exec(&args, &ui).await,
         Command::Shell(args) => exec::shell(&args, &ui).await,

@@ -8,10 +8,10 @@ use serde::Serialize;
 
 use crate::cli::{Output, PrepareArgs};
 use crate::docker;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::lab::spec;
 use crate::provider;
-use crate::steps::{images, node_image};
+use crate::steps::images;
 use crate::ui::Ui;
 
 #[derive(Debug, Serialize)]
@@ -29,25 +29,12 @@ struct Prepared {
 pub async fn run(args: &PrepareArgs, ui: &Ui) -> Result<()> {
     let loaded = spec::load(args.file.as_deref())?;
     let host = docker::connect_host().await?;
-    let step = ui.step("Building the node image 🖼 (debootstrap; about a minute the first time)");
-    let node = node_image::ensure(&host).await?;
-    step.done_with(node.clone());
-    let step = ui.step("Building the registry and edge images, and the services 🔨");
-    let built = async {
-        let built =
-            images::built_services(&host, &loaded.project_root, &loaded.spec.services).await?;
-        Ok::<_, Error>(
-            built
-                .into_iter()
-                .map(|(name, built)| (name, built.image.reference())),
-        )
-    };
-    let (registry, edge, services) = tokio::try_join!(
-        images::registry(&host, &node),
-        images::edge(&host, &node),
-        built
-    )?;
-    step.done();
+    let images::Prepared {
+        node,
+        registry,
+        edge,
+        services,
+    } = images::prepare(&host, &loaded, ui).await?;
     let vm_image = match args.driver {
         Some(kind) => provider::prepare(kind, ui).await?,
         None => None,

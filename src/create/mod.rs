@@ -499,8 +499,10 @@ impl Lab {
         // and every layer the manager would compress for its own push, costs
         // emulated CPU, so VM labs keep the path `docs/vm-labs.md` measured
         // (the nodes pull what this machine pushed; the deploy waits for
-        // it). Not measured apart: the suite's VM lab took 1100 s with the
-        // images loaded and 1061 s without, one busy CI run each.
+        // it). Loaded, the manager's own push of them timed out in its TLS
+        // handshake under TCG (`create --driver qemu --workers 1 -v`,
+        // 2026-12-06); pulled, the replicas take long to start (133 s
+        // alone), which the replicas' wait allows for.
         let load = async {
             match Self::pace(state) {
                 deploy::Pace::Native => self.load_images(&state.registry, engines, images).await,
@@ -769,7 +771,11 @@ impl Lab {
                 &service.name,
                 replicas_of(state, &service.name),
                 None,
-                Self::pace(state).patience(Duration::from_secs(180)),
+                // Emulated VMs pull every image from the lab registry and
+                // gunzip it under TCG: 133 s from the deploy to every
+                // replica running alone (2026-12-06), and 0/2 after 540 s beside
+                // a busy CI run.
+                Self::pace(state).patience_for_pulls(Duration::from_secs(180)),
             )
         }));
         let routed = async {

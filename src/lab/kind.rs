@@ -28,6 +28,27 @@ pub enum ProviderKind {
 }
 
 impl ProviderKind {
+    /// Whether this provider makes its machines (dind, qemu) rather than
+    /// adopting hosts it is given: a class needs one lab per learner made
+    /// from nothing.
+    pub fn makes_machines(self) -> bool {
+        matches!(self, ProviderKind::Dind | ProviderKind::Qemu)
+    }
+
+    /// What a class of labs of this kind lets a learner reach, said
+    /// before the class is made (the issue's security statement).
+    pub fn class_isolation(self) -> &'static str {
+        match self {
+            ProviderKind::Qemu => {
+                "each lab runs in its own VMs: a learner's containers reach their own VMs, not this host"
+            }
+            _ => {
+                "dind nodes are privileged: a learner who can run containers in their lab can reach this host. \
+                 A dind class is for learners you trust with this server; --driver qemu keeps each lab in its own VMs."
+            }
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ProviderKind::Dind => "dind",

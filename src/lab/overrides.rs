@@ -136,6 +136,26 @@ pub fn apply(spec: &mut LabSpec, flags: &Overrides) -> Result<()> {
     spec::check_counts(spec.managers, spec.workers)
 }
 
+/// The spec of each lab of a class: `driver` applied, and refused in one
+/// line when it adopts hosts (a class makes one lab per learner from
+/// nothing). Returns the memory one lab's machines take, when the driver
+/// gives each machine its own (VMs).
+pub fn for_class(spec: &mut LabSpec, driver: Option<ProviderKind>) -> Result<Option<u64>> {
+    if let Some(driver) = driver {
+        spec.driver = Some(driver);
+    }
+    let driver = spec.driver.unwrap_or_default();
+    if !driver.makes_machines() {
+        return Err(Error::usage(format!(
+            "--driver {} adopts hosts it is given; a class makes one lab per learner: use --driver dind or --driver qemu",
+            driver.as_str()
+        )));
+    }
+    let machines = u64::from(spec.managers + spec.workers);
+    let vm_memory = u64::from(spec.vm.clone().unwrap_or_default().memory) << 20;
+    Ok((driver == ProviderKind::Qemu).then_some(machines * vm_memory))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

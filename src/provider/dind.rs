@@ -548,6 +548,10 @@ impl Provider for DindProvider {
         self.create_nodes(image, plans).await
     }
 
+    fn host_network(&self) -> Option<String> {
+        Some(Self::network_name(&self.lab))
+    }
+
     fn publish(&self) -> Publish {
         if self.on_localhost() {
             Publish::Localhost

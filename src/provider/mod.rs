@@ -245,6 +245,13 @@ pub trait Provider: Send + Sync {
         Publish::Direct
     }
 
+    /// The host engine's network that a container joins to reach the
+    /// machines (a class's consoles), or None when this host routes to
+    /// them and a container on its default bridge does too.
+    fn host_network(&self) -> Option<String> {
+        None
+    }
+
     /// The machine's ports published on 127.0.0.1 as they are now (a
     /// restart may give them new host ports), by the machine's port.
     async fn published_ports(&self, node: &NodeState) -> Result<BTreeMap<u16, u16>> {

@@ -79,6 +79,16 @@ impl Pace {
             Pace::Emulated => native * 3,
         }
     }
+
+    /// How long to wait for replicas whose images are pulled: on emulated
+    /// VMs each layer is gunzipped under TCG, so six times longer (a clean-
+    /// clone CI run saw a VM lab's two replicas at 0/2 after three times).
+    pub fn patience_for_pulls(self, native: std::time::Duration) -> std::time::Duration {
+        match self {
+            Pace::Native => native,
+            Pace::Emulated => native * 6,
+        }
+    }
 }
 
 /// The container health check a lab's service tasks run, which is also

@@ -594,6 +594,47 @@ async fn build_image(
     Ok(())
 }
 
+/// Every image a lab of `loaded` needs, built ahead of the labs: what
+/// `prepare` does, and what a class does once before its labs.
+pub struct Prepared {
+    pub node: String,
+    pub registry: LocalImage,
+    pub edge: LocalImage,
+    /// Services built from source: name and image reference.
+    pub services: Vec<(String, String)>,
+}
+
+/// Builds (or finds cached) the node image, the registry's and edge's,
+/// and the services from source, each step with its own line on `ui`.
+pub async fn prepare(
+    docker: &Docker,
+    loaded: &crate::lab::spec::LoadedSpec,
+    ui: &crate::ui::Ui,
+) -> Result<Prepared> {
+    let step = ui.step("Building the node image 🖼 (debootstrap; about a minute the first time)");
+    let node = crate::steps::node_image::ensure(docker).await?;
+    step.done_with(node.clone());
+    let step = ui.step("Building the registry and edge images, and the services 🔨");
+    let built = async {
+        let built = built_services(docker, &loaded.project_root, &loaded.spec.services).await?;
+        Ok::<_, Error>(
+            built
+                .into_iter()
+                .map(|(name, built)| (name, built.image.reference()))
+                .collect(),
+        )
+    };
+    let (registry, edge, services) =
+        tokio::try_join!(registry(docker, &node), edge(docker, &node), built)?;
+    step.done();
+    Ok(Prepared {
+        node,
+        registry,
+        edge,
+        services,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -105,13 +105,20 @@ pub async fn serve(listener: TcpListener, hub: Arc<Hub>) {
     }
 }
 
-type Body = BoxBody<Bytes, Infallible>;
+pub type Body = BoxBody<Bytes, Infallible>;
 
 fn route(request: Request<Incoming>, hub: &Arc<Hub>) -> Response<Body> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return plain(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
     }
-    match request.uri().path() {
+    answer(request.uri().path(), hub)
+}
+
+/// The answer to a GET of `path`, the part after wherever the page is
+/// served from (`/` here; a class serves each lab's under its learner's
+/// link). The page asks for `api/...` relative to itself.
+pub fn answer(path: &str, hub: &Arc<Hub>) -> Response<Body> {
+    match path {
         "/" | "/index.html" => respond(StatusCode::OK, "text/html; charset=utf-8", PAGE.into()),
         "/api/state" => respond(
             StatusCode::OK,
