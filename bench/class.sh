@@ -6,7 +6,9 @@
 #   memory: MemAvailable before the class and with it up, per lab;
 #   the engine's disk: its data directory's use before and after, per lab;
 #   the `class serve` process's own RSS, idle and after a board poll and
-#   N learner pages' info and picture.
+#   N learner pages' info and picture;
+#   the terminal's keystroke-to-echo time, p50/p99, with all N terminals
+#   open and typing at once (examples/keystroke_echo.rs, KEYS per terminal).
 #
 #   bench/class.sh              # N=10 ROUNDS=3
 #   N=3 ROUNDS=1 bench/class.sh
@@ -17,12 +19,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 N=${N:-10}
+KEYS=${KEYS:-200}
 ROUNDS=${ROUNDS:-3}
 CLASS=${CLASS:-bclass}
 if [ -z "${BIN:-}" ]; then
   cargo build --release --quiet
   BIN="$PWD/target/release/goblog-lab"
 fi
+cargo build --release --quiet --example keystroke_echo
 export GOBLOG_LAB_HOME="${GOBLOG_LAB_HOME:-$(mktemp -d)}"
 serve_pid=""
 cleanup() {
@@ -68,6 +72,9 @@ for link in $(awk '/^learner-/ {print $4}' "$GOBLOG_LAB_HOME/serve.out"); do
   curl -sf "${link}info" > /dev/null
   curl -sf "${link}viz/api/state" > /dev/null
 done
+links=$(awk '/^learner-/ {print $4}' "$GOBLOG_LAB_HOME/serve.out")
+# shellcheck disable=SC2086 # one argument per link
+echo_times=$(target/release/examples/keystroke_echo "$KEYS" $links)
 sleep 3
 rss_busy=$(rss)
 
@@ -80,5 +87,6 @@ cat <<TABLE
 | one \`class reset\`, median of $ROUNDS | **$reset_median s** (each: ${resets[*]}) |
 | memory of the class (MemAvailable drop) | $(( (mem_before - mem_after) / 1024 )) MiB, **$per_lab_mem MiB a lab** |
 | engine disk of the class | $(( (disk_after - disk_before) / 1024 )) MiB, $per_lab_disk MiB a lab |
-| \`class serve\` RSS, idle / after the board and $N labs' pictures | $(( rss_idle / 1024 )) MiB / **$(( rss_busy / 1024 )) MiB** |
+| keystroke to echo, $N terminals typing at once | $echo_times |
+| \`class serve\` RSS, idle / after the board, $N labs' pictures and terminals | $(( rss_idle / 1024 )) MiB / **$(( rss_busy / 1024 )) MiB** |
 TABLE

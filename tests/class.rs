@@ -97,37 +97,35 @@ fn path_of(link: &str) -> String {
     format!("/{rest}")
 }
 
-/// The status line of a WebSocket upgrade request for `path`.
-fn upgrade_status(port: u16, path: &str) -> u16 {
+/// The status code of the answer to `request`, sent as it is.
+fn status_of(port: u16, request: &str) -> u16 {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-    .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
     let mut line = String::new();
     BufReader::new(stream).read_line(&mut line).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
+/// The status of a WebSocket upgrade request for `path`.
+fn upgrade_status(port: u16, path: &str) -> u16 {
+    status_of(
+        port,
+        &format!(
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ),
+    )
+}
+
 /// The status of an empty POST to `path`.
 fn post_status(port: u16, path: &str) -> u16 {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    status_of(
+        port,
+        &format!("POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
     )
-    .unwrap();
-    let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 /// Everything on this engine that belongs to `class` or one of its labs.
@@ -343,6 +341,41 @@ async fn a_class_of_three_in_a_browser_each_learner_in_their_own_lab() {
         t.contains(&format!("lab={manager_1}"))
     })
     .await;
+    // An edit in the console, then `deploy` there: built on the server,
+    // rolled out to learner 1's lab and no other.
+    type_line(
+        &page,
+        r#"sed -i 's/"status":"UP"}/"status":"UP","build":"learner-1-edit"}/' ~/accountservice/src/routes.rs && deploy; echo deploy-exit=$?"#,
+    )
+    .await;
+    let text = wait_for_terminal(&page, "the deploy to end", Duration::from_secs(600), |t| {
+        t.lines()
+            .any(|l| l.starts_with("deploy-exit=") && !l.contains('$'))
+    })
+    .await;
+    assert!(text.lines().any(|l| l == "deploy-exit=0"), "{text}");
+    assert!(
+        text.contains("Building accountservice"),
+        "the build's lines reach the terminal: {text}"
+    );
+    let manager_2 = {
+        let (_, info) = http_get("127.0.0.1", port, &format!("{b}info")).unwrap();
+        let info: serde_json::Value = serde_json::from_str(&info).unwrap();
+        info["manager_ip"].as_str().unwrap().to_string()
+    };
+    for _ in 0..6 {
+        let (status, body) = http_get(&manager_1, 6767, "/health").unwrap();
+        assert_eq!(status, 200);
+        assert!(
+            body.contains("learner-1-edit"),
+            "every replica of lab 1 serves the edit: {body}"
+        );
+        let (_, body) = http_get(&manager_2, 6767, "/health").unwrap();
+        assert!(
+            !body.contains("learner-1-edit"),
+            "lab 2 got learner 1's edit: {body}"
+        );
+    }
     wait_for_js(
         &page,
         "the lab's picture beside the terminal",
@@ -406,15 +439,35 @@ async fn a_class_of_three_in_a_browser_each_learner_in_their_own_lab() {
         .unwrap();
     reset.click().await.unwrap();
     boardpage.accept_alert().await.unwrap();
-    wait_for_js(&boardpage, "learner 3 resetting", Duration::from_secs(10),
-        "const r = document.querySelector('tr[data-learner=\"learner-3\"]'); return !!r && r.dataset.state !== 'ready';").await;
+    // The server's own state says resetting from the POST on; the page
+    // follows it, then both say ready once the lab is made again.
+    let learner_3 = || {
+        let (_, state) = http_get("127.0.0.1", port, &format!("{board}api/state")).unwrap();
+        let state: serde_json::Value = serde_json::from_str(&state).unwrap();
+        state["learners"][2]["state"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    wait_until(
+        "the reset to reach the server",
+        Duration::from_secs(10),
+        || learner_3() == "resetting",
+    );
+    wait_for_js(&boardpage, "the board to show learner 3 resetting", Duration::from_secs(10),
+        "const r = document.querySelector('tr[data-learner=\"learner-3\"]'); return !!r && r.dataset.state === 'resetting';").await;
     let started = Instant::now();
-    wait_for_js(&boardpage, "learner 3 ready again", Duration::from_secs(180),
-        "const r = document.querySelector('tr[data-learner=\"learner-3\"]'); return !!r && r.dataset.state === 'ready';").await;
+    wait_until(
+        "learner 3's lab made again",
+        Duration::from_secs(180),
+        || learner_3() == "ready",
+    );
     eprintln!(
-        "the board showed learner 3 ready {:?} after it showed the reset",
+        "learner 3's reset took {:?} from the board's click",
         started.elapsed()
     );
+    wait_for_js(&boardpage, "the board to show learner 3 ready again", Duration::from_secs(10),
+        "const r = document.querySelector('tr[data-learner=\"learner-3\"]'); return !!r && r.dataset.state === 'ready';").await;
     let after_1 = stdout(&docker(&[
         "inspect",
         "--format",

@@ -11,9 +11,9 @@ const MIB: u64 = 1 << 20;
 
 /// What one default lab of three dind nodes and its console take, from
 /// `bench/class.sh` with a class of 10 (docs/classroom.md): `MemAvailable`
-/// fell by 355 MiB a lab (400 kept here, for the learners' own
-/// containers), the engine's data grew by 158 MiB a lab (300 kept, for
-/// their images). Cores: an idle lab costs 3.2 % of one core
+/// fell by 215 and 355 MiB a lab in two runs (400 kept here, for the
+/// learners' own containers), the engine's data grew by 158 and 182 MiB a
+/// lab (300 kept, for their images). Cores: an idle lab costs 3.2 % of one core
 /// (docs/performance.md); 8 a core keeps idle labs near a quarter of it,
 /// so terminals and creates stay quick.
 #[derive(Debug, Clone, Copy)]

@@ -52,6 +52,74 @@ pub struct ConsoleSpec<'a> {
     /// The accountservice's sources, copied into the source volume the
     /// first time (a reset keeps the learner's edits).
     pub source: &'a Path,
+    /// The class's network, where `class serve` takes the learner's
+    /// `deploy` on the gateway's address.
+    pub class_network: &'a str,
+    pub deploy_url: String,
+    /// The learner's token, which their `deploy` presents.
+    pub token: &'a crate::class::token::Token,
+}
+
+/// The port `class serve` takes deploys on, on the class network's gateway.
+pub const DEPLOY_PORT: u16 = 7767;
+
+/// The class's network: every console joins it beside its lab's network,
+/// and `class serve` listens for deploys on its gateway. Containers on it
+/// cannot reach one another (`enable_icc` off); only the server.
+pub fn class_network(class: &str) -> String {
+    format!("goblog-class-{class}")
+}
+
+/// Makes the class's network (once); returns its gateway address.
+pub async fn ensure_class_network(docker: &Docker, class: &str) -> Result<String> {
+    let name = class_network(class);
+    if docker
+        .inspect_network(
+            &name,
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await
+        .is_err()
+    {
+        let request = bollard::models::NetworkCreateRequest {
+            name: name.clone(),
+            driver: Some("bridge".into()),
+            options: Some(HashMap::from([(
+                "com.docker.network.bridge.enable_icc".to_string(),
+                "false".to_string(),
+            )])),
+            labels: Some(HashMap::from([
+                (LABEL_CLASS.to_string(), class.to_string()),
+                (LABEL_ROLE.to_string(), "class-network".to_string()),
+            ])),
+            ..Default::default()
+        };
+        docker
+            .create_network(request)
+            .await
+            .with_context(|| format!("creating network {name}"))?;
+    }
+    gateway(docker, class).await
+}
+
+/// The gateway address of the class's network: this host, as the
+/// consoles reach it.
+pub async fn gateway(docker: &Docker, class: &str) -> Result<String> {
+    let name = class_network(class);
+    let network = docker
+        .inspect_network(
+            &name,
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await
+        .with_context(|| format!("reading network {name}"))?;
+    network
+        .ipam
+        .and_then(|ipam| ipam.config)
+        .into_iter()
+        .flatten()
+        .find_map(|config| config.gateway)
+        .ok_or_else(|| Error::failed(format!("network {name} has no gateway address")))
 }
 
 pub fn container_name(class: &str, number: u32) -> String {
@@ -103,6 +171,7 @@ pub async fn create(docker: &Docker, spec: &ConsoleSpec<'_>) -> Result<String> {
         "DOCKER_TLS_VERIFY=1".to_string(),
         format!("DOCKER_CERT_PATH={HOME}/.docker"),
         format!("ManagerIP={}", spec.manager_ip),
+        format!("GOBLOG_CLASS_URL={}", spec.deploy_url),
         format!("HOME={HOME}"),
         "TERM=xterm-256color".to_string(),
     ];
@@ -143,6 +212,16 @@ pub async fn create(docker: &Docker, spec: &ConsoleSpec<'_>) -> Result<String> {
         .create_container(Some(options), body)
         .await
         .with_context(|| format!("creating the console {name}"))?;
+    docker
+        .connect_network(
+            spec.class_network,
+            bollard::models::NetworkConnectRequest {
+                container: name.clone(),
+                ..Default::default()
+            },
+        )
+        .await
+        .with_context(|| format!("connecting {name} to {}", spec.class_network))?;
     let files = home_files(spec, fresh_volume)?;
     docker
         .upload_to_container(
@@ -177,12 +256,39 @@ fn home_files(spec: &ConsoleSpec, with_source: bool) -> Result<Vec<u8>> {
         let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
         tar.file(&format!("{home}/.docker/{file}"), &bytes, mode)?;
     }
+    tar.dir(&format!("{home}/.config"))?;
+    tar.file(
+        &format!("{home}/.config/goblog-lab-token"),
+        spec.token.reveal().as_bytes(),
+        0o600,
+    )?;
+    tar.file("usr/local/bin/deploy", DEPLOY_SCRIPT.as_bytes(), 0o755)?;
     tar.dir(&format!("{home}/accountservice"))?;
     if with_source {
         tar.tree(spec.source, &format!("{home}/accountservice"))?;
     }
     tar.finish()
 }
+
+/// `deploy [SERVICE]` in the console: asks `class serve` to build the
+/// learner's `~/accountservice` on the server and roll it out to their lab,
+/// and prints the build's lines as they come; its exit status is the
+/// deploy's.
+const DEPLOY_SCRIPT: &str = r#"#!/bin/bash
+# deploy [SERVICE]: builds your ~/accountservice on the class's server and
+# rolls it out to your lab, with no failed request (goblog-lab deploy).
+set -u
+service="${1:-accountservice}"
+status=1
+while IFS= read -r line; do
+  case "$line" in
+    "GOBLOG-EXIT "*) status="${line#GOBLOG-EXIT }" ;;
+    *) printf '%s
+' "$line" ;;
+  esac
+done < <(curl -sS -N --max-time 900 -X POST   -H "Authorization: Bearer $(cat ~/.config/goblog-lab-token)"   "$GOBLOG_CLASS_URL/deploy/$service" || echo "deploy: the class's server did not answer at $GOBLOG_CLASS_URL (is \`goblog-lab class serve\` running?)")
+exit "$status"
+"#;
 
 /// A tar of the learner's files, each owned by uid 1000.
 struct Tar(tar::Builder<Vec<u8>>);
@@ -275,6 +381,20 @@ pub async fn remove_class(docker: &Docker, class: &str) -> Result<(usize, usize)
             let options = RemoveContainerOptionsBuilder::default().force(true).build();
             tolerate(docker.remove_container(id, Some(options)).await, GONE)
                 .context("removing a console")?;
+        }
+    }
+    let networks = docker
+        .list_networks(Some(
+            bollard::query_parameters::ListNetworksOptionsBuilder::default()
+                .filters(&filter)
+                .build(),
+        ))
+        .await
+        .context("listing the class's networks")?;
+    for network in &networks {
+        if let Some(name) = &network.name {
+            tolerate(docker.remove_network(name).await, GONE)
+                .with_context(|| format!("removing network {name}"))?;
         }
     }
     let volumes = docker

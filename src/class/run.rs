@@ -144,10 +144,17 @@ pub async fn create(
             "Making {} labs, {} at a time 🏫",
             request.learners, request.parallel
         ));
-        let numbers: Vec<u32> = (1..=request.learners).collect();
+        let seats: Vec<Learner> = shared.lock().unwrap().learners.clone();
         let class_name = request.name.as_str();
-        stream::iter(numbers)
-            .map(|number| {
+        let deploy_url = format!(
+            "http://{}:{}",
+            console::ensure_class_network(&host, class_name).await?,
+            console::DEPLOY_PORT
+        );
+        let deploy_url = deploy_url.as_str();
+        stream::iter(seats)
+            .map(|seat| {
+                let number = seat.number;
                 let shared = shared.clone();
                 let loaded = &loaded;
                 let node = &images.node;
@@ -155,9 +162,10 @@ pub async fn create(
                 let dir = &dir;
                 let stopped = stopped.clone();
                 async move {
-                    let outcome =
-                        make_learner(class_name, number, loaded, node, host, progress, stopped)
-                            .await;
+                    let outcome = make_learner(
+                        class_name, &seat, deploy_url, loaded, node, host, progress, stopped,
+                    )
+                    .await;
                     let mut class = shared.lock().unwrap();
                     let learner = &mut class.learners[number as usize - 1];
                     match &outcome {
@@ -221,15 +229,18 @@ pub async fn create(
 }
 
 /// One learner's lab and console; the lab is tried twice.
+#[allow(clippy::too_many_arguments)]
 async fn make_learner(
     class: &str,
-    number: u32,
+    seat: &Learner,
+    deploy_url: &str,
     loaded: &LoadedSpec,
     node_image: &str,
     host: &Docker,
     progress: &dyn Progress,
     stopped: watch::Receiver<bool>,
 ) -> Result<()> {
+    let number = seat.number;
     let lab = state::lab_name(class, number);
     if *stopped.borrow() {
         return Err(Error::Interrupted);
@@ -249,7 +260,15 @@ async fn make_learner(
         };
         let outcome = match create::create(request, &ui, stop).await {
             Ok(created) => {
-                add_console(class, number, &created.state, node_image, host, loaded, &ui).await
+                let place = Place {
+                    class,
+                    seat,
+                    deploy_url,
+                    node_image,
+                    host,
+                    loaded,
+                };
+                add_console(&place, created.state, &ui).await
             }
             Err(err) => Err(err),
         };
@@ -270,33 +289,72 @@ async fn make_learner(
     outcome
 }
 
-/// The learner's console beside their lab.
-async fn add_console(
-    class: &str,
-    number: u32,
-    lab: &LabState,
-    node_image: &str,
-    host: &Docker,
-    loaded: &LoadedSpec,
-    ui: &Ui,
-) -> Result<()> {
+/// What a learner's console is made from, besides their lab.
+struct Place<'a> {
+    class: &'a str,
+    seat: &'a Learner,
+    deploy_url: &'a str,
+    node_image: &'a str,
+    host: &'a Docker,
+    loaded: &'a LoadedSpec,
+}
+
+/// The learner's copy of the services' workspace, where their deploys
+/// build from: `classes/CLASS/work/N`, made once (a reset keeps it) by
+/// `scripts/service-workspace.sh`, the same copy the tests edit.
+fn learner_workspace(place: &Place) -> Result<std::path::PathBuf> {
+    let dir = ClassDir::new(place.class)
+        .root
+        .join("work")
+        .join(place.seat.number.to_string());
+    if !dir.join("Cargo.toml").exists() {
+        let script = place
+            .loaded
+            .project_root
+            .join("scripts/service-workspace.sh");
+        let output = std::process::Command::new("bash")
+            .arg(&script)
+            .arg(&dir)
+            .output()
+            .map_err(|err| Error::failed(format!("running {}: {err}", script.display())))?;
+        if !output.status.success() {
+            return Err(Error::failed(format!(
+                "{} failed: {}",
+                script.display(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            )));
+        }
+    }
+    Ok(dir)
+}
+
+/// The learner's console beside their lab, and their workspace, which the
+/// lab's state names as where its services are built from.
+async fn add_console(place: &Place<'_>, mut lab: LabState, ui: &Ui) -> Result<()> {
     let step = ui.step("Starting the learner's console 🖥");
     let dir = LabDir::new(&lab.name);
-    let provider = crate::provider::for_lab(lab, &dir, ui).await?;
+    let workspace = learner_workspace(place)?;
+    lab.project_root = Some(workspace);
+    dir.save(&lab)?;
+    let provider = crate::provider::for_lab(&lab, &dir, ui).await?;
     let leader = lab.leader()?;
     let certs = dir.client_certs();
-    let source = loaded.project_root.join("accountservice");
+    let source = place.loaded.project_root.join("accountservice");
+    let class_network = console::class_network(place.class);
     let spec = ConsoleSpec {
-        class,
-        number,
-        image: node_image,
+        class: place.class,
+        number: place.seat.number,
+        image: place.node_image,
         network: provider.host_network(),
         docker_host: format!("tcp://{}:{}", leader.address, leader.docker_port),
         manager_ip: leader.address.to_string(),
         certs: &certs,
         source: &source,
+        class_network: &class_network,
+        deploy_url: place.deploy_url.to_string(),
+        token: &place.seat.token,
     };
-    console::create(host, &spec).await?;
+    console::create(place.host, &spec).await?;
     step.done();
     Ok(())
 }
@@ -333,16 +391,20 @@ pub async fn reset(class_name: &str, who: &str, ui: &Ui) -> Result<f64> {
             options: Options::default(),
         };
         let created = create::create(request, ui, std::future::pending()).await?;
-        add_console(
-            class_name,
-            learner.number,
-            &created.state,
-            &node,
-            &host,
-            &loaded,
-            ui,
-        )
-        .await
+        let deploy_url = format!(
+            "http://{}:{}",
+            console::ensure_class_network(&host, class_name).await?,
+            console::DEPLOY_PORT
+        );
+        let place = Place {
+            class: class_name,
+            seat: &learner,
+            deploy_url: &deploy_url,
+            node_image: &node,
+            host: &host,
+            loaded: &loaded,
+        };
+        add_console(&place, created.state, ui).await
     }
     .await;
     match &outcome {
@@ -369,6 +431,16 @@ pub fn set_status(
     if let Some(learner) = class.learners.iter_mut().find(|l| l.number == number) {
         learner.status = status;
         learner.error = error;
+    }
+    dir.save(&class)
+}
+
+/// Records that learner `number` just deployed.
+pub fn deployed_now(class_name: &str, number: u32) -> Result<()> {
+    let dir = ClassDir::new(class_name);
+    let mut class = dir.load()?;
+    if let Some(learner) = class.learners.iter_mut().find(|l| l.number == number) {
+        learner.last_deploy_unix = Some(now_unix());
     }
     dir.save(&class)
 }

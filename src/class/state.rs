@@ -66,20 +66,7 @@ impl LearnerStatus {
 
 /// Accepts what a lab name accepts, at most [`MAX_NAME`] long.
 pub fn validate_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_NAME
-        && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && !name.ends_with('-')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::usage(format!(
-            "invalid class name {name:?}: use 1-{MAX_NAME} lowercase letters, digits or inner '-', starting with a letter"
-        )))
-    }
+    crate::lab::name::validate_as("class", name, MAX_NAME)
 }
 
 /// The lab of learner `number` in class `class`.
@@ -165,15 +152,7 @@ impl ClassDir {
 
 /// The classes with a saved state, by name.
 pub fn saved_classes() -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(home().join("classes"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.path().join("class.json").exists())
-        .filter_map(|e| e.file_name().into_string().ok())
-        .collect();
-    names.sort();
-    names
+    crate::lab::state::saved_in(&home().join("classes"), "class.json")
 }
 
 #[cfg(test)]

@@ -284,6 +284,7 @@ impl Progress for ClassProgress {
 
 async fn serve(args: ClassServeArgs, ui: &Ui) -> Result<()> {
     let class = ClassDir::new(&args.name).load()?;
+    let assets = web::load_assets(&args.assets.clone().unwrap_or_else(web::default_assets))?;
     let loopback = args.listen.ip().is_loopback();
     let tls = if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         Some(web::tls::from_files(cert, key)?)
@@ -297,6 +298,12 @@ async fn serve(args: ClassServeArgs, ui: &Ui) -> Result<()> {
         )?)
     };
     let listener = bind(args.listen).await?;
+    let host_engine = crate::docker::connect_host().await?;
+    let gateway: std::net::IpAddr = crate::class::console::gateway(&host_engine, &args.name)
+        .await?
+        .parse()
+        .map_err(|_| Error::failed("the class network's gateway is not an IP address"))?;
+    let deploys = bind(SocketAddr::new(gateway, crate::class::console::DEPLOY_PORT)).await?;
     let address = listener.local_addr().unwrap_or(args.listen);
     let host = args
         .public_host
@@ -308,7 +315,7 @@ async fn serve(args: ClassServeArgs, ui: &Ui) -> Result<()> {
         class: args.name.clone(),
         base_url: base_url.clone(),
         fingerprint: tls.as_ref().map(|t| t.fingerprint.clone()),
-        assets: args.assets.clone().unwrap_or_else(web::default_assets),
+        assets,
         ui: ui.clone(),
     })
     .await?;
@@ -324,7 +331,7 @@ async fn serve(args: ClassServeArgs, ui: &Ui) -> Result<()> {
     }
     ui.detail("serving; Ctrl-C stops serving and leaves the labs as they are");
     tokio::select! {
-        result = web::serve(listener, app, tls.map(|t| t.acceptor)) => result,
+        result = web::serve(listener, deploys, app, tls.map(|t| t.acceptor)) => result,
         () = interrupted() => Ok(()),
     }
 }

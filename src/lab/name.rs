@@ -9,8 +9,14 @@ const MAX_LEN: usize = 24;
 /// Accepts 1-24 lowercase letters, digits and inner dashes, starting with a
 /// letter: safe as a DNS label prefix, a Docker object name and a directory.
 pub fn validate(name: &str) -> Result<()> {
+    validate_as("lab", name, MAX_LEN)
+}
+
+/// The rule of [`validate`] for a name of `what` (a lab, a class) at most
+/// `max` long; the error names `what`.
+pub fn validate_as(what: &str, name: &str, max: usize) -> Result<()> {
     let ok = !name.is_empty()
-        && name.len() <= MAX_LEN
+        && name.len() <= max
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && !name.ends_with('-')
         && name
@@ -20,7 +26,7 @@ pub fn validate(name: &str) -> Result<()> {
         Ok(())
     } else {
         Err(Error::usage(format!(
-            "invalid lab name {name:?}: use 1-{MAX_LEN} lowercase letters, digits or inner '-', starting with a letter"
+            "invalid {what} name {name:?}: use 1-{max} lowercase letters, digits or inner '-', starting with a letter"
         )))
     }
 }

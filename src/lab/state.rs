@@ -400,11 +400,16 @@ impl LabDir {
 
 /// Lists the labs that have a state directory.
 pub fn saved_labs() -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(home().join("labs"))
+    saved_in(&home().join("labs"), "state.json")
+}
+
+/// The names of the directories under `root` that hold a `file`, sorted.
+pub fn saved_in(root: &Path, file: &str) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(root)
         .into_iter()
         .flatten()
         .flatten()
-        .filter(|e| e.path().join("state.json").exists())
+        .filter(|e| e.path().join(file).exists())
         .filter_map(|e| e.file_name().into_string().ok())
         .collect();
     names.sort();

@@ -338,10 +338,12 @@ pub struct DeployBuild {
 /// [`built_services`]) in the deploy profile.
 pub async fn deploy_build(
     project_root: &Path,
+    cache: &Path,
     package: &str,
     lab_packages: &[&str],
 ) -> Result<DeployBuild> {
-    let binary = cargo_build_static(project_root, package, lab_packages, Profile::Deploy).await?;
+    let binary =
+        cargo_build_static(project_root, cache, package, lab_packages, Profile::Deploy).await?;
     let revision = Revision::of(&binary);
     Ok(DeployBuild { binary, revision })
 }
@@ -377,9 +379,16 @@ pub async fn service(
     build: &BuildSpec,
     lab_packages: &[&str],
 ) -> Result<BuiltService> {
-    let shipped =
-        cargo_build_static(project_root, &build.package, lab_packages, Profile::Image).await?;
-    let compiled = deploy_build(project_root, &build.package, lab_packages).await?;
+    let cache = target_dir(project_root);
+    let shipped = cargo_build_static(
+        project_root,
+        &cache,
+        &build.package,
+        lab_packages,
+        Profile::Image,
+    )
+    .await?;
+    let compiled = deploy_build(project_root, &cache, &build.package, lab_packages).await?;
     let image = image_with(docker, project_root, service, build, shipped).await?;
     Ok(BuiltService {
         image,
@@ -455,6 +464,16 @@ pub async fn forget_if_unused(docker: &Docker, service: &str, tag: &str) {
     }
 }
 
+/// Where the services of the checkout at `project_root` compile: its
+/// `target/goblog-lab`, or `GOBLOG_LAB_TARGET_DIR`. A class's learners'
+/// copies build there too, so their dependencies are compiled once.
+pub fn target_dir(project_root: &Path) -> PathBuf {
+    std::env::var_os("GOBLOG_LAB_TARGET_DIR")
+        .filter(|dir| !dir.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| project_root.join("target").join("goblog-lab"))
+}
+
 /// The static binary of `package`, built with `together` in one cargo run
 /// and read into memory. Uses its own target directory so it never waits on
 /// (or invalidates) the build of goblog-lab itself; `GOBLOG_LAB_TARGET_DIR`
@@ -464,15 +483,12 @@ pub async fn forget_if_unused(docker: &Docker, service: &str, tag: &str) {
 /// packages built and cargo returns at once.
 async fn cargo_build_static(
     project_root: &Path,
+    target_dir: &Path,
     package: &str,
     together: &[&str],
     profile: Profile,
 ) -> Result<Vec<u8>> {
     let triple = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
-    let target_dir = std::env::var_os("GOBLOG_LAB_TARGET_DIR")
-        .filter(|dir| !dir.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| project_root.join("target").join("goblog-lab"));
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     if !project_root.join("Cargo.toml").is_file() {
         return Err(Error::NotACheckout {
@@ -480,7 +496,7 @@ async fn cargo_build_static(
             root: project_root.display().to_string(),
         });
     }
-    std::fs::create_dir_all(&target_dir)
+    std::fs::create_dir_all(target_dir)
         .with_context(|| format!("creating {}", target_dir.display()))?;
     let lock = std::fs::File::create(target_dir.join("goblog-lab-build.lock"))
         .context("creating the service build lock")?;
@@ -502,7 +518,7 @@ async fn cargo_build_static(
         ])
         .args(packages.iter().flat_map(|p| ["--package", p]))
         .arg("--target-dir")
-        .arg(&target_dir)
+        .arg(target_dir)
         .current_dir(project_root)
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
         // Would override RUSTFLAGS if an outer cargo exported it.

@@ -15,6 +15,7 @@
 //! its file on each request, so a `class reset` on the command line shows.
 
 pub mod cards;
+pub mod deploy;
 pub mod terminal;
 pub mod tls;
 
@@ -58,9 +59,12 @@ pub fn default_assets() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("web/node_modules")
 }
 
+/// The xterm assets, by the name they are served under.
+pub struct Assets(HashMap<&'static str, (Vec<u8>, &'static str)>);
+
 /// The assets, read once at start: a missing one is a one-line error
 /// before anything listens.
-fn load_assets(dir: &Path) -> Result<HashMap<&'static str, (Vec<u8>, &'static str)>> {
+pub fn load_assets(dir: &Path) -> Result<Assets> {
     let mut found = HashMap::new();
     for (name, path, kind) in ASSETS {
         let file = dir.join(path);
@@ -72,7 +76,7 @@ fn load_assets(dir: &Path) -> Result<HashMap<&'static str, (Vec<u8>, &'static st
         })?;
         found.insert(name, (bytes, kind));
     }
-    Ok(found)
+    Ok(Assets(found))
 }
 
 /// What the server shares between requests.
@@ -83,10 +87,12 @@ pub struct App {
     pub base_url: String,
     /// The TLS certificate's SHA-256, printed on the cards.
     pub fingerprint: Option<String>,
-    assets: HashMap<&'static str, (Vec<u8>, &'static str)>,
+    assets: Assets,
     pub host: Docker,
     /// Terminals open now, by learner number: the board's "page open".
     open: Mutex<HashMap<u32, usize>>,
+    /// Learners whose deploy is running: one at a time each.
+    deploying: Mutex<std::collections::HashSet<u32>>,
     /// One visualizer per lab, started on its first view.
     vizzes: tokio::sync::Mutex<HashMap<String, (Arc<Hub>, tokio::task::AbortHandle)>>,
     ui: Ui,
@@ -143,14 +149,14 @@ pub struct Setup {
     pub class: String,
     pub base_url: String,
     pub fingerprint: Option<String>,
-    pub assets: PathBuf,
+    pub assets: Assets,
     pub ui: Ui,
 }
 
 pub async fn app(setup: Setup) -> Result<Arc<App>> {
     let dir = ClassDir::new(&setup.class);
     dir.load()?;
-    let assets = load_assets(&setup.assets)?;
+    let assets = setup.assets;
     Ok(Arc::new(App {
         class: setup.class,
         dir,
@@ -159,6 +165,7 @@ pub async fn app(setup: Setup) -> Result<Arc<App>> {
         assets,
         host: crate::docker::connect_host().await?,
         open: Mutex::default(),
+        deploying: Mutex::default(),
         vizzes: tokio::sync::Mutex::default(),
         ui: setup.ui,
     }))
@@ -206,7 +213,7 @@ async fn to_slash(uri: axum::http::Uri) -> Response {
 }
 
 async fn asset(State(app): State<Arc<App>>, UrlPath(file): UrlPath<String>) -> Response {
-    match app.assets.get(file.as_str()) {
+    match app.assets.0.get(file.as_str()) {
         Some((bytes, kind)) => (
             [
                 (header::CONTENT_TYPE, *kind),
@@ -571,12 +578,19 @@ async fn board_reset(
 }
 
 /// Serves `app` on `listener` until the process stops: plain HTTP, or TLS
-/// with `tls`. WebSocket upgrades work on both.
+/// with `tls`. WebSocket upgrades work on both. Beside it, the consoles'
+/// deploys on `deploys` (the class network's gateway, plain HTTP: that
+/// bridge exists only on this host).
 pub async fn serve(
     listener: tokio::net::TcpListener,
+    deploys: tokio::net::TcpListener,
     app: Arc<App>,
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) -> Result<()> {
+    let deploy_router = deploy::router(app.clone());
+    tokio::spawn(async move {
+        let _ = axum::serve(deploys, deploy_router).await;
+    });
     let router = router(app);
     let Some(acceptor) = tls else {
         return axum::serve(listener, router)
