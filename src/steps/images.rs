@@ -147,6 +147,7 @@ pub async fn copy(from: &Docker, to: &Docker, image: &LocalImage) -> Result<()> 
     }
     let reference = image.reference();
     let saved = from.export_image(&reference);
+    let to = to.clone().with_timeout(IMAGE_TRANSFER_TIMEOUT);
     let mut loading = to.import_image_stream(
         bollard::query_parameters::ImportImageOptionsBuilder::default()
             .quiet(true)
@@ -159,6 +160,13 @@ pub async fn copy(from: &Docker, to: &Docker, image: &LocalImage) -> Result<()> 
     }
     Ok(())
 }
+
+/// How long one image may take to load into a node's engine. A node
+/// client's requests time out after 120 s (`docker::node_client`), which a
+/// VM under TCG, beside a busy clean-clone CI run, missed while importing the
+/// registry's image (`copying goblog-lab/registry:… to the manager's engine:
+/// Timeout error`, 2026-12-06); a load that is only slow is waited for.
+const IMAGE_TRANSFER_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Images larger than this are left to the lab registry: each node would
 /// load the uncompressed image from this machine, where a pull moves it
@@ -245,13 +253,16 @@ pub async fn load_as(
         let chunks = saved.clone();
         let (reference, named) = (&reference, &named);
         async move {
-            let loading = engine.import_image_stream(
-                bollard::query_parameters::ImportImageOptionsBuilder::default()
-                    .quiet(true)
-                    .build(),
-                futures_util::stream::iter(chunks.into_iter().map(Ok::<_, std::io::Error>)),
-                None,
-            );
+            let loading = engine
+                .clone()
+                .with_timeout(IMAGE_TRANSFER_TIMEOUT)
+                .import_image_stream(
+                    bollard::query_parameters::ImportImageOptionsBuilder::default()
+                        .quiet(true)
+                        .build(),
+                    futures_util::stream::iter(chunks.into_iter().map(Ok::<_, std::io::Error>)),
+                    None,
+                );
             drain(loading, &format!("loading {reference} into a node")).await?;
             engine
                 .tag_image(
