@@ -324,8 +324,43 @@ fn learner_workspace(place: &Place) -> Result<std::path::PathBuf> {
                 String::from_utf8_lossy(&output.stderr).trim()
             )));
         }
+        stamp_version(&dir, place.class, place.seat.number)?;
     }
     Ok(dir)
+}
+
+/// Gives the learner's accountservice a version of its own
+/// (`0.1.0+CLASS-N`): cargo names a path package's compiled units by name
+/// and version, not by path, so the learners' copies and the checkout,
+/// sharing one build cache, would otherwise take one another's builds for
+/// their own whenever their files are older (a deploy answered "up to
+/// date" for an edit so, in `tests/class.rs`). Deps stay shared.
+pub fn stamp_version(workspace: &std::path::Path, class: &str, number: u32) -> Result<()> {
+    let path = workspace.join("accountservice/Cargo.toml");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|err| Error::failed(format!("reading {}: {err}", path.display())))?;
+    let mut manifest: toml::Table = text
+        .parse()
+        .map_err(|err| Error::failed(format!("{}: {err}", path.display())))?;
+    let package = manifest
+        .get_mut("package")
+        .and_then(|p| p.as_table_mut())
+        .ok_or_else(|| Error::failed(format!("{} has no [package]", path.display())))?;
+    let version = package
+        .get("version")
+        .and_then(|v| v.as_str())
+        .unwrap_or("0.1.0")
+        .split('+')
+        .next()
+        .unwrap_or("0.1.0")
+        .to_string();
+    package.insert(
+        "version".into(),
+        toml::Value::String(format!("{version}+{class}-{number}")),
+    );
+    let text = toml::to_string(&manifest).expect("a parsed manifest serialises");
+    std::fs::write(&path, text)
+        .map_err(|err| Error::failed(format!("writing {}: {err}", path.display())))
 }
 
 /// The learner's console beside their lab, and their workspace, which the

@@ -149,12 +149,17 @@ async fn copy_source(app: &App, learner: &Learner, workspace: &std::path::Path) 
     let _ = std::fs::remove_dir_all(target.join("src"));
     // The tar's entries start with `accountservice/`; the tar crate refuses
     // any that would land outside `workspace`.
-    tar::Archive::new(tar.as_slice())
-        .unpack(workspace)
-        .map_err(|err| {
-            Error::failed(format!(
-                "unpacking your source into {}: {err}",
-                workspace.display()
-            ))
-        })
+    // Stamped now, not with the console's times: cargo judges a path
+    // package fresh by mtime, so a file put back older than the last build
+    // would be skipped.
+    let mut archive = tar::Archive::new(tar.as_slice());
+    archive.set_preserve_mtime(false);
+    archive.unpack(workspace).map_err(|err| {
+        Error::failed(format!(
+            "unpacking your source into {}: {err}",
+            workspace.display()
+        ))
+    })?;
+    // The learner's Cargo.toml came with it: its version is theirs again.
+    crate::class::run::stamp_version(workspace, &app.class, learner.number)
 }
