@@ -421,19 +421,3 @@ pub async fn remove_class(docker: &Docker, class: &str) -> Result<(usize, usize)
     }
     Ok((containers.len(), volumes.len()))
 }
-
-/// Whether the console answers (it runs, and a shell starts in it).
-pub async fn is_running(docker: &Docker, class: &str, number: u32) -> bool {
-    let name = container_name(class, number);
-    match docker.inspect_container(&name, None).await {
-        Ok(c) => c.state.and_then(|s| s.running).unwrap_or(false),
-        Err(_) => false,
-    }
-}
-
-/// A console that is gone, for the terminal's one-line refusal.
-pub fn missing(class: &str, number: u32) -> Error {
-    Error::failed(format!(
-        "the console of learner-{number} is not running: `goblog-lab class reset {number} --name {class}` makes it again"
-    ))
-}

@@ -175,7 +175,7 @@ mod tests {
     fn a_token_finds_its_own_learner_only() {
         let class = ClassState {
             name: "c".into(),
-            driver: ProviderKind::default(),
+            driver: Default::default(),
             created_unix: 0,
             board_token: Token::generate().unwrap(),
             learners: vec![learner(1), learner(2)],

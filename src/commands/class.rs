@@ -12,7 +12,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::class::run::{self, ClassRequest, Progress};
-use crate::class::state::{saved_classes, ClassDir, ClassState};
+use crate::class::state::{saved_classes, ClassDir, ClassState, LearnerStatus};
 use crate::class::web;
 use crate::cli::{ClassArgs, ClassCommand, ClassCreateArgs, ClassServeArgs, Output};
 use crate::commands::create::interrupted;
@@ -36,7 +36,7 @@ pub async fn run(args: ClassArgs, ui: &Ui) -> Result<()> {
                     ready: c
                         .learners
                         .iter()
-                        .filter(|l| l.status.as_str() == "ready")
+                        .filter(|l| l.status == LearnerStatus::Ready)
                         .count(),
                     learners: c.learners.len(),
                     driver: c.driver.as_str().to_string(),
@@ -107,7 +107,7 @@ async fn create(args: ClassCreateArgs, ui: &Ui) -> Result<()> {
         .state
         .learners
         .iter()
-        .filter(|l| l.error.is_some() && l.status.as_str() == "failed")
+        .filter(|l| l.status == LearnerStatus::Failed)
         .collect();
     ui.info(format!(
         "class '{}': {} of {} labs ready in {:.1} s (this machine holds about {}: {})",

@@ -93,6 +93,9 @@ pub struct App {
     open: Mutex<HashMap<u32, usize>>,
     /// Learners whose deploy is running: one at a time each.
     deploying: Mutex<std::collections::HashSet<u32>>,
+    /// Each lab's manager, connected once (TLS) for the board's polls;
+    /// dropped when a poll fails or the lab is reset.
+    managers: tokio::sync::Mutex<HashMap<String, Docker>>,
     /// One visualizer per lab, started on its first view.
     vizzes: tokio::sync::Mutex<HashMap<String, (Arc<Hub>, tokio::task::AbortHandle)>>,
     ui: Ui,
@@ -166,6 +169,7 @@ pub async fn app(setup: Setup) -> Result<Arc<App>> {
         host: crate::docker::connect_host().await?,
         open: Mutex::default(),
         deploying: Mutex::default(),
+        managers: tokio::sync::Mutex::default(),
         vizzes: tokio::sync::Mutex::default(),
         ui: setup.ui,
     }))
@@ -461,7 +465,26 @@ async fn row(app: &Arc<App>, learner: &Learner) -> Row {
         row.state = "missing";
         return row;
     };
-    let asked = tokio::time::timeout(Duration::from_secs(3), lab_health(&state)).await;
+    let health = async {
+        let cached = app.managers.lock().await.get(&state.name).cloned();
+        let manager = match cached {
+            Some(manager) => manager,
+            None => {
+                let manager = manager_of(&state).await?;
+                app.managers
+                    .lock()
+                    .await
+                    .insert(state.name.clone(), manager.clone());
+                manager
+            }
+        };
+        let health = lab_health(&state, &manager).await;
+        if health.is_err() {
+            app.managers.lock().await.remove(&state.name);
+        }
+        health
+    };
+    let asked = tokio::time::timeout(Duration::from_secs(3), health).await;
     match asked {
         Ok(Ok((ready, nodes, services))) => {
             row.nodes_ready = ready;
@@ -476,9 +499,8 @@ async fn row(app: &Arc<App>, learner: &Learner) -> Row {
 
 /// Nodes ready, and each service's running tasks and whether it answers
 /// through `$ManagerIP`.
-async fn lab_health(state: &LabState) -> Result<(u32, u32, Vec<ServiceRow>)> {
+async fn lab_health(state: &LabState, manager: &Docker) -> Result<(u32, u32, Vec<ServiceRow>)> {
     use bollard::models::{NodeState, TaskState};
-    let manager = manager_of(state).await?;
     let nodes = manager
         .list_nodes(None::<bollard::query_parameters::ListNodesOptions>)
         .await
@@ -560,10 +582,12 @@ async fn board_reset(
     {
         return (StatusCode::INTERNAL_SERVER_ERROR, format!("{err}\n")).into_response();
     }
-    // The lab's poller goes with it; the next view starts one for the new lab.
+    // The lab's poller and manager go with it; the next view and poll
+    // connect to the new lab.
     if let Some((_, poller)) = app.vizzes.lock().await.remove(&learner.lab) {
         poller.abort();
     }
+    app.managers.lock().await.remove(&learner.lab);
     let class_name = app.class.clone();
     let ui = app.ui.clone();
     let name = learner.name.clone();
