@@ -65,6 +65,13 @@ pub struct ServeArgs {
     #[arg(long, env = "QUOTES_TIMEOUT_MS", default_value_t = 500)]
     pub quotes_timeout_ms: u64,
 
+    /// Quote calls this replica lets wait at once; past them a request gets
+    /// the fallback quote at once (a bulkhead), so a saturated quotes
+    /// service costs a fallback, not a queue.
+    #[arg(long, env = "QUOTES_MAX_IN_FLIGHT", default_value_t = 4,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub quotes_max_in_flight: u64,
+
     /// Consecutive quote failures that open the circuit breaker.
     #[arg(long, env = "QUOTES_BREAKER_THRESHOLD", default_value_t = 3,
           value_parser = clap::value_parser!(u32).range(1..))]

@@ -80,13 +80,15 @@ pub enum QuoteOutcome {
     Ok,
     Failed,
     ShortCircuited,
+    /// The bulkhead was full: answered the fallback without calling.
+    Shed,
 }
 
 #[derive(Default)]
 pub struct Metrics {
     requests: [[AtomicU64; STATUSES.len()]; Route::ALL.len()],
     latency: [Histogram; Route::ALL.len()],
-    quotes: [AtomicU64; 3],
+    quotes: [AtomicU64; 4],
 }
 
 impl Metrics {
@@ -165,6 +167,7 @@ impl Metrics {
                 (QuoteOutcome::Ok, "ok"),
                 (QuoteOutcome::Failed, "failed"),
                 (QuoteOutcome::ShortCircuited, "short_circuited"),
+                (QuoteOutcome::Shed, "shed"),
             ] {
                 let n = self.quotes[outcome as usize].load(Relaxed);
                 let _ = writeln!(

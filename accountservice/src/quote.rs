@@ -2,8 +2,10 @@
 //!
 //! A quote is decoration: the account answer must stay fast and 200 whatever
 //! the quotes service does. So every call has a hard timeout, failures give
-//! the blog's fallback quote, and a circuit breaker stops calling a service
-//! that keeps failing. The client is a bare HTTP/1.1 exchange on hyper, one
+//! the blog's fallback quote, a bulkhead answers the fallback at once when
+//! too many calls are already waiting (Hystrix's semaphore isolation, which
+//! the blog's part 11 configures as `MaxConcurrentRequests`), and a circuit
+//! breaker stops calling a service that keeps failing. The client is a bare HTTP/1.1 exchange on hyper, one
 //! connection per call. Names go through glibc's `getaddrinfo`
 //! ([`tokio::net::lookup_host`]): since glibc 2.34 its `files` and `dns`
 //! sources are built in, so even the static binary in a `FROM scratch` image
@@ -12,6 +14,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Empty, Limited};
@@ -131,18 +134,64 @@ impl Target {
     }
 }
 
+/// The calls a replica lets wait on the quotes service at once. A
+/// saturated quotes service answers slowly; without a bound every account
+/// request queues behind it for the whole timeout.
+struct Bulkhead {
+    limit: usize,
+    in_flight: AtomicUsize,
+}
+
+/// A place in the bulkhead, given back when dropped.
+struct Seat<'a>(&'a AtomicUsize);
+
+impl Drop for Seat<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Bulkhead {
+    fn new(limit: usize) -> Self {
+        Bulkhead {
+            limit: limit.max(1),
+            in_flight: AtomicUsize::new(0),
+        }
+    }
+
+    /// A seat, or `None` when `limit` calls are already out.
+    fn enter(&self) -> Option<Seat<'_>> {
+        let mut now = self.in_flight.load(Ordering::Acquire);
+        loop {
+            if now >= self.limit {
+                return None;
+            }
+            match self.in_flight.compare_exchange_weak(
+                now,
+                now + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Some(Seat(&self.in_flight)),
+                Err(seen) => now = seen,
+            }
+        }
+    }
+}
+
 pub struct QuoteClient {
     target: Result<Target, String>,
     timeout: Duration,
     breaker: Breaker,
+    bulkhead: Bulkhead,
 }
 
 impl QuoteClient {
-    pub fn new(url: &str, timeout: Duration, breaker: Breaker) -> Self {
+    pub fn new(url: &str, timeout: Duration, breaker: Breaker, max_in_flight: usize) -> Self {
         let target = Target::parse(url);
         match &target {
             Ok(t) => eprintln!(
-                "quotes from http://{}{} (timeout {timeout:?})",
+                "quotes from http://{}{} (timeout {timeout:?}, at most {max_in_flight} calls at once)",
                 t.authority, t.path_and_query
             ),
             Err(e) => eprintln!("quotes disabled: {e}"),
@@ -151,6 +200,7 @@ impl QuoteClient {
             target,
             timeout,
             breaker,
+            bulkhead: Bulkhead::new(max_in_flight),
         }
     }
 
@@ -162,6 +212,11 @@ impl QuoteClient {
     pub async fn quote(&self, metrics: &Metrics) -> Quote {
         let Ok(target) = &self.target else {
             metrics.record_quote(QuoteOutcome::Failed);
+            return Quote::fallback();
+        };
+        // Full is not failing: a shed call tells the breaker nothing.
+        let Some(_seat) = self.bulkhead.enter() else {
+            metrics.record_quote(QuoteOutcome::Shed);
             return Quote::fallback();
         };
         let Some(ticket) = self.breaker.try_call() else {
@@ -255,6 +310,19 @@ async fn connect_any(addrs: Vec<SocketAddr>) -> Result<TcpStream, QuoteError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bulkhead_seats_its_limit_and_frees_a_seat_when_a_call_ends() {
+        let bulkhead = Bulkhead::new(2);
+        let a = bulkhead.enter().expect("first seat");
+        let b = bulkhead.enter().expect("second seat");
+        assert!(bulkhead.enter().is_none(), "a third call waits for no one");
+        drop(a);
+        let c = bulkhead.enter().expect("a freed seat is taken again");
+        drop((b, c));
+        assert_eq!(bulkhead.in_flight.load(Ordering::Acquire), 0);
+        assert!(Bulkhead::new(0).enter().is_some(), "a limit of 0 still lets one call out");
+    }
 
     #[test]
     fn parses_the_blog_url_and_refuses_https() {

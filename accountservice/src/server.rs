@@ -64,6 +64,7 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
             url,
             args.quotes_timeout(),
             Breaker::new(args.quotes_breaker_threshold, args.breaker_pause()),
+            usize::try_from(args.quotes_max_in_flight).unwrap_or(usize::MAX),
         )
     });
     let app = Arc::new(App {

@@ -216,3 +216,47 @@ async fn an_open_breaker_closes_again_through_a_trial_call() {
     assert!(stderr.contains("half-open"), "{stderr}");
     assert!(stderr.contains("circuit breaker closed"), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_full_bulkhead_answers_the_fallback_at_once_and_keeps_the_breaker_closed() {
+    // The stub holds every call for 30 s: the two calls let out stay out,
+    // and every request past them must not wait behind them.
+    let stub = QuoteStub::start(Mode::Slow, SLOW_STUB).await;
+    let (_dir, svc) = start(&[
+        ("QUOTES_URL", &stub.url("127.0.0.1")),
+        ("QUOTES_TIMEOUT_MS", "20000"),
+        ("QUOTES_MAX_IN_FLIGHT", "2"),
+        ("ACCOUNTSERVICE_WORKERS", "2"),
+    ]);
+    let port = svc.port;
+    let held: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(async move { get(port, "/accounts/10001").await }))
+        .collect();
+    // Both calls have reached the stub before the others are asked.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stub.hits() < 2 {
+        assert!(Instant::now() < deadline, "the stub saw {} calls", stub.hits());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for _ in 0..5 {
+        let started = Instant::now();
+        let reply = get(port, "/accounts/10002").await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.json()["quote"], fallback_quote());
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "a shed call waited: {:?}",
+            started.elapsed()
+        );
+    }
+    assert_eq!(stub.hits(), 2, "a shed call reached the quotes service");
+    let metrics = get(port, "/metrics").await.text();
+    assert!(
+        metrics.contains("accountservice_quote_requests_total{outcome=\"shed\"} 5\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("accountservice_quote_breaker_open 0\n"), "{metrics}");
+    for call in held {
+        call.abort();
+    }
+}

@@ -430,6 +430,13 @@ fn served_by(report: &Report) -> Markup {
                     }
                 }
             }
+            @if let Some(percent) = report.fallback_percent {
+                p class="quotes" {
+                    "Quotes: " (report.quotes.live) " live, " (report.quotes.fallback) " the fallback ("
+                    strong { (format!("{percent:.1}")) " %" }
+                    "): the quote call failed, was shed by the accountservice's bulkhead, or its breaker was open."
+                }
+            }
         }
     }
 }

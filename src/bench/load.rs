@@ -64,6 +64,8 @@ pub enum Outcome {
     Answered {
         status: u16,
         served_by: Option<String>,
+        /// The quote the answer carried, when it carried one.
+        quote: Option<QuoteKind>,
     },
     /// No complete answer within the timeout of its due time.
     Timeout,
@@ -71,6 +73,31 @@ pub enum Outcome {
     Connect,
     /// The connection broke mid-request (reset, closed early).
     Reset,
+}
+
+/// Whether an answer's quote came from the quotes service or was the
+/// accountservice's fallback (the blog's part 11: `"ipAddress":
+/// "circuit-breaker"`), given when the call failed, was cut short by the
+/// breaker, or was shed by its bulkhead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuoteKind {
+    Live,
+    Fallback,
+}
+
+/// Answers by the quote they carried.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Quotes {
+    pub live: u64,
+    pub fallback: u64,
+}
+
+impl Quotes {
+    /// The fallback's share of the answers with a quote, in percent.
+    pub fn fallback_percent(&self) -> Option<f64> {
+        let total = self.live + self.fallback;
+        (total > 0).then(|| 100.0 * self.fallback as f64 / total as f64)
+    }
 }
 
 /// Failures by kind, as the report lists them.
@@ -105,6 +132,7 @@ pub struct Recorder {
     pub seconds: Vec<Second>,
     pub failures: Failures,
     pub served_by: BTreeMap<String, u64>,
+    pub quotes: Quotes,
     pub completed: u64,
 }
 
@@ -115,6 +143,7 @@ impl Default for Recorder {
             seconds: Vec::new(),
             failures: Failures::default(),
             served_by: BTreeMap::new(),
+            quotes: Quotes::default(),
             completed: 0,
         }
     }
@@ -138,11 +167,20 @@ impl Recorder {
         second.requests += 1;
         let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         let failed = match outcome {
-            Outcome::Answered { status, served_by } => {
+            Outcome::Answered {
+                status,
+                served_by,
+                quote,
+            } => {
                 self.latency.saturating_record(micros);
                 second.latency.saturating_record(micros);
                 if let Some(replica) = served_by {
                     *self.served_by.entry(replica).or_default() += 1;
+                }
+                match quote {
+                    Some(QuoteKind::Live) => self.quotes.live += 1,
+                    Some(QuoteKind::Fallback) => self.quotes.fallback += 1,
+                    None => {}
                 }
                 if (200..300).contains(&status) {
                     false
@@ -495,6 +533,7 @@ impl Client {
                     return Outcome::Answered {
                         status: answer.status,
                         served_by: answer.served_by,
+                        quote: answer.quote,
                     };
                 }
             }
@@ -553,6 +592,7 @@ enum Parsed {
 struct Answer {
     status: u16,
     served_by: Option<String>,
+    quote: Option<QuoteKind>,
     /// The connection can carry the next request.
     keep_alive: bool,
 }
@@ -601,31 +641,36 @@ fn parse_response(buf: &[u8], eof: bool) -> Parsed {
             }
         }
         let ok = (200..300).contains(&status);
-        let (end, served) = if status == 204 || status == 304 {
-            (start, None)
+        let read = |body: &[u8]| {
+            if ok {
+                (served_by(body), quote_kind(body))
+            } else {
+                (None, None)
+            }
+        };
+        let (end, (served, quote)) = if status == 204 || status == 304 {
+            (start, (None, None))
         } else if chunked {
             match dechunk(&buf[start..]) {
                 Dechunked::Partial => return Parsed::Partial,
                 Dechunked::Invalid => return Parsed::Invalid,
-                Dechunked::Complete { len, body } => {
-                    (start + len, if ok { served_by(&body) } else { None })
-                }
+                Dechunked::Complete { len, body } => (start + len, read(&body)),
             }
         } else if let Some(length) = length {
             if buf.len() < start + length {
                 return Parsed::Partial;
             }
-            let body = &buf[start..start + length];
-            (start + length, if ok { served_by(body) } else { None })
+            (start + length, read(&buf[start..start + length]))
         } else if eof {
             close = true;
-            (buf.len(), if ok { served_by(&buf[start..]) } else { None })
+            (buf.len(), read(&buf[start..]))
         } else {
             return Parsed::Partial;
         };
         return Parsed::Complete(Answer {
             status,
             served_by: served,
+            quote,
             // Bytes after the answer were never asked for.
             keep_alive: !close && !eof && end == buf.len(),
         });
@@ -685,6 +730,24 @@ fn has_token(value: &[u8], token: &[u8]) -> bool {
         .any(|part| part.trim_ascii().eq_ignore_ascii_case(token))
 }
 
+/// The quote an accountservice answer carried (part 7), if any: the
+/// fallback names `circuit-breaker` as its address. Byte searches, as for
+/// `servedBy`: the service writes these members itself with serde_json,
+/// which puts no space after a colon.
+pub fn quote_kind(body: &[u8]) -> Option<QuoteKind> {
+    fn has(body: &[u8], needle: &[u8]) -> bool {
+        body.windows(needle.len()).any(|w| w == needle)
+    }
+    if !has(body, b"\"quote\":{") {
+        return None;
+    }
+    Some(if has(body, b"\"ipAddress\":\"circuit-breaker\"") {
+        QuoteKind::Fallback
+    } else {
+        QuoteKind::Live
+    })
+}
+
 /// The accountservice's `servedBy`: which replica answered. A byte search,
 /// not a JSON parse: the service writes the member itself, unescaped, and
 /// this runs once per answer.
@@ -714,6 +777,7 @@ mod tests {
         let ok = |ip: &str| Outcome::Answered {
             status: 200,
             served_by: Some(ip.into()),
+            quote: Some(QuoteKind::Live),
         };
         recorder.record(ms(10), ms(2), ok("10.0.1.5"));
         recorder.record(ms(900), ms(4), ok("10.0.1.6"));
@@ -724,6 +788,7 @@ mod tests {
             Outcome::Answered {
                 status: 500,
                 served_by: None,
+                quote: None,
             },
         );
         recorder.record(ms(2100), ms(2000), Outcome::Timeout);
@@ -765,10 +830,27 @@ mod tests {
         assert_eq!(served_by(br#"{"servedBy":"10.0.\"1"}"#), None);
     }
 
+    #[test]
+    fn an_answers_quote_is_live_the_fallback_or_absent() {
+        let live = br#"{"id":"10000","name":"Person_0","servedBy":"10.0.1.5","quote":{"quote":"Hi","ipAddress":"quotes-1/10.0.1.9:8080","language":"en"}}"#;
+        let fallback = br#"{"id":"10000","name":"Person_0","servedBy":"10.0.1.5","quote":{"quote":"May the source be with you, always.","ipAddress":"circuit-breaker","language":"en"}}"#;
+        let part5 = br#"{"id":"10000","name":"Person_0","servedBy":"10.0.1.5"}"#;
+        assert_eq!(quote_kind(live), Some(QuoteKind::Live));
+        assert_eq!(quote_kind(fallback), Some(QuoteKind::Fallback));
+        assert_eq!(quote_kind(part5), None);
+        let quotes = Quotes {
+            live: 1,
+            fallback: 3,
+        };
+        assert_eq!(quotes.fallback_percent(), Some(75.0));
+        assert_eq!(Quotes::default().fallback_percent(), None);
+    }
+
     fn answer(status: u16, served_by: Option<&str>, keep_alive: bool) -> Parsed {
         Parsed::Complete(Answer {
             status,
             served_by: served_by.map(String::from),
+            quote: None,
             keep_alive,
         })
     }

@@ -11,7 +11,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::kill::Event;
-use super::load::{Failures, Plan, Recorder, Target};
+use super::load::{Failures, Plan, Quotes, Recorder, Target};
 use super::plan::{IdRange, Model};
 use super::resources::Resources;
 
@@ -41,6 +41,11 @@ pub struct Report {
     pub latency_ms: Option<Latency>,
     pub timeline: Vec<SecondRow>,
     pub served_by: Vec<Replica>,
+    /// Answers by the quote they carried (none for a lab without quotes).
+    pub quotes: Quotes,
+    /// The fallback's share of the answers that carried a quote.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback_percent: Option<f64>,
     /// What `--kill` did, and when.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<Event>,
@@ -215,6 +220,8 @@ impl Report {
             latency_ms: Latency::of(&recorded.latency),
             timeline,
             served_by,
+            quotes: recorded.quotes.clone(),
+            fallback_percent: recorded.quotes.fallback_percent(),
             failover: Window::of(&events, recorded),
             events,
             resources,
@@ -332,6 +339,13 @@ impl Report {
                 let _ = writeln!(out, "{:<16}  {:>8}", replica.replica, replica.requests);
             }
         }
+        if let Some(percent) = self.fallback_percent {
+            let _ = writeln!(
+                out,
+                "Quotes       {} live, {} fallback ({percent:.1} % fallback: the quote call failed, was shed or the breaker was open)",
+                self.quotes.live, self.quotes.fallback
+            );
+        }
         self.resources_table(&mut out);
         out
     }
@@ -388,7 +402,7 @@ pub(crate) fn ms(value: f64) -> String {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use super::super::load::Outcome;
+    use super::super::load::{Outcome, QuoteKind};
     use super::*;
 
     /// A two-second run with a kill and a heal, for this module's and the page's tests.
@@ -396,12 +410,18 @@ pub(crate) mod tests {
         let mut recorded = Recorder::default();
         for i in 0..100u64 {
             let ip = if i % 2 == 0 { "10.0.1.5" } else { "10.0.1.6" };
+            let quote = if i % 4 == 0 {
+                QuoteKind::Fallback
+            } else {
+                QuoteKind::Live
+            };
             recorded.record(
                 Duration::from_millis(i * 20),
                 Duration::from_micros(500 + i * 10),
                 Outcome::Answered {
                     status: 200,
                     served_by: Some(ip.into()),
+                    quote: Some(quote),
                 },
             );
         }
@@ -545,5 +565,10 @@ pub(crate) mod tests {
         assert_eq!(json["failures"]["reset"], 1);
         assert!(json["latency_ms"]["p99_9"].is_number());
         assert_eq!(json["served_by"][0]["requests"], 50);
+        assert_eq!(json["quotes"]["fallback"], 25);
+        assert_eq!(json["fallback_percent"], 25.0);
+        assert!(sample()
+            .table()
+            .contains("Quotes       75 live, 25 fallback (25.0 % fallback"));
     }
 }

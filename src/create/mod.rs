@@ -727,6 +727,7 @@ impl Lab {
                     .collect(),
                 network: self.spec.network.clone(),
                 pace: Self::pace(state),
+                cpus: service.cpus,
             };
             deploy::create(manager, &self.name, &deployment, routing).await?;
             state.services.push(ServiceState {

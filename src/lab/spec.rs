@@ -123,6 +123,10 @@ pub struct ServiceSpec {
     /// be had, else skipped with one line saying why.
     #[serde(default)]
     pub optional: bool,
+    /// The most CPU each task may use, in cores (`docker service create
+    /// --limit-cpu`). Default: no limit.
+    #[serde(default)]
+    pub cpus: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -214,6 +218,14 @@ impl LabSpec {
                     "services.{}: `optional` is for prebuilt images; a service built from source is always deployed",
                     service.name
                 )));
+            }
+            if let Some(cpus) = service.cpus {
+                if !(cpus.is_finite() && (0.01..=64.0).contains(&cpus)) {
+                    return Err(fail(format!(
+                        "services.{}.cpus: {cpus} is not a CPU limit; give cores between 0.01 and 64, such as 0.5",
+                        service.name
+                    )));
+                }
             }
             if service.ports.contains(&0) {
                 return Err(fail(format!(
@@ -338,6 +350,20 @@ mod tests {
         let names: Vec<&str> = spec.services.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["accountservice"]);
         assert!(spec.services[0].env.is_empty(), "no quote call in part 5");
+    }
+
+    #[test]
+    fn a_cpu_limit_is_read_and_a_nonsense_one_refused_in_one_line() {
+        let service = |cpus: &str| {
+            format!("[[services]]\nname = \"q\"\nimage = \"q:1\"\ncpus = {cpus}\n")
+        };
+        let spec = LabSpec::parse(&service("0.25"), "lab/x.toml").unwrap();
+        assert_eq!(spec.services[0].cpus, Some(0.25));
+        for bad in ["0", "-1", "100", "nan"] {
+            let err = LabSpec::parse(&service(bad), "lab/x.toml").unwrap_err().to_string();
+            assert!(err.contains("services.q.cpus"), "{bad}: {err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
     }
 
     #[test]

@@ -5,9 +5,9 @@ use std::collections::HashMap;
 
 use bollard::models::{
     EndpointPortConfig, EndpointPortConfigPublishModeEnum, EndpointSpec, EndpointSpecModeEnum,
-    HealthConfig, NetworkAttachmentConfig, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated,
+    HealthConfig, Limit, NetworkAttachmentConfig, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated,
     ServiceSpecUpdateConfig, ServiceSpecUpdateConfigFailureActionEnum,
-    ServiceSpecUpdateConfigOrderEnum, TaskSpec, TaskSpecContainerSpec, TaskSpecRestartPolicy,
+    ServiceSpecUpdateConfigOrderEnum, TaskSpec, TaskSpecContainerSpec, TaskSpecResources, TaskSpecRestartPolicy,
     TaskSpecRestartPolicyConditionEnum, TaskState,
 };
 use bollard::query_parameters::{ListTasksOptions, UpdateServiceOptions};
@@ -30,6 +30,8 @@ pub struct Deployment {
     pub env: Vec<String>,
     pub network: String,
     pub pace: Pace,
+    /// The most CPU a task may use, in cores.
+    pub cpus: Option<f64>,
 }
 
 pub async fn create(
@@ -308,6 +310,13 @@ fn spec(lab: &str, d: &Deployment, routing: Routing) -> ServiceSpec {
                 stop_grace_period: Some(10 * SECOND),
                 ..Default::default()
             }),
+            resources: d.cpus.map(|cpus| TaskSpecResources {
+                limits: Some(Limit {
+                    nano_cpus: Some((cpus * 1e9).round() as i64),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
             restart_policy: Some(TaskSpecRestartPolicy {
                 condition: Some(TaskSpecRestartPolicyConditionEnum::ANY),
                 delay: Some(SECOND),
@@ -348,7 +357,24 @@ mod tests {
             env: vec![],
             network: "my_network".into(),
             pace: Pace::Native,
+            cpus: None,
         }
+    }
+
+    #[test]
+    fn a_cpu_limit_becomes_the_tasks_nano_cpus_and_none_leaves_no_resources() {
+        let limited = spec(
+            "goblog",
+            &Deployment {
+                cpus: Some(0.25),
+                ..deployment()
+            },
+            Routing::Edge,
+        );
+        let limits = limited.task_template.unwrap().resources.unwrap().limits.unwrap();
+        assert_eq!(limits.nano_cpus, Some(250_000_000));
+        let free = spec("goblog", &deployment(), Routing::Edge);
+        assert!(free.task_template.unwrap().resources.is_none());
     }
 
     #[test]
