@@ -593,6 +593,16 @@ impl Provider for DindProvider {
             .with_context(|| format!("copying files into node {}", node.hostname))
     }
 
+    async fn local_pid(&self, node: &NodeState) -> Option<u32> {
+        let inspect = self.docker.inspect_container(&node.id, None).await.ok()?;
+        let pid = u32::try_from(inspect.state?.pid?).ok().filter(|&p| p > 0)?;
+        // An engine in a VM (Docker Desktop) answers with its own kernel's
+        // pid; only a process here whose cgroup names the node is it.
+        let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+        let id = inspect.id?;
+        cgroup.contains(&id).then_some(pid)
+    }
+
     async fn run(&self, node: &NodeState, command: &str) -> Result<CommandOutput> {
         let (status, output) = exec_in(&self.docker, &node.id, &["sh", "-c", command]).await?;
         Ok(CommandOutput { status, output })

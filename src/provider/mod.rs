@@ -240,6 +240,14 @@ pub trait Provider: Send + Sync {
         MachineScope::Whole
     }
 
+    /// The machine's first process as a process of this machine's kernel,
+    /// when the machine is a container of an engine on this machine (a
+    /// dind node): then its cgroup counters, and those of the containers
+    /// it runs, can be read from here without entering it.
+    async fn local_pid(&self, _node: &NodeState) -> Option<u32> {
+        None
+    }
+
     /// How this host reaches the machines `create` made.
     fn publish(&self) -> Publish {
         Publish::Direct
