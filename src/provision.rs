@@ -189,7 +189,10 @@ docker images --format '{{{{.Repository}}}}:{{{{.Tag}}}}' | grep -E '^({pull}/|g
 
 /// Gives a host back as it was before the lab: the drop-in and the lab's
 /// files go, a daemon.json the lab set aside comes back byte for byte, and
-/// dockerd restarts as the host had it.
+/// dockerd restarts as the host had it. Returns once that dockerd answers
+/// outside any Swarm and the Swarm's ports are free: a create straight
+/// after a destroy of the same host once met 2377 still taken (one create
+/// in about ten of `bench/ssh.sh`, issue 23).
 pub async fn deprovision(provider: &dyn Provider, node: &NodeState, registry: &str) -> Result<()> {
     let script = format!(
         "set -e
@@ -198,9 +201,35 @@ rm -f {DROP_IN}
 rmdir --ignore-fail-on-non-empty /etc/systemd/system/docker.service.d 2>/dev/null || true
 rm -rf {LAB_DIR} '/etc/docker/certs.d/{registry}'
 rmdir --ignore-fail-on-non-empty /etc/docker/certs.d 2>/dev/null || true
-{RESTART_DOCKER}"
+{RESTART_DOCKER}
+{given_back}",
+        given_back = wait_given_back(SWARM_PORTS_WAIT_S)
     );
     check(provider, node, &script).await.map(drop)
+}
+
+/// How long a host may take to let go of the Swarm's ports.
+const SWARM_PORTS_WAIT_S: u32 = 30;
+
+/// Perl that prints each port of its arguments it cannot bind as dockerd
+/// would (any address, SO_REUSEADDR, so TIME_WAIT does not count): `N` for
+/// TCP, `N/udp` for UDP. perl-base is on every Debian and Ubuntu.
+const BIND_PROBE: &str = "perl -MIO::Socket::INET -e 'for (@ARGV) { my ($p, $u) = split m{/}; my $s = $u ? IO::Socket::INET->new(LocalPort=>$p,Proto=>\"udp\",ReuseAddr=>1) : IO::Socket::INET->new(LocalPort=>$p,Listen=>1,ReuseAddr=>1); print \"$_\\n\" unless $s }'";
+
+/// A shell loop that waits up to `seconds` for dockerd to answer outside
+/// any Swarm and for 2377, 7946 and 4789/udp to be free, else fails
+/// naming what is still held.
+fn wait_given_back(seconds: u32) -> String {
+    let tries = seconds * 5;
+    format!(
+        "i=0; while :; do
+  state=$(docker info --format '{{{{.Swarm.LocalNodeState}}}}' 2>/dev/null || echo unanswered)
+  held=$({BIND_PROBE} 2377 7946 4789/udp | tr '\\n' ' ')
+  [ \"$state\" = inactive ] && [ -z \"$held\" ] && break
+  i=$((i+1)); [ $i -ge {tries} ] && {{ echo \"after {seconds} s dockerd is $state and the Swarm ports ${{held:-none}} are still held\"; exit 1; }}
+  sleep 0.2
+done"
+    )
 }
 
 /// Tries to load IPVS, which Swarm's routing mesh needs, on a node. On a
@@ -239,8 +268,11 @@ pub async fn preflight(
     swarm_ports_open(provider, nodes).await
 }
 
-/// Refuses a manager where something already listens on a port the lab
-/// needs. Found late, it is a registry that never answers, or a service
+/// How long the preflight waits for a manager's port to be let go.
+const PORT_RELEASE_WAIT_S: u32 = 10;
+
+/// Refuses a manager where something still listens on a port the lab
+/// needs after [`PORT_RELEASE_WAIT_S`]. Found late, it is a registry that never answers, or a service
 /// whose tasks stay pending for two minutes with "port already in use".
 /// The probe binds each port as dockerd would (any address, SO_REUSEADDR,
 /// so sockets in TIME_WAIT do not count) and lets go at once; perl-base is
@@ -254,9 +286,12 @@ async fn ports_free(
         return Ok(());
     }
     let list: Vec<String> = ports.iter().map(|p| p.port.to_string()).collect();
+    // A port let go a moment ago (a lab destroyed just before) gets a
+    // bounded wait before it is called taken.
+    let tries = PORT_RELEASE_WAIT_S * 5;
     let script = format!(
-        "perl -MIO::Socket::INET -e 'for (@ARGV) {{ IO::Socket::INET->new(LocalPort=>$_,Listen=>1,ReuseAddr=>1) or print \"$_\\n\" }}' {}",
-        list.join(" ")
+        "i=0; while taken=$({BIND_PROBE} {ports}); [ -n \"$taken\" ] && [ $i -lt {tries} ]; do i=$((i+1)); sleep 0.2; done; echo \"$taken\"",
+        ports = list.join(" ")
     );
     let taken = check(provider, node, &script).await?;
     let taken: Vec<u16> = taken
@@ -300,9 +335,18 @@ async fn swarm_ports_open(provider: &dyn Provider, nodes: &[NodeState]) -> Resul
             })
     }))
     .await;
+    // The Swarm binds these ports next: each listener is waited out, not
+    // only signalled (a signalled perl may hold 2377 a moment longer).
     for (node, pids) in nodes.iter().zip(listeners) {
+        let ports: Vec<String> = swarm_ports(node).iter().map(u16::to_string).collect();
         provider
-            .run(node, &format!("kill {pids} 2>/dev/null; true"))
+            .run(
+                node,
+                &format!(
+                    "kill {pids} 2>/dev/null; i=0; while [ -n \"$({BIND_PROBE} {ports})\" ] && [ $i -lt 50 ]; do i=$((i+1)); sleep 0.1; done; true",
+                    ports = ports.join(" ")
+                ),
+            )
             .await?;
     }
     probes.map(drop)
@@ -567,6 +611,37 @@ async fn check(provider: &dyn Provider, node: &NodeState, command: &str) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bind_probe_names_held_ports_tcp_and_udp_and_not_free_ones() {
+        // Real sockets on this machine, the probe through a real shell.
+        let tcp = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+        let udp = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        let free = std::net::TcpListener::bind("0.0.0.0:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let (held_tcp, held_udp) = (tcp.local_addr().unwrap().port(), udp.local_addr().unwrap().port());
+        let output = std::process::Command::new("sh")
+            .args([
+                "-c",
+                &format!("{BIND_PROBE} {held_tcp} {free} {held_udp}/udp {free}/udp"),
+            ])
+            .output()
+            .expect("sh runs");
+        let printed = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(printed, format!("{held_tcp}\n{held_udp}/udp\n"), "{output:?}");
+    }
+
+    #[test]
+    fn the_given_back_wait_is_one_valid_shell_script() {
+        let output = std::process::Command::new("sh")
+            .args(["-n", "-c", &wait_given_back(SWARM_PORTS_WAIT_S)])
+            .output()
+            .expect("sh runs");
+        assert!(output.status.success(), "{output:?}");
+    }
 
     #[test]
     fn node_certificates_answer_to_the_lab_address_and_to_loopback() {

@@ -117,10 +117,13 @@ fn assert_untouched(hosts: &TestHosts, i: usize) {
          test -e /etc/goblog-lab && echo LAB-DIR; \
          ls /etc/docker/certs.d 2>/dev/null; \
          docker ps -aq | wc -l; \
-         systemctl is-active docker",
+         systemctl is-active docker; \
+         perl -MIO::Socket::INET -e 'for (2377, 7946) { IO::Socket::INET->new(LocalPort=>$_,Listen=>1,ReuseAddr=>1) or print \"$_ held\\n\" }'",
     );
     assert_eq!(code, 0, "{out}");
     let lines: Vec<&str> = out.lines().collect();
+    // The Swarm's ports are free the moment destroy returns: the next lab
+    // on this host binds them at once.
     assert_eq!(
         lines,
         vec!["inactive", "0", "active"],
