@@ -32,6 +32,9 @@ pub enum Error {
     #[error("lab '{0}' is stopped: start it with `goblog-lab start --name {0}`")]
     LabStopped(String),
 
+    #[error("lab '{lab}' has no manager answering ({why}); it was not stopped with `goblog-lab stop`: `goblog-lab start --name {lab}` starts its stopped nodes again")]
+    NoManagerAnswers { lab: String, why: String },
+
     #[error("no lab named '{0}': create one with `goblog-lab create --name {0}` (`goblog-lab ls` lists labs)")]
     LabNotFound(String),
 

@@ -613,10 +613,18 @@ fn stop_and_start_bring_the_same_lab_back() {
         stdout(&nodes).lines().filter(|l| *l == "Ready").count() == 2
     });
 
-    // Stopped behind goblog-lab's back, the machine's own state tells.
+    // Stopped behind goblog-lab's back, the machine's own state tells, and
+    // the lab is not called stopped: nobody ran `stop`.
     let manager = format!("{lab}-swarm-manager-0");
     assert!(docker(&["stop", "-t", "1", &manager]).status.success());
-    assert_one_line_error(&run(&["status", "-q", "--name", lab]), 1, stopped);
+    let down = run(&["status", "-q", "--name", lab]);
+    assert_one_line_error(
+        &down,
+        1,
+        "lab 't-pause' has no manager answering (swarm-manager-0 is down: exit code",
+    );
+    assert!(stderr(&down).contains("`goblog-lab start --name t-pause` starts its stopped nodes again"));
+    assert!(!stderr(&down).contains("is stopped"), "{}", stderr(&down));
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! `goblog-lab status` and `goblog-lab ls`: what a lab is running, and
-//! where. The Swarm's own view (nodes, services, tasks) comes from the
-//! first manager; `ls` needs only the saved states and the host engine.
+//! where. The Swarm's own view (nodes, services, tasks, the managers'
+//! quorum) comes from the first manager, or any other that answers when
+//! it is down; `ls` needs only the saved states and the host engine.
 
 use std::collections::HashMap;
 
@@ -25,11 +26,50 @@ pub struct Status {
     /// Every port of a machine this host calls, and where.
     pub endpoints: Vec<Endpoint>,
     pub nodes: Vec<NodeRow>,
+    /// The Swarm's managers and whether Raft still has its majority.
+    pub quorum: Quorum,
     pub services: Vec<ServiceRow>,
     pub tasks: Vec<TaskRow>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct Quorum {
+    pub managers: usize,
+    pub reachable: usize,
+    /// A majority of the managers: what Raft needs to change anything.
+    pub needed: usize,
+    pub kept: bool,
+}
+
+impl Quorum {
+    /// From each manager's reachability as the Swarm reports it.
+    pub fn of(nodes: &[NodeRow]) -> Quorum {
+        let managers: Vec<&NodeRow> = nodes.iter().filter(|n| n.role == "manager").collect();
+        let reachable = managers
+            .iter()
+            .filter(|n| n.reachability.as_deref() == Some("reachable"))
+            .count();
+        let needed = managers.len() / 2 + 1;
+        Quorum {
+            managers: managers.len(),
+            reachable,
+            needed,
+            kept: reachable >= needed,
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "{} of {} managers reachable: quorum {} (Raft needs {})",
+            self.reachable,
+            self.managers,
+            if self.kept { "kept" } else { "LOST" },
+            self.needed
+        )
+    }
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
 pub struct NodeRow {
     pub hostname: String,
     pub role: String,
@@ -37,6 +77,9 @@ pub struct NodeRow {
     pub availability: String,
     pub address: String,
     pub leader: bool,
+    /// A manager's Raft reachability (`reachable`, `unreachable`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reachability: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -129,6 +172,11 @@ pub async fn collect(lab: &str) -> Result<Status> {
                 .as_ref()
                 .and_then(|m| m.leader)
                 .unwrap_or(false),
+            reachability: n
+                .manager_status
+                .as_ref()
+                .and_then(|m| m.reachability)
+                .map(|r| r.to_string()),
         })
         .collect();
     node_rows.sort_by(|a, b| a.hostname.cmp(&b.hostname));
@@ -219,6 +267,7 @@ pub async fn collect(lab: &str) -> Result<Status> {
         registry: state.registry.pull_address.clone(),
         publish: state.publish,
         endpoints: state.endpoints(),
+        quorum: Quorum::of(&node_rows),
         nodes: node_rows,
         services: service_rows,
         tasks: task_rows,
@@ -271,6 +320,15 @@ pub async fn run(args: &StatusArgs) -> Result<()> {
         ]);
     }
     print_table(&table);
+    if status.quorum.managers > 1 || !status.quorum.kept {
+        println!("{}", status.quorum.describe());
+    }
+    for n in status.nodes.iter().filter(|n| n.state != "ready") {
+        println!(
+            "{} is {}: `goblog-lab start --name {}` starts it again",
+            n.hostname, n.state, status.name
+        );
+    }
     println!();
     let mut table = vec![vec![
         "SERVICE".to_string(),
@@ -395,5 +453,47 @@ fn print_table(rows: &[Vec<String>]) {
             .map(|(i, cell)| format!("{cell:<width$}", width = widths[i]))
             .collect();
         println!("{}", line.join("   ").trim_end());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(role: &str, reachability: Option<&str>) -> NodeRow {
+        NodeRow {
+            hostname: "n".into(),
+            role: role.into(),
+            state: "ready".into(),
+            availability: "active".into(),
+            address: "10.0.0.1".into(),
+            leader: false,
+            reachability: reachability.map(String::from),
+        }
+    }
+
+    #[test]
+    fn quorum_is_a_majority_of_the_managers_and_workers_do_not_count() {
+        let reachable = || node("manager", Some("reachable"));
+        let lost = || node("manager", Some("unreachable"));
+        let worker = || node("worker", None);
+        let one_down = Quorum::of(&[lost(), reachable(), reachable(), worker(), worker()]);
+        assert_eq!(
+            one_down,
+            Quorum {
+                managers: 3,
+                reachable: 2,
+                needed: 2,
+                kept: true
+            }
+        );
+        assert_eq!(
+            one_down.describe(),
+            "2 of 3 managers reachable: quorum kept (Raft needs 2)"
+        );
+        let two_down = Quorum::of(&[lost(), lost(), reachable()]);
+        assert!(!two_down.kept);
+        assert!(two_down.describe().contains("quorum LOST"));
+        assert!(Quorum::of(&[reachable(), worker()]).kept);
     }
 }
