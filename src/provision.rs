@@ -622,7 +622,10 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let (held_tcp, held_udp) = (tcp.local_addr().unwrap().port(), udp.local_addr().unwrap().port());
+        let (held_tcp, held_udp) = (
+            tcp.local_addr().unwrap().port(),
+            udp.local_addr().unwrap().port(),
+        );
         let output = std::process::Command::new("sh")
             .args([
                 "-c",
@@ -631,7 +634,11 @@ mod tests {
             .output()
             .expect("sh runs");
         let printed = String::from_utf8_lossy(&output.stdout);
-        assert_eq!(printed, format!("{held_tcp}\n{held_udp}/udp\n"), "{output:?}");
+        assert_eq!(
+            printed,
+            format!("{held_tcp}\n{held_udp}/udp\n"),
+            "{output:?}"
+        );
     }
 
     #[test]

@@ -623,7 +623,9 @@ fn stop_and_start_bring_the_same_lab_back() {
         1,
         "lab 't-pause' has no manager answering (swarm-manager-0 is down: exit code",
     );
-    assert!(stderr(&down).contains("`goblog-lab start --name t-pause` starts its stopped nodes again"));
+    assert!(
+        stderr(&down).contains("`goblog-lab start --name t-pause` starts its stopped nodes again")
+    );
     assert!(!stderr(&down).contains("is stopped"), "{}", stderr(&down));
 }
 
@@ -725,4 +727,75 @@ fn scale_logs_and_exec_work_on_the_nodes() {
         .output()
         .unwrap();
     assert_one_line_error(&no_lab, 1, "no lab named 't-nolab'");
+}
+
+#[test]
+fn a_three_manager_lab_losing_its_first_manager_says_so_and_start_heals_it() {
+    let lab = "t-quorum";
+    let _guard = LabGuard::new(lab);
+    let created = run(&[
+        "create",
+        "-q",
+        "--name",
+        lab,
+        "--managers",
+        "3",
+        "--workers",
+        "0",
+    ]);
+    assert!(created.status.success(), "{}", stderr(&created));
+
+    // Killed behind goblog-lab's back: Raft keeps its majority, and the
+    // lab is reported through the managers that are left.
+    let first = format!("{lab}-swarm-manager-0");
+    assert!(docker(&["kill", &first]).status.success());
+    let mut report = serde_json::Value::Null;
+    wait_until(
+        "the Swarm to see its first manager down",
+        Duration::from_secs(120),
+        || {
+            let status = run(&["status", "-q", "--name", lab, "-o", "json"]);
+            if !status.status.success() {
+                return false;
+            }
+            report = serde_json::from_slice(&status.stdout).unwrap();
+            report["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|n| n["hostname"] == "swarm-manager-0" && n["state"] == "down")
+        },
+    );
+    assert_eq!(
+        report["quorum"],
+        serde_json::json!({"managers": 3, "reachable": 2, "needed": 2, "kept": true}),
+        "{report:#}"
+    );
+    let table = stdout(&run(&["status", "-q", "--name", lab]));
+    assert!(
+        table.contains("2 of 3 managers reachable: quorum kept (Raft needs 2)"),
+        "{table}"
+    );
+    assert!(
+        table.contains(&format!(
+            "swarm-manager-0 is down: `goblog-lab start --name {lab}` starts it again"
+        )),
+        "{table}"
+    );
+
+    // start brings it back into the same Swarm.
+    let started = run(&["start", "-q", "--name", lab]);
+    assert!(started.status.success(), "{}", stderr(&started));
+    wait_until("all three managers back", Duration::from_secs(120), || {
+        let status = run(&["status", "-q", "--name", lab, "-o", "json"]);
+        let Ok(report) = serde_json::from_slice::<serde_json::Value>(&status.stdout) else {
+            return false;
+        };
+        report["quorum"]["reachable"] == 3
+            && report["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|n| n["state"] == "ready")
+    });
 }

@@ -321,7 +321,10 @@ mod tests {
         let c = bulkhead.enter().expect("a freed seat is taken again");
         drop((b, c));
         assert_eq!(bulkhead.in_flight.load(Ordering::Acquire), 0);
-        assert!(Bulkhead::new(0).enter().is_some(), "a limit of 0 still lets one call out");
+        assert!(
+            Bulkhead::new(0).enter().is_some(),
+            "a limit of 0 still lets one call out"
+        );
     }
 
     #[test]

@@ -235,7 +235,11 @@ async fn a_full_bulkhead_answers_the_fallback_at_once_and_keeps_the_breaker_clos
     // Both calls have reached the stub before the others are asked.
     let deadline = Instant::now() + Duration::from_secs(30);
     while stub.hits() < 2 {
-        assert!(Instant::now() < deadline, "the stub saw {} calls", stub.hits());
+        assert!(
+            Instant::now() < deadline,
+            "the stub saw {} calls",
+            stub.hits()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     for _ in 0..5 {
@@ -255,7 +259,10 @@ async fn a_full_bulkhead_answers_the_fallback_at_once_and_keeps_the_breaker_clos
         metrics.contains("accountservice_quote_requests_total{outcome=\"shed\"} 5\n"),
         "{metrics}"
     );
-    assert!(metrics.contains("accountservice_quote_breaker_open 0\n"), "{metrics}");
+    assert!(
+        metrics.contains("accountservice_quote_breaker_open 0\n"),
+        "{metrics}"
+    );
     for call in held {
         call.abort();
     }

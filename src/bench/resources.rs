@@ -352,13 +352,17 @@ pub fn read_local(pid: u32, containers: &[String]) -> Option<String> {
         .iter()
         .filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_hexdigit()))
     {
-        let beside = [format!("/docker/{id}"), format!("/system.slice/docker-{id}.scope")];
+        let beside = [
+            format!("/docker/{id}"),
+            format!("/system.slice/docker-{id}.scope"),
+        ];
         for dir in &beside {
             for file in files_of(dir, dir, dir) {
                 add(&file);
             }
         }
-        let under = |own: Option<&str>| format!("{}/docker/{id}", own.unwrap_or("").trim_end_matches('/'));
+        let under =
+            |own: Option<&str>| format!("{}/docker/{id}", own.unwrap_or("").trim_end_matches('/'));
         for file in files_of(&under(memory), &under(cpuacct), &under(unified)) {
             nested |= add(&file);
         }
@@ -581,12 +585,17 @@ impl Sampler {
             }
         };
         let scope = self.provider.machine_scope();
-        let asked = join_all(self.machines.iter().zip(&self.local).map(|(machine, local)| async {
-            match local {
-                Some(known) => *known,
-                None => self.provider.local_pid(&machine.node).await,
-            }
-        }))
+        let asked = join_all(
+            self.machines
+                .iter()
+                .zip(&self.local)
+                .map(|(machine, local)| async {
+                    match local {
+                        Some(known) => *known,
+                        None => self.provider.local_pid(&machine.node).await,
+                    }
+                }),
+        )
         .await;
         self.local = asked.iter().copied().map(Some).collect();
         let reads = self.machines.iter().enumerate().map(|(index, machine)| {
@@ -597,7 +606,14 @@ impl Sampler {
                 .collect();
             let ask_engine = self.engine_has_stats[index];
             let provider = self.provider.as_ref();
-            read_machine(provider, scope, machine, containers, ask_engine, asked[index])
+            read_machine(
+                provider,
+                scope,
+                machine,
+                containers,
+                ask_engine,
+                asked[index],
+            )
         });
         let rounds = join_all(reads).await;
         for (index, round) in rounds.into_iter().enumerate() {
@@ -1016,14 +1032,25 @@ mod tests {
         let text = read_local(pid, &[]).expect("this process's files");
         let local = parse(&text, &[]);
         let output = std::process::Command::new("sh")
-            .args(["-c", &script(MachineScope::OwnCgroup, &[]).replace("/proc/1/", &format!("/proc/{pid}/"))])
+            .args([
+                "-c",
+                &script(MachineScope::OwnCgroup, &[]).replace("/proc/1/", &format!("/proc/{pid}/")),
+            ])
             .output()
             .expect("sh runs");
         let scripted = parse(&String::from_utf8_lossy(&output.stdout), &[]);
         assert!(local.uptime_ns.unwrap() > 0, "{text}");
         assert_eq!(local.own_holds_containers, scripted.own_holds_containers);
-        assert_eq!(local.own.usage.is_some(), scripted.own.usage.is_some(), "{text}");
-        assert_eq!(local.own.cpu_ns.is_some(), scripted.own.cpu_ns.is_some(), "{text}");
+        assert_eq!(
+            local.own.usage.is_some(),
+            scripted.own.usage.is_some(),
+            "{text}"
+        );
+        assert_eq!(
+            local.own.cpu_ns.is_some(),
+            scripted.own.cpu_ns.is_some(),
+            "{text}"
+        );
         assert!(read_local(u32::MAX, &[]).is_none(), "no such process");
     }
 }

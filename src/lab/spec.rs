@@ -354,13 +354,14 @@ mod tests {
 
     #[test]
     fn a_cpu_limit_is_read_and_a_nonsense_one_refused_in_one_line() {
-        let service = |cpus: &str| {
-            format!("[[services]]\nname = \"q\"\nimage = \"q:1\"\ncpus = {cpus}\n")
-        };
+        let service =
+            |cpus: &str| format!("[[services]]\nname = \"q\"\nimage = \"q:1\"\ncpus = {cpus}\n");
         let spec = LabSpec::parse(&service("0.25"), "lab/x.toml").unwrap();
         assert_eq!(spec.services[0].cpus, Some(0.25));
         for bad in ["0", "-1", "100", "nan"] {
-            let err = LabSpec::parse(&service(bad), "lab/x.toml").unwrap_err().to_string();
+            let err = LabSpec::parse(&service(bad), "lab/x.toml")
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("services.q.cpus"), "{bad}: {err}");
             assert!(!err.contains('\n'), "{err}");
         }

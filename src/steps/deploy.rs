@@ -5,10 +5,10 @@ use std::collections::HashMap;
 
 use bollard::models::{
     EndpointPortConfig, EndpointPortConfigPublishModeEnum, EndpointSpec, EndpointSpecModeEnum,
-    HealthConfig, Limit, NetworkAttachmentConfig, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated,
-    ServiceSpecUpdateConfig, ServiceSpecUpdateConfigFailureActionEnum,
-    ServiceSpecUpdateConfigOrderEnum, TaskSpec, TaskSpecContainerSpec, TaskSpecResources, TaskSpecRestartPolicy,
-    TaskSpecRestartPolicyConditionEnum, TaskState,
+    HealthConfig, Limit, NetworkAttachmentConfig, ServiceSpec, ServiceSpecMode,
+    ServiceSpecModeReplicated, ServiceSpecUpdateConfig, ServiceSpecUpdateConfigFailureActionEnum,
+    ServiceSpecUpdateConfigOrderEnum, TaskSpec, TaskSpecContainerSpec, TaskSpecResources,
+    TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, TaskState,
 };
 use bollard::query_parameters::{ListTasksOptions, UpdateServiceOptions};
 use bollard::Docker;
@@ -371,7 +371,13 @@ mod tests {
             },
             Routing::Edge,
         );
-        let limits = limited.task_template.unwrap().resources.unwrap().limits.unwrap();
+        let limits = limited
+            .task_template
+            .unwrap()
+            .resources
+            .unwrap()
+            .limits
+            .unwrap();
         assert_eq!(limits.nano_cpus, Some(250_000_000));
         let free = spec("goblog", &deployment(), Routing::Edge);
         assert!(free.task_template.unwrap().resources.is_none());
