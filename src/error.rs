@@ -157,6 +157,9 @@ pub enum Error {
         packages: String,
         profile: &'static str,
         first_error: String,
+        /// cargo's whole report (every error, with its source lines), for a
+        /// caller that shows more than one line: a learner's terminal.
+        diagnostics: String,
     },
 
     /// Swarm rolled back or paused an update; `why` is a task's own error.

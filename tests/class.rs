@@ -400,6 +400,33 @@ async fn a_class_of_three_in_a_browser_each_learner_in_their_own_lab() {
     .await;
     screenshot_to_docs(&page, "class-learner.png").await;
 
+    // An edit that does not compile: the learner sees cargo's own report,
+    // with the file and line in their home, and their lab keeps serving.
+    type_line(
+        &page,
+        r#"clear; echo 'fn broken( {' >> ~/accountservice/src/routes.rs && deploy; echo broken-exit=$?"#,
+    )
+    .await;
+    let text = wait_for_terminal(
+        &page,
+        "the broken deploy to end",
+        Duration::from_secs(600),
+        |t| {
+            t.lines()
+                .any(|l| l.starts_with("broken-exit=") && !l.contains('$'))
+        },
+    )
+    .await;
+    assert!(text.lines().any(|l| l == "broken-exit=1"), "{text}");
+    assert!(
+        text.contains("--> accountservice/src/routes.rs:"),
+        "cargo's report, with the file and line, reaches the terminal: {text}"
+    );
+    assert!(text.contains("deploy: cargo build of"), "{text}");
+    let (status, body) = http_get(&manager_1, 6767, "/health").unwrap();
+    assert_eq!(status, 200);
+    assert!(body.contains("learner-1-edit"), "{body}");
+
     // The board: three labs ready, learner 1's page open.
     let boardpage = driver.session("class-board-profile", 1400, 900).await;
     boardpage.goto(&serve.board).await.unwrap();

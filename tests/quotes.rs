@@ -157,6 +157,30 @@ fn accounts_carry_live_quotes_and_the_breaker_covers_for_quotes_service() {
         let (_, ip, _) = account(&manager_ip);
         assert_eq!(ip, FALLBACK_IP);
     }
+    // viz shows every accountservice task's open breaker, as the edge
+    // proxy's health checks read it (every 5 s), with no call to the tasks.
+    let viz = Viz::start(lab);
+    let breakers = |state: &serde_json::Value| -> Vec<bool> {
+        // A task's `degraded` is what its health check said it lacks.
+        state["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["service"] == "accountservice" && t["state"] == "running")
+            .map(|t| t["degraded"] == "quote breaker open")
+            .collect()
+    };
+    wait_until(
+        "viz to show every accountservice breaker open",
+        Duration::from_secs(60),
+        || {
+            let Ok((200, body)) = http_get("127.0.0.1", viz.port, "/api/state") else {
+                return false;
+            };
+            let open = breakers(&serde_json::from_str(&body).unwrap());
+            open.len() == replicas && open.iter().all(|&o| o)
+        },
+    );
 
     // Back to two: `scale` returns once both tasks run (status says so too),
     // and live quotes return once each breaker's pause is over.
@@ -179,5 +203,17 @@ fn accounts_carry_live_quotes_and_the_breaker_covers_for_quotes_service() {
     eprintln!(
         "live quotes through all {replicas} accountservice replicas {:?} after the tasks ran",
         running.elapsed()
+    );
+    // And the picture follows: the breakers closed.
+    wait_until(
+        "viz to show every accountservice breaker closed",
+        Duration::from_secs(60),
+        || {
+            let Ok((200, body)) = http_get("127.0.0.1", viz.port, "/api/state") else {
+                return false;
+            };
+            let open = breakers(&serde_json::from_str(&body).unwrap());
+            open.len() == replicas && open.iter().all(|&o| !o)
+        },
     );
 }

@@ -12,6 +12,26 @@ use hyper::StatusCode;
 /// Long enough that nobody mistakes "waited for the stub" for "short-circuited".
 const SLOW_STUB: Duration = Duration::from_secs(30);
 
+/// `/health`'s head (status line and headers) as it is on the wire.
+async fn health_head(port: u16) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    answer
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase()
+}
+
 fn start(env: &[(&str, &str)]) -> (tempfile::TempDir, Service) {
     let dir = tempfile::tempdir().unwrap();
     let svc = Service::start(&dir.path().join("accounts.db"), env);
@@ -51,6 +71,11 @@ async fn a_healthy_quotes_service_adds_its_quote() {
     let metrics = get(svc.port, "/metrics").await.text();
     assert!(metrics.contains("accountservice_quote_requests_total{outcome=\"ok\"} 1\n"));
     assert!(metrics.contains("accountservice_quote_breaker_open 0\n"));
+    let head = health_head(svc.port).await;
+    assert!(
+        head.starts_with("http/1.1 200 ok") && !head.contains("x-degraded"),
+        "{head}"
+    );
 }
 
 #[tokio::test]
@@ -155,6 +180,13 @@ async fn the_breaker_trips_on_timeouts_and_short_circuits_while_open() {
     assert!(
         metrics.contains("accountservice_quote_breaker_open 1\n"),
         "{metrics}"
+    );
+    // Still up, and a header says why the quotes are the fallback.
+    let head = health_head(svc.port).await;
+    assert!(head.starts_with("http/1.1 200 ok"), "{head}");
+    assert!(
+        head.contains("\r\nx-degraded: quote breaker open"),
+        "{head}"
     );
     assert!(
         metrics.contains("accountservice_quote_requests_total{outcome=\"short_circuited\"} 3\n"),

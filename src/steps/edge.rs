@@ -170,9 +170,12 @@ backend {name}
             port = route.port
         );
         if let Some(path) = &route.health_path {
+            // A task that is up but says it is degraded (`X-Degraded`, as
+            // the accountservice does while its quote breaker is open)
+            // leaves that text as the check's `last_chk`, which viz shows.
             let _ = writeln!(
                 cfg,
-                "    option httpchk GET {path}\n    http-check expect status 200"
+                "    option httpchk GET {path}\n    http-check expect status 200 on-success \"%[res.hdr(x-degraded)]\""
             );
         }
         // A healthy task is checked every 5 s, one that just failed a check

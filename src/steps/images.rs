@@ -549,6 +549,7 @@ async fn cargo_build_static(
             packages: packages.join(", "),
             profile: profile.name(),
             first_error: first_error.to_string(),
+            diagnostics: stderr.trim_end().to_string(),
         });
     }
     let binary = target_dir.join(&triple).join(profile.name()).join(package);

@@ -71,6 +71,10 @@ pub struct VizTask {
     /// Requests per second the edge proxy sent this running task over the
     /// last poll; None when unknown (no edge, not behind it, just appeared).
     pub rate_rps: Option<f64>,
+    /// What the task says it lacks while up (its `/health`'s `X-Degraded`,
+    /// as the edge proxy's check read it): "quote breaker open" while its
+    /// answers carry the fallback quote.
+    pub degraded: Option<String>,
 }
 
 /// What changed between two snapshots, as the page applies it.
@@ -216,6 +220,7 @@ mod tests {
             error: None,
             updated_unix_ms: 0,
             rate_rps: None,
+            degraded: None,
         }
     }
 

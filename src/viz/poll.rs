@@ -143,10 +143,11 @@ impl Poller {
             .filter(|t| t.state == "running")
             .map(|t| t.id.clone())
             .collect();
-        let (rates, rate_status) = self.rates.read(&self.manager, &running).await;
+        let (rates, mut degraded, rate_status) = self.rates.read(&self.manager, &running).await;
         for task in &mut shown {
             // Tenths: finer jitter would be a change to send every second.
             task.rate_rps = rates.get(&task.id).map(|r| (r * 10.0).round() / 10.0);
+            task.degraded = degraded.remove(&task.id);
         }
         shown.sort_by(|a, b| (&a.service, a.slot, &a.id).cmp(&(&b.service, b.slot, &b.id)));
 
@@ -266,6 +267,7 @@ fn task_model(task: &Task, service_names: &HashMap<String, String>) -> Option<Vi
         error: status.and_then(|s| s.err.clone()).filter(|e| !e.is_empty()),
         updated_unix_ms: 0,
         rate_rps: None,
+        degraded: None,
     })
 }
 

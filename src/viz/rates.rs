@@ -36,6 +36,9 @@ pub struct ServerCount {
     pub server: String,
     pub addr: IpAddr,
     pub total: u64,
+    /// What the task's last passed health check said it lacks: the
+    /// answer's `X-Degraded` (the edge's `on-success` text), if any.
+    pub degraded: Option<String>,
 }
 
 /// The server rows of HAProxy's `/stats;csv` that have an address. The
@@ -65,6 +68,7 @@ pub fn parse_stats_csv(text: &str) -> Result<Vec<ServerCount>, String> {
         return Err("the stats lack pxname, svname, stot or addr".into());
     };
     let req_tot = column("req_tot");
+    let (last_chk, check_status) = (column("last_chk"), column("check_status"));
     let mut found = Vec::new();
     for record in reader.records() {
         let record = record.map_err(|err| format!("the stats: {err}"))?;
@@ -89,6 +93,11 @@ pub fn parse_stats_csv(text: &str) -> Result<Vec<ServerCount>, String> {
             server: server.to_string(),
             addr: socket.ip(),
             total,
+            degraded: last_chk
+                .map(field)
+                .filter(|text| !text.trim().is_empty())
+                .filter(|_| check_status.map(field) == Some("L7OK"))
+                .map(|text| text.trim().to_string()),
         });
     }
     Ok(found)
@@ -182,13 +191,19 @@ impl RateReader {
     /// Requests per second by task id, for the `running` tasks the proxy
     /// knows. Any failure leaves every task without a rate and says why in
     /// the status: the rest of the page does not depend on it.
+    /// Requests per second by task id, for the `running` tasks the proxy
+    /// knows, and by task id what a running task's last health check said
+    /// it lacks (an open quote breaker). Any failure leaves every task
+    /// without either and says why in the status: the rest of the page does
+    /// not depend on it.
     pub async fn read(
         &mut self,
         manager: &Docker,
         running: &BTreeSet<String>,
-    ) -> (HashMap<String, f64>, RateStatus) {
+    ) -> (HashMap<String, f64>, HashMap<String, String>, RateStatus) {
         let unavailable = |note: String| {
             (
+                HashMap::new(),
                 HashMap::new(),
                 RateStatus {
                     available: false,
@@ -217,12 +232,19 @@ impl RateReader {
             }
         };
         let now = Instant::now();
+        let degraded_at: HashMap<IpAddr, String> = counts
+            .iter()
+            .filter_map(|c| Some((c.addr, c.degraded.clone()?)))
+            .collect();
         let by_addr = match &self.previous {
             Some((then, before)) => rates(before, &counts, now - *then),
             None => HashMap::new(),
         };
         self.previous = Some((now, counts));
-        let unknown = by_addr.keys().any(|a| !self.addresses.contains_key(a));
+        let unknown = by_addr
+            .keys()
+            .chain(degraded_at.keys())
+            .any(|a| !self.addresses.contains_key(a));
         if unknown || *running != self.addresses_for {
             let options = bollard::query_parameters::InspectNetworkOptionsBuilder::new()
                 .verbose(true)
@@ -247,8 +269,14 @@ impl RateReader {
                 *by_task.entry(task.clone()).or_insert(0.0) += rate;
             }
         }
+        let degraded = degraded_at
+            .into_iter()
+            .filter_map(|(addr, text)| Some((self.addresses.get(&addr)?.clone(), text)))
+            .filter(|(task, _)| running.contains(task))
+            .collect();
         (
             by_task,
+            degraded,
             RateStatus {
                 available: true,
                 note: format!(
@@ -272,6 +300,7 @@ mod tests {
             server: server.into(),
             addr: addr.parse().unwrap(),
             total,
+            degraded: None,
         }
     }
 
@@ -294,6 +323,17 @@ mod tests {
                 count("task2", "10.0.1.6", 9)
             ]
         );
+    }
+
+    #[test]
+    fn a_passed_checks_text_is_what_the_task_lacks_and_a_failed_ones_is_not() {
+        let csv = "# pxname,svname,stot,addr,check_status,last_chk,\n\
+             accountservice_6767,task1,4,10.0.1.5:6767,L7OK,quote breaker open,\n\
+             accountservice_6767,task2,4,10.0.1.6:6767,L7OK,,\n\
+             accountservice_6767,task3,4,10.0.1.7:6767,L7STS,Service Unavailable,\n";
+        let rows = parse_stats_csv(csv).unwrap();
+        let degraded: Vec<Option<&str>> = rows.iter().map(|r| r.degraded.as_deref()).collect();
+        assert_eq!(degraded, [Some("quote breaker open"), None, None]);
     }
 
     #[test]
@@ -378,7 +418,8 @@ mod tests {
             Docker::connect_with_http("http://127.0.0.1:9", 1, bollard::API_DEFAULT_VERSION)
                 .unwrap();
         let running = BTreeSet::from(["t1".to_string()]);
-        RateReader::new(state).read(&docker, &running).await
+        let (rates, _, status) = RateReader::new(state).read(&docker, &running).await;
+        (rates, status)
     }
 
     #[tokio::test]

@@ -66,6 +66,12 @@ async fn deploy(
         let outcome = run(&worker, &learner, &service, &ui).await;
         let last = match &outcome {
             Ok(line) => format!("{line}\nGOBLOG-EXIT 0\n"),
+            // A learner has no other way to see why their edit did not
+            // build: cargo's whole report first, its paths relative to
+            // the home where their source lives.
+            Err(err @ Error::ServiceBuild { diagnostics, .. }) => {
+                format!("{diagnostics}\ndeploy: {err}\nGOBLOG-EXIT 1\n")
+            }
             Err(err) => format!("deploy: {err}\nGOBLOG-EXIT 1\n"),
         };
         let _ = lines.send(last);
