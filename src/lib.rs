@@ -23,6 +23,7 @@ pub mod rootfs;
 pub mod routing;
 pub mod ssh;
 pub mod steps;
+pub mod subnet;
 pub mod tarball;
 pub mod ui;
 pub mod viz;

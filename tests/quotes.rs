@@ -160,26 +160,27 @@ fn accounts_carry_live_quotes_and_the_breaker_covers_for_quotes_service() {
     // viz shows every accountservice task's open breaker, as the edge
     // proxy's health checks read it (every 5 s), with no call to the tasks.
     let viz = Viz::start(lab);
-    let breakers = |state: &serde_json::Value| -> Vec<bool> {
-        // A task's `degraded` is what its health check said it lacks.
-        state["tasks"]
+    // Every running accountservice task's breaker, as viz shows it (a
+    // task's `degraded` is what its health check said it lacks): true when
+    // all are as `open` says.
+    let breakers_all = |open: bool| {
+        let Ok((200, body)) = http_get("127.0.0.1", viz.port, "/api/state") else {
+            return false;
+        };
+        let state: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let flags: Vec<bool> = state["tasks"]
             .as_array()
             .unwrap()
             .iter()
             .filter(|t| t["service"] == "accountservice" && t["state"] == "running")
             .map(|t| t["degraded"] == "quote breaker open")
-            .collect()
+            .collect();
+        flags.len() == replicas && flags.iter().all(|&o| o == open)
     };
     wait_until(
         "viz to show every accountservice breaker open",
         Duration::from_secs(60),
-        || {
-            let Ok((200, body)) = http_get("127.0.0.1", viz.port, "/api/state") else {
-                return false;
-            };
-            let open = breakers(&serde_json::from_str(&body).unwrap());
-            open.len() == replicas && open.iter().all(|&o| o)
-        },
+        || breakers_all(true),
     );
 
     // Back to two: `scale` returns once both tasks run (status says so too),
@@ -208,12 +209,6 @@ fn accounts_carry_live_quotes_and_the_breaker_covers_for_quotes_service() {
     wait_until(
         "viz to show every accountservice breaker closed",
         Duration::from_secs(60),
-        || {
-            let Ok((200, body)) = http_get("127.0.0.1", viz.port, "/api/state") else {
-                return false;
-            };
-            let open = breakers(&serde_json::from_str(&body).unwrap());
-            open.len() == replicas && open.iter().all(|&o| !o)
-        },
+        || breakers_all(false),
     );
 }

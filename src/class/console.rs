@@ -81,23 +81,32 @@ pub async fn ensure_class_network(docker: &Docker, class: &str) -> Result<String
         .await
         .is_err()
     {
-        let request = bollard::models::NetworkCreateRequest {
-            name: name.clone(),
-            driver: Some("bridge".into()),
-            options: Some(HashMap::from([(
-                "com.docker.network.bridge.enable_icc".to_string(),
-                "false".to_string(),
-            )])),
-            labels: Some(HashMap::from([
-                (LABEL_CLASS.to_string(), class.to_string()),
-                (LABEL_ROLE.to_string(), "class-network".to_string()),
-            ])),
-            ..Default::default()
-        };
-        docker
-            .create_network(request)
-            .await
-            .with_context(|| format!("creating network {name}"))?;
+        // A subnet of our own choosing, clear of this host's routes: one
+        // from Docker's pool covered a qemu lab's host-only network.
+        crate::subnet::create_bridge(docker, &name, |subnet| {
+            bollard::models::NetworkCreateRequest {
+                name: name.clone(),
+                driver: Some("bridge".into()),
+                ipam: Some(bollard::models::Ipam {
+                    config: Some(vec![bollard::models::IpamConfig {
+                        subnet: Some(subnet.to_string()),
+                        gateway: Some(crate::subnet::host_in(subnet, 1).to_string()),
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }),
+                options: Some(HashMap::from([(
+                    "com.docker.network.bridge.enable_icc".to_string(),
+                    "false".to_string(),
+                )])),
+                labels: Some(HashMap::from([
+                    (LABEL_CLASS.to_string(), class.to_string()),
+                    (LABEL_ROLE.to_string(), "class-network".to_string()),
+                ])),
+                ..Default::default()
+            }
+        })
+        .await?;
     }
     gateway(docker, class).await
 }

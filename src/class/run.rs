@@ -20,7 +20,7 @@ use crate::class::console::{self, ConsoleSpec};
 use crate::class::state::{self, ClassDir, ClassState, Learner, LearnerStatus};
 use crate::class::token::Token;
 use crate::create::{self, Options, Request};
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 use crate::lab::kind::ProviderKind;
 use crate::lab::spec::{self, LoadedSpec};
 use crate::lab::state::{LabDir, LabState};
@@ -389,7 +389,22 @@ async fn add_console(place: &Place<'_>, mut lab: LabState, ui: &Ui) -> Result<()
         deploy_url: place.deploy_url.to_string(),
         token: &place.seat.token,
     };
-    console::create(place.host, &spec).await?;
+    let name = console::create(place.host, &spec).await?;
+    // A provider that fences its machines off (qemu's bridge) lets this
+    // console through, on every address it has.
+    let inspect = place
+        .host
+        .inspect_container(&name, None)
+        .await
+        .with_context(|| format!("inspecting console {name}"))?;
+    let addresses: Vec<std::net::Ipv4Addr> = inspect
+        .network_settings
+        .and_then(|n| n.networks)
+        .unwrap_or_default()
+        .values()
+        .filter_map(|e| e.ip_address.as_deref()?.parse().ok())
+        .collect();
+    provider.admit(&addresses).await?;
     step.done();
     Ok(())
 }

@@ -33,12 +33,14 @@ use bollard::models::{
     PortBinding, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, ListNetworksOptionsBuilder, RemoveContainerOptionsBuilder,
-    RemoveVolumeOptionsBuilder, UploadToContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
+    UploadToContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::future::try_join_all;
 use ipnet::Ipv4Net;
+
+use crate::subnet::host_in;
 
 use super::{
     CommandOutput, EngineSetup, Forward, MachinePlan, MachineScope, NodeFile, Provider,
@@ -375,32 +377,10 @@ impl DindProvider {
         .with_context(|| format!("removing container {name}"))
     }
 
-    async fn used_subnets(&self) -> Result<Vec<Ipv4Net>> {
-        let networks = self
-            .docker
-            .list_networks(Some(ListNetworksOptionsBuilder::default().build()))
-            .await
-            .context("listing Docker networks")?;
-        let mut used: Vec<Ipv4Net> = networks
-            .iter()
-            .flat_map(|n| n.ipam.iter().flat_map(|i| i.config.iter().flatten()))
-            .filter_map(|c| c.subnet.as_deref().and_then(|s| s.parse().ok()))
-            .collect();
-        used.extend(host_routes());
-        Ok(used)
-    }
-
     async fn create_network(&self) -> Result<LabNetwork> {
         let name = Self::network_name(&self.lab);
-        // Two labs created at the same moment may pick the same free subnet.
-        // The engine refuses the second, which then skips that subnet: the
-        // first lab's network may not be listed yet.
-        let mut refused = Vec::new();
-        for _attempt in 0..16 {
-            let mut used = self.used_subnets().await?;
-            used.extend(refused.iter().copied());
-            let subnet = first_free_subnet(&used).ok_or(Error::NoFreeSubnet)?;
-            let request = NetworkCreateRequest {
+        let subnet =
+            crate::subnet::create_bridge(&self.docker, &name, |subnet| NetworkCreateRequest {
                 name: name.clone(),
                 driver: Some("bridge".into()),
                 ipam: Some(Ipam {
@@ -413,14 +393,9 @@ impl DindProvider {
                 }),
                 labels: Some(self.labels("network")),
                 ..Default::default()
-            };
-            match self.docker.create_network(request).await {
-                Ok(_) => return Ok(LabNetwork { name, subnet }),
-                Err(err) if docker_message(&err).contains("overlaps") => refused.push(subnet),
-                Err(err) => return Err(err).with_context(|| format!("creating network {name}")),
-            }
-        }
-        Err(Error::NoFreeSubnet)
+            })
+            .await?;
+        Ok(LabNetwork { name, subnet })
     }
 }
 
@@ -848,72 +823,9 @@ fn refuses_privileged(message: &str) -> bool {
     message.contains("unable to apply caps") || message.contains("operation not permitted")
 }
 
-/// Routes of this host (`/proc/net/route`), so the lab never shadows a LAN.
-fn host_routes() -> Vec<Ipv4Net> {
-    let Ok(text) = std::fs::read_to_string("/proc/net/route") else {
-        return Vec::new();
-    };
-    text.lines()
-        .skip(1)
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let dest = u32::from_str_radix(fields.get(1)?, 16).ok()?;
-            let mask = u32::from_str_radix(fields.get(7)?, 16).ok()?;
-            // The default route (0.0.0.0/0) overlaps everything; skip it.
-            if mask == 0 {
-                return None;
-            }
-            Ipv4Net::with_netmask(
-                Ipv4Addr::from(u32::from_be(dest)),
-                Ipv4Addr::from(u32::from_be(mask)),
-            )
-            .ok()
-        })
-        .collect()
-}
-
-/// The `n`th address of `subnet` (.1 is the gateway).
-fn host_in(subnet: Ipv4Net, n: u32) -> Ipv4Addr {
-    Ipv4Addr::from(u32::from(subnet.network()) + n)
-}
-
-/// The first /24 of 172.28.0.0/14 (172.28-31.x.0) that overlaps none of `used`.
-fn first_free_subnet(used: &[Ipv4Net]) -> Option<Ipv4Net> {
-    let overlaps = |a: &Ipv4Net, b: &Ipv4Net| a.contains(&b.network()) || b.contains(&a.network());
-    Ipv4Net::new(Ipv4Addr::new(172, 28, 0, 0), 14)
-        .expect("a valid prefix")
-        .subnets(24)
-        .expect("24 is longer than 14")
-        .find(|candidate| !used.iter().any(|u| overlaps(candidate, u)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn picks_the_first_subnet_nobody_uses() {
-        let net = |s: &str| s.parse::<Ipv4Net>().unwrap();
-        assert_eq!(first_free_subnet(&[]), Some(net("172.28.0.0/24")));
-        let used = [net("172.28.0.0/24"), net("172.28.1.0/24")];
-        assert_eq!(first_free_subnet(&used), Some(net("172.28.2.0/24")));
-        // A /16 in the way pushes past all of it.
-        assert_eq!(
-            first_free_subnet(&[net("172.28.0.0/16")]),
-            Some(net("172.29.0.0/24"))
-        );
-        // A host route inside a candidate makes it taken too.
-        assert_eq!(
-            first_free_subnet(&[net("172.28.0.128/25")]),
-            Some(net("172.28.1.0/24"))
-        );
-        // All of 172.28.0.0/14 taken: none left.
-        assert_eq!(first_free_subnet(&[net("172.16.0.0/12")]), None);
-        assert_eq!(
-            host_in(net("172.28.3.0/24"), 10),
-            Ipv4Addr::new(172, 28, 3, 10)
-        );
-    }
 
     #[test]
     fn published_ports_are_read_for_loopback_only() {

@@ -240,6 +240,14 @@ pub trait Provider: Send + Sync {
         MachineScope::Whole
     }
 
+    /// Lets a container of this machine's engine at `addresses` (a
+    /// learner's console) reach the machines, where the provider keeps
+    /// them fenced off; undone by `remove`. Containers joined to
+    /// [`Provider::host_network`] need nothing.
+    async fn admit(&self, _addresses: &[std::net::Ipv4Addr]) -> Result<()> {
+        Ok(())
+    }
+
     /// The machine's first process as a process of this machine's kernel,
     /// when the machine is a container of an engine on this machine (a
     /// dind node): then its cgroup counters, and those of the containers

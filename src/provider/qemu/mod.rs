@@ -492,6 +492,17 @@ impl Provider for QemuProvider {
         Ok(status.code().unwrap_or(1))
     }
 
+    async fn admit(&self, addresses: &[Ipv4Addr]) -> Result<()> {
+        let octet = self
+            .booted
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|b| b.network_octet)
+            .ok_or_else(|| Error::failed(format!("lab '{}' has no VMs booted", self.lab)))?;
+        net::admit(&self.lab, net::HostOnly { octet }, addresses).await
+    }
+
     async fn remove(&self, state: Option<&LabState>) -> Result<Removed> {
         crate::ssh::settle(Duration::from_secs(30)).await;
         let mut hostnames: Vec<String> = state

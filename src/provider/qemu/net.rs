@@ -199,6 +199,62 @@ fn rules(bridge: &str, lab: &str) -> Vec<Vec<String>> {
     ]
 }
 
+/// Lets containers of this machine at `addresses` (a learner's console)
+/// reach the lab's VMs through its bridge, and their answers come back;
+/// everything else in or out of the bridge stays dropped. The rules carry
+/// the lab's comment, so [`remove`] takes them away with the rest.
+pub async fn admit(lab: &str, net: HostOnly, addresses: &[Ipv4Addr]) -> Result<()> {
+    let bridge = net.bridge();
+    for &address in addresses {
+        for rule in admit_rules(&bridge, lab, address) {
+            iptables("-I", &rule).await?;
+        }
+    }
+    Ok(())
+}
+
+fn admit_rules(bridge: &str, lab: &str, address: Ipv4Addr) -> [Vec<String>; 2] {
+    let comment = alias(lab);
+    let host = format!("{address}/32");
+    let rule = |words: &[&str]| -> Vec<String> {
+        let mut rule: Vec<String> = vec!["FORWARD".into()];
+        rule.extend(words.iter().map(|w| w.to_string()));
+        rule.extend(["-m", "comment", "--comment", &comment].map(String::from));
+        rule.extend(["-j", "ACCEPT"].map(String::from));
+        rule
+    };
+    [
+        rule(&["-s", &host, "-o", bridge]),
+        rule(&[
+            "-i",
+            bridge,
+            "-d",
+            &host,
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "RELATED,ESTABLISHED",
+        ]),
+    ]
+}
+
+/// Every FORWARD rule that carries the lab's comment, as `iptables -D`
+/// arguments, from `iptables -S FORWARD`'s lines.
+fn commented_rules(listing: &str, lab: &str) -> Vec<Vec<String>> {
+    let comment = alias(lab);
+    listing
+        .lines()
+        .filter_map(|line| {
+            let words: Vec<String> = line
+                .split_whitespace()
+                .map(|w| w.trim_matches('"').to_string())
+                .collect();
+            (words.first().map(String::as_str) == Some("-A") && words.contains(&comment))
+                .then(|| words[1..].to_vec())
+        })
+        .collect()
+}
+
 /// Removes the lab's taps, bridge and rules, whichever exist; what it
 /// removed, counted as (taps, bridges).
 pub async fn remove(lab: &str) -> Result<(usize, usize)> {
@@ -219,6 +275,16 @@ pub async fn remove(lab: &str) -> Result<(usize, usize)> {
             ip(&["link", "delete", &name]).await?;
             taps += 1;
         }
+    }
+    // The bridge's own rules and any console's let in by `admit`.
+    let listing = Command::new("iptables")
+        .args(["-w", "-S", "FORWARD"])
+        .output()
+        .await
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    for rule in commented_rules(&listing, lab) {
+        let _ = iptables("-D", &rule).await;
     }
     for bridge in &bridges {
         for rule in rules(bridge, lab) {
@@ -265,6 +331,24 @@ async fn iptables(op: &str, rule: &[String]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_labs_commented_rules_are_found_for_deletion_and_no_other_labs() {
+        let listing = "-P FORWARD DROP
+-A FORWARD -s 172.17.0.2/32 -o goblog99 -m comment --comment \"goblog-lab:qc-1\" -j ACCEPT
+-A FORWARD -i goblog99 -o goblog99 -m comment --comment \"goblog-lab:qc-1\" -j ACCEPT
+-A FORWARD -i goblog98 -o goblog98 -m comment --comment \"goblog-lab:qc-10\" -j ACCEPT
+-A FORWARD -j DOCKER-USER
+";
+        let found = commented_rules(listing, "qc-1");
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(
+            found[0].join(" "),
+            "FORWARD -s 172.17.0.2/32 -o goblog99 -m comment --comment goblog-lab:qc-1 -j ACCEPT"
+        );
+        let admitted = admit_rules("goblog99", "qc-1", Ipv4Addr::new(172, 17, 0, 2));
+        assert_eq!(admitted[0], found[0], "what admit adds, remove finds");
+    }
 
     #[test]
     fn the_first_lab_gets_the_blogs_network() {
