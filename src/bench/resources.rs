@@ -300,8 +300,9 @@ pub fn script(scope: MachineScope, containers: &[String]) -> String {
 /// What [`script`] prints, read here from this machine's own files for a
 /// node whose first process is `pid` on this kernel (a dind node): nothing
 /// is started in the node. With a `docker exec` of the script a node a
-/// second, the readings themselves moved the p99 they sat beside (7.67 and
-/// 5.80 ms against 2.05 and 3.42 ms without them, issue 23).
+/// second, the readings themselves moved the p99 they sat beside: 8.04 ms
+/// against 2.68 ms without them at 200 req/s, and 2.84 against 2.65 ms
+/// read here (`bench/readings.sh`, medians of 3).
 pub fn read_local(pid: u32, containers: &[String]) -> Option<String> {
     let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
     let (mut memory, mut cpuacct, mut unified) = (None, None, None);
@@ -617,8 +618,9 @@ impl Sampler {
         });
         let rounds = join_all(reads).await;
         for (index, round) in rounds.into_iter().enumerate() {
-            if round.local_failed {
-                // Restarted (a new pid), or gone: asked again next round.
+            if round.local_failed || round.readings.is_none() {
+                // Restarted (a new pid), stopped, or back from a stop:
+                // asked again next round.
                 self.local[index] = None;
             }
             self.apply(index, round, &placed, scope);
