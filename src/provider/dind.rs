@@ -310,8 +310,9 @@ impl DindProvider {
                 // init splits 10.0.0.0/8 into 65536 pools, which Go's
                 // collector then chases: GC was 10% of a class's CPU
                 // (`perf record -a` over `class create`). At 200 a lab's
-                // nodes took 6.05 CPU-s instead of 6.67 (3 creates each,
-                // cgroup cpuacct) for 22 MiB more dockerd RSS a lab.
+                // nodes took 6.95 CPU-s instead of 7.56 (bench/lab-cpu.sh,
+                // medians of 5 alternated creates) for 20 MiB more dockerd
+                // RSS a lab.
                 "GOGC=200".into(),
             ]),
             labels: Some(labels),
