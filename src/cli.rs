@@ -101,12 +101,14 @@ pub enum Command {
         --duration, plus at most one --timeout for the last answers. Ctrl-C stops early and\n\
         still prints the report. The report (stdout): requests, failures by kind, throughput,\n\
         latency percentiles, a per-second timeline and which replica (servedBy) answered how many.\n\n\
-        --kill NODE@T stops a worker T into the run through the provider that made it, and\n\
-        --heal-after D starts it again; the report marks both and gives the failover window.\n\n\
+        --kill NODE@T stops a node T into the run through the provider that made it (a worker;\n\
+        any node, managers too, when the lab has 3 managers and so a virtual $ManagerIP), and\n\
+        --heal-after D starts it again; the report marks both and gives the failover window\n\
+        and how many of its seconds were disturbed.\n\n\
         -o html FILE also writes the report as one self-contained page (charts of latency\n\
         percentiles and throughput per second, kill and heal marked) for a workshop screen;\n\
         it opens in any browser with no network.",
-        after_help = "Examples:\n  goblog-lab bench                                  # the blog's scenario\n  goblog-lab bench --rate 200 --duration 10s -o json\n  goblog-lab bench --users 50 --pause 0s --duration 10s   # closed loop, as fast as it answers\n  goblog-lab bench --rate 50 --duration 25s --kill swarm-worker-0@3s --heal-after 5s\n  goblog-lab bench --rate 100 --duration 20s -o html report.html"
+        after_help = "Examples:\n  goblog-lab bench                                  # the blog's scenario\n  goblog-lab bench --rate 200 --duration 10s -o json\n  goblog-lab bench --users 50 --pause 0s --duration 10s   # closed loop, as fast as it answers\n  goblog-lab bench --rate 50 --duration 25s --kill swarm-worker-0@3s --heal-after 5s\n  goblog-lab bench --rate 200 --duration 30s --kill swarm-manager-0@10s   # a lab made with --managers 3\n  goblog-lab bench --rate 100 --duration 20s -o html report.html"
     )]
     Bench(BenchArgs),
     /// Run a command inside a node: `exec swarm-worker-0 -- docker ps`.

@@ -25,7 +25,9 @@ pub async fn open_lab(name: &str) -> Result<OpenLab> {
     }
     let leader = state.leader()?;
     let certs = dir.client_certs();
-    let first = match crate::docker::connect_node(&leader.docker_host(), &certs).await {
+    // The virtual $ManagerIP, where a lab has one: whichever manager holds
+    // it answers, the first or not.
+    let first = match crate::docker::connect_node(&state.docker_host()?, &certs).await {
         Ok(manager) => {
             return Ok(OpenLab {
                 dir,
@@ -36,12 +38,15 @@ pub async fn open_lab(name: &str) -> Result<OpenLab> {
         Err(unreachable @ Error::NoDaemon { .. }) => unreachable,
         Err(other) => return Err(other),
     };
-    // The first manager is down: with three managers the Swarm still has
-    // its quorum, and any other manager answers for it.
+    // The first manager is down (or, with a virtual address, no manager
+    // holds it now): with three managers the Swarm still has its quorum,
+    // and any other manager answers for it.
     let others: Vec<&NodeState> = state
         .nodes
         .iter()
-        .filter(|n| n.role == Role::Manager && n.hostname != leader.hostname)
+        .filter(|n| {
+            n.role == Role::Manager && (state.vip.is_some() || n.hostname != leader.hostname)
+        })
         .collect();
     let answers = join_all(
         others

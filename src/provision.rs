@@ -46,6 +46,31 @@ pub struct EngineConfig<'a> {
     pub authority: &'a Authority,
     /// `MANAGER_IP:5000`, the registry every node pulls from.
     pub registry: &'a str,
+    /// The lab's virtual `$ManagerIP`, which every manager may come to
+    /// hold: their certificates name it and their engines answer on it.
+    pub vip: Option<Ipv4Addr>,
+}
+
+impl EngineConfig<'_> {
+    /// Where `node`'s engine listens for TLS: its own address, or every
+    /// address of a manager that may hold the virtual one (dockerd cannot
+    /// bind an address its machine does not hold yet). Still TLS with the
+    /// lab's client certificates only.
+    fn listen_on(&self, node: &NodeState) -> Ipv4Addr {
+        match self.vip {
+            Some(_) if node.role == Role::Manager => Ipv4Addr::UNSPECIFIED,
+            _ => node.address,
+        }
+    }
+
+    /// The addresses `node`'s certificate names.
+    fn names(&self, node: &NodeState) -> Vec<std::net::IpAddr> {
+        let mut names = vec![node.address.into(), Ipv4Addr::LOCALHOST.into()];
+        if let (Some(vip), Role::Manager) = (self.vip, node.role) {
+            names.push(vip.into());
+        }
+        names
+    }
 }
 
 /// Configures a node's engine and, where the engine was already running,
@@ -61,7 +86,7 @@ pub async fn provision(
             // The node waits for this file, then starts dockerd with it.
             files.push(NodeFile::new(
                 DAEMON_JSON,
-                serde_json::to_vec_pretty(&daemon_json(node.address)).expect("json"),
+                serde_json::to_vec_pretty(&daemon_json(config.listen_on(node))).expect("json"),
                 0o644,
             ));
             provider.put_files(node, &files).await
@@ -76,7 +101,7 @@ pub async fn provision(
                 == 0;
             files.push(NodeFile::new(
                 DROP_IN,
-                drop_in(dockerd.trim(), containerd, node.address),
+                drop_in(dockerd.trim(), containerd, config.listen_on(node)),
                 0o644,
             ));
             provider.put_files(node, &files).await?;
@@ -465,10 +490,9 @@ async fn port_probe(
 }
 
 fn tls_files(node: &NodeState, config: &EngineConfig<'_>) -> Result<Vec<NodeFile>> {
-    let server = config.authority.server(
-        &[node.hostname.as_str(), "localhost"],
-        &[node.address.into(), Ipv4Addr::LOCALHOST.into()],
-    )?;
+    let server = config
+        .authority
+        .server(&[node.hostname.as_str(), "localhost"], &config.names(node))?;
     // The registry answers only clients of the lab CA.
     let registry_client = config.authority.client()?;
     let ca = config.authority.cert_pem().as_bytes().to_vec();
@@ -667,6 +691,7 @@ mod tests {
         let config = EngineConfig {
             authority: &authority,
             registry: "172.28.0.10:5000",
+            vip: None,
         };
         let files = tls_files(&node, &config).unwrap();
         let pem = files

@@ -81,6 +81,15 @@ pub fn host_in(subnet: Ipv4Net, n: u32) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(subnet.network()) + n)
 }
 
+/// The address this tool keeps for a lab's virtual `$ManagerIP` in the
+/// /24 that holds `address`: the last one, far from the nodes (.10 and up
+/// for managers, .100 and up for workers) and from Docker's allocations,
+/// which start at .2.
+pub fn spare_address(address: Ipv4Addr) -> Ipv4Addr {
+    let [a, b, c, _] = address.octets();
+    Ipv4Addr::new(a, b, c, 254)
+}
+
 /// The first /24 of 172.28.0.0/14 (172.28-31.x.0) that overlaps none of `used`.
 fn first_free_subnet(used: &[Ipv4Net]) -> Option<Ipv4Net> {
     let overlaps = |a: &Ipv4Net, b: &Ipv4Net| a.contains(&b.network()) || b.contains(&a.network());

@@ -745,10 +745,32 @@ fn a_three_manager_lab_losing_its_first_manager_says_so_and_start_heals_it() {
     ]);
     assert!(created.status.success(), "{}", stderr(&created));
 
-    // Killed behind goblog-lab's back: Raft keeps its majority, and the
-    // lab is reported through the managers that are left.
+    // $ManagerIP is the lab's virtual address, and the blog's commands
+    // follow it: the Docker client too.
+    let vars = lab_env(lab);
+    let vip = vars["ManagerIP"].clone();
+    assert!(vip.ends_with(".254"), "{vars:?}");
+    assert_eq!(vars["DOCKER_HOST"], format!("tcp://{vip}:2376"));
+    assert_eq!(
+        node_statuses(&vars).len(),
+        3,
+        "docker node ls through {vip}"
+    );
+    let holder = vip_holder(lab, &vip);
+    let answers = |what: &str| {
+        wait_until(what, Duration::from_secs(60), || {
+            http_get(&vip, 6767, "/accounts/10000").is_ok_and(|(status, _)| status == 200)
+        })
+    };
+    answers("the accountservice on the virtual $ManagerIP");
+
+    // Killed behind goblog-lab's back: Raft keeps its majority, the
+    // address moves to a manager that is left, and the lab is reported
+    // through it.
     let first = format!("{lab}-swarm-manager-0");
     assert!(docker(&["kill", &first]).status.success());
+    answers("the virtual $ManagerIP to answer again after the first manager was killed");
+    assert_ne!(vip_holder(lab, &vip), "swarm-manager-0");
     let mut report = serde_json::Value::Null;
     wait_until(
         "the Swarm to see its first manager down",
@@ -798,4 +820,43 @@ fn a_three_manager_lab_losing_its_first_manager_says_so_and_start_heals_it() {
                 .iter()
                 .all(|n| n["state"] == "ready")
     });
+    // The healed manager did not take the address back (no second
+    // outage); now the holder, not the first manager, goes.
+    let holder_now = vip_holder(lab, &vip);
+    assert_ne!(holder_now, "swarm-manager-0", "{holder} then {holder_now}");
+    assert!(docker(&["kill", &format!("{lab}-{holder_now}")])
+        .status
+        .success());
+    answers("the virtual $ManagerIP to answer after its holder was killed");
+    let moved_to = vip_holder(lab, &vip);
+    assert_ne!(moved_to, holder_now);
+    let status = run(&["status", "-q", "--name", lab, "-o", "json"]);
+    assert!(status.status.success(), "{}", stderr(&status));
+}
+
+/// The manager whose lab interface holds the virtual address now.
+fn vip_holder(lab: &str, vip: &str) -> String {
+    let mut holder = String::new();
+    wait_until(
+        &format!("a manager of {lab} to hold {vip}"),
+        Duration::from_secs(60),
+        || {
+            holder = (0..3)
+                .map(|i| format!("swarm-manager-{i}"))
+                .find(|hostname| {
+                    let held = docker(&[
+                        "exec",
+                        &format!("{lab}-{hostname}"),
+                        "ip",
+                        "-4",
+                        "-o",
+                        "addr",
+                    ]);
+                    String::from_utf8_lossy(&held.stdout).contains(&format!(" {vip}/32 "))
+                })
+                .unwrap_or_default();
+            !holder.is_empty()
+        },
+    );
+    holder
 }

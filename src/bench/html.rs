@@ -398,7 +398,7 @@ fn events(report: &Report) -> Markup {
                         li id="failover" {
                             "seconds " (w.from_s) "–" (w.to_s) " (shaded): "
                             (w.requests) " requests, " (w.failures) " failed, "
-                            (w.latency_summary())
+                            (w.latency_summary()) "; " (w.disturbed_summary())
                         }
                     }
                 }

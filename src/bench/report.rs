@@ -64,6 +64,14 @@ pub struct Window {
     pub requests: u64,
     pub failures: u64,
     pub latency_ms: Option<Latency>,
+    /// How long the kill was felt: seconds from the kill's second through
+    /// the last one with a failed request or an answer more than twice as
+    /// slow as any before the kill (0: none). Twice, because the default
+    /// lab's answers already reach the quote call's 500 ms timeout, give
+    /// or take a few ms; a SYN resent to a dead holder costs a whole
+    /// second. A second is the timeline's grain, so a failover of 300 ms
+    /// inside one second counts 1.
+    pub disturbed_s: u64,
 }
 
 impl Window {
@@ -88,17 +96,49 @@ impl Window {
             failures += second.failures;
             let _ = latency.add(&second.latency);
         }
+        let slowest_before = recorded
+            .seconds
+            .iter()
+            .take(from as usize)
+            .filter(|s| !s.latency.is_empty())
+            .map(|s| s.latency.max())
+            .max()
+            .unwrap_or(0);
+        let disturbed_s = recorded
+            .seconds
+            .iter()
+            .enumerate()
+            .skip(from as usize)
+            .take(to.saturating_sub(from) as usize)
+            .filter(|(_, s)| {
+                s.failures > 0
+                    || (!s.latency.is_empty() && s.latency.max() > slowest_before.saturating_mul(2))
+            })
+            .map(|(i, _)| i as u64 + 1 - from)
+            .max()
+            .unwrap_or(0);
         Some(Window {
             from_s: from,
             to_s: to,
             requests,
             failures,
             latency_ms: Latency::of(&latency),
+            disturbed_s,
         })
     }
 }
 
 impl Window {
+    /// How long the kill was felt, in one phrase.
+    pub fn disturbed_summary(&self) -> String {
+        match self.disturbed_s {
+            0 => "no second disturbed".to_string(),
+            n => format!(
+                "disturbed {n} s (failures, or answers twice as slow as any before the kill)"
+            ),
+        }
+    }
+
     /// The window's latency in one phrase, for the table and the page.
     pub fn latency_summary(&self) -> String {
         self.latency_ms.as_ref().map_or_else(
@@ -322,12 +362,13 @@ impl Report {
         if let Some(w) = &self.failover {
             let _ = writeln!(
                 out,
-                "Failover     seconds {}-{}: {} requests, {} failed, {}",
+                "Failover     seconds {}-{}: {} requests, {} failed, {}; {}",
                 w.from_s,
                 w.to_s,
                 w.requests,
                 w.failures,
-                w.latency_summary()
+                w.latency_summary(),
+                w.disturbed_summary()
             );
         }
         let _ = writeln!(out);
@@ -467,6 +508,8 @@ pub(crate) mod tests {
         let window = sample().failover.unwrap();
         assert_eq!((window.from_s, window.to_s), (1, 2));
         assert_eq!((window.requests, window.failures), (51, 1));
+        // Its one second had the failure.
+        assert_eq!(window.disturbed_s, 1);
         assert!(window.latency_ms.unwrap().min >= 1.0);
     }
 

@@ -212,10 +212,6 @@ fn lab_state(name: &str) -> Result<LabState> {
 
 /// Only the lab's own addresses: $ManagerIP, or a node named by --node.
 fn target(args: &BenchArgs, state: &LabState) -> Result<Target> {
-    let node = match &args.node {
-        None => state.leader()?,
-        Some(hostname) => find_node(state, hostname)?,
-    };
     let port = match args.port {
         Some(port) => port,
         None => state
@@ -231,8 +227,14 @@ fn target(args: &BenchArgs, state: &LabState) -> Result<Target> {
                 ))
             })?,
     };
+    let address = match &args.node {
+        // The virtual address, where the lab has one: the load follows it
+        // to whichever manager holds it.
+        None => state.entry(port)?,
+        Some(hostname) => (find_node(state, hostname)?.address, port).into(),
+    };
     Ok(Target {
-        address: (node.address, port).into(),
+        address,
         path: args.path.clone(),
         ids: args.ids,
     })
@@ -267,10 +269,17 @@ async fn sampler(state: &LabState, ui: &Ui) -> Option<Sampler> {
         })
         .collect();
     let leader = state.leader().ok()?;
-    let manager = machines
-        .iter()
-        .find(|m| m.node.hostname == leader.hostname)
-        .and_then(|m| m.engine.clone());
+    let manager = match state.vip {
+        // Whichever manager holds $ManagerIP names the tasks, before and
+        // after a kill of the first.
+        Some(_) => crate::docker::connect_node(&state.docker_host().ok()?, &certs)
+            .await
+            .ok(),
+        None => machines
+            .iter()
+            .find(|m| m.node.hostname == leader.hostname)
+            .and_then(|m| m.engine.clone()),
+    };
     let provider = crate::provider::for_lab(state, &dir, ui).await;
     match (manager, provider) {
         (Some(manager), Ok(provider)) => Some(Sampler::new(manager, provider, machines)),
@@ -291,7 +300,8 @@ fn kill_plan(args: &BenchArgs, state: &LabState) -> Result<Option<NodeState>> {
         return Ok(None);
     };
     let node = find_node(state, &spec.node)?;
-    if node.address == state.leader()?.address {
+    // With a virtual $ManagerIP any node may go: that is what it is for.
+    if state.vip.is_none() && node.address == state.leader()?.address {
         return Err(Error::usage(format!(
             "--kill {}: that is $ManagerIP, where the load goes in; kill a worker instead",
             spec.node

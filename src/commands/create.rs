@@ -75,7 +75,7 @@ fn print_summary(summary: &Summary, output: Output) {
     }
     let routing = match summary.routing {
         Routing::Mesh => "Swarm routing mesh",
-        Routing::Edge => "edge proxy on the first manager",
+        Routing::Edge => "edge proxy on every manager",
     };
     let routing = format!("{routing}: {}", summary.routing_why);
     let flag = if summary.name == name::DEFAULT {
@@ -94,7 +94,14 @@ fn print_summary(summary: &Summary, output: Output) {
         plural(summary.workers)
     );
     println!();
-    println!("  ManagerIP  {}", summary.manager_ip);
+    if summary.manager_ip_moves {
+        println!(
+            "  ManagerIP  {} (virtual: keepalived moves it to a healthy manager within about a second)",
+            summary.manager_ip
+        );
+    } else {
+        println!("  ManagerIP  {}", summary.manager_ip);
+    }
     println!(
         "  registry   {} (TLS with the lab CA; push with the `docker` of `goblog-lab env`)",
         summary.registry

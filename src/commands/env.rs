@@ -110,11 +110,11 @@ pub fn run(args: &EnvArgs) -> Result<()> {
         // pointing at an engine that is down only move the error later.
         return Err(Error::LabStopped(state.name));
     }
-    let leader = state.leader()?;
+    // With a virtual $ManagerIP both follow whichever manager holds it.
     let vars = variables(
         &state.name,
         &state.manager_ip()?.to_string(),
-        &leader.docker_host(),
+        &state.docker_host()?,
         &dir.client_certs().display().to_string(),
     );
     print!("{}", render(shell, &vars, &state.name));

@@ -79,6 +79,7 @@ pub async fn start(args: &LifecycleArgs, ui: &Ui) -> Result<()> {
             let config = EngineConfig {
                 authority: &authority,
                 registry: &state.registry.pull_address,
+                vip: state.vip,
             };
             provision::reissue(&*provider, &state.nodes[i], &config).await?;
         }
@@ -109,12 +110,11 @@ pub async fn start(args: &LifecycleArgs, ui: &Ui) -> Result<()> {
     .await?;
     step.done();
 
-    let leader = state.leader()?;
     for service in &state.services {
         let (Some(port), Some(probe)) = (service.ports.first(), service.probe.as_ref()) else {
             continue;
         };
-        let url = format!("http://{}{probe}", leader.endpoint(*port));
+        let url = format!("http://{}{probe}", state.entry(*port)?);
         let step = ui.step(format!(
             "Waiting for {} to answer on {url} ⏳",
             service.name

@@ -37,13 +37,13 @@ use crate::lab::kind::ProviderKind;
 use crate::lab::name;
 use crate::lab::spec::{self, LabSpec, LoadedSpec};
 use crate::lab::state::{
-    Endpoint, LabDir, LabState, NodeState, Publish, RegistryState, Routing, ServiceState,
+    Endpoint, LabDir, LabState, NodeState, Publish, RegistryState, Role, Routing, ServiceState,
 };
 use crate::pki::Authority;
 use crate::provider::{self, Choices, Provider};
 use crate::provision::{self, EngineConfig};
 use crate::routing::{IpvsProbe, RoutingChoice, RoutingDecision};
-use crate::steps::{deploy, edge, engines, images, node_image, registry, swarm, wait};
+use crate::steps::{deploy, edge, engines, images, node_image, registry, swarm, vip, wait};
 use crate::ui::Ui;
 
 /// A lab to make: its name, its spec, and the create's choices.
@@ -92,6 +92,8 @@ pub struct Summary {
     /// The provider that made the machines.
     pub driver: ProviderKind,
     pub manager_ip: String,
+    /// `$ManagerIP` is virtual: held by one healthy manager at a time.
+    pub manager_ip_moves: bool,
     pub managers: u32,
     pub workers: u32,
     pub registry: String,
@@ -230,6 +232,8 @@ struct LabImages {
     /// The edge proxy, pushed while the replicas start: only the last
     /// step, the answer through $ManagerIP, needs it.
     edge: Option<images::LocalImage>,
+    /// keepalived, for a lab whose `$ManagerIP` moves (`plan::moves_manager_ip`).
+    vip: Option<images::LocalImage>,
     /// The source revision of each built service, for `deploy`.
     revisions: BTreeMap<String, images::Revision>,
     /// The optional services left out, with why.
@@ -289,6 +293,7 @@ impl Lab {
             node,
             services: service_images,
             edge: edge_image,
+            vip: vip_image,
             revisions,
             skipped,
         } = images;
@@ -316,14 +321,24 @@ impl Lab {
             // routes, beside the Swarm and the deploy: only the answer
             // through $ManagerIP needs it.
             let edge_image = edge_image.filter(|_| routing.routing == Routing::Edge);
+            let managers: Vec<Docker> = state
+                .nodes
+                .iter()
+                .zip(&engines)
+                .filter(|(node, _)| node.role == Role::Manager)
+                .map(|(_, engine)| engine.clone())
+                .collect();
+            let (vip_at, vip_managers) = (state.vip, vip::managers(&state));
             let edge = async {
-                match &edge_image {
-                    Some(image) => self
-                        .load_edge(&registry_state, &engines[0], image)
-                        .await
-                        .map(Some),
-                    None => Ok(None),
+                let loaded = match &edge_image {
+                    Some(image) => Some(self.load_edge(&registry_state, &managers, image).await?),
+                    None => None,
+                };
+                if let (Some(vip), Some(image)) = (vip_at, &vip_image) {
+                    self.move_manager_ip(&vip_managers, vip, &managers, image)
+                        .await?;
                 }
+                Ok::<_, Error>(loaded)
             };
             let deployed = async {
                 let loaded = self
@@ -443,6 +458,14 @@ impl Lab {
         state.ssh = provider.ssh_state();
         state.vm = provider.vm_state();
         state.publish = provider.publish();
+        if plan::moves_manager_ip(&self.spec) {
+            let managers: Vec<NodeState> = nodes
+                .iter()
+                .filter(|n| n.role == Role::Manager)
+                .cloned()
+                .collect();
+            state.vip = provider.virtual_ip(&managers);
+        }
         state.nodes = nodes;
         state.project_root = Some(self.project_root.clone());
         self.dir.save(&state)?;
@@ -459,6 +482,7 @@ impl Lab {
         let config = EngineConfig {
             authority: &authority,
             registry: &state.registry.pull_address,
+            vip: state.vip,
         };
         try_join_all(
             state
@@ -535,8 +559,8 @@ impl Lab {
         .collect()
     }
 
-    /// Loads the edge proxy's image into the manager, the one node that
-    /// runs it, under a name of the lab registry; returns that name. Like
+    /// Loads the edge proxy's image into the managers, the nodes that run
+    /// it, under a name of the lab registry; returns that name. Like
     /// the registry's own image it never goes through the registry: its
     /// task's pull is refused there (`manifest unknown`), which the engine
     /// only logs before it starts the loaded image (moby's `controller.go`,
@@ -544,17 +568,54 @@ impl Lab {
     async fn load_edge(
         &self,
         registry: &RegistryState,
-        manager: &Docker,
+        managers: &[Docker],
         image: &images::LocalImage,
     ) -> Result<String> {
         let started = Instant::now();
         let pulled = registry::pull_reference(registry, image);
-        images::load_as(&self.host, image, &pulled, std::slice::from_ref(manager)).await?;
+        images::load_as(&self.host, image, &pulled, managers).await?;
         self.ui.detail(format!(
-            "loaded {pulled} into the manager ({} ms)",
+            "loaded {pulled} into {} manager{} ({} ms)",
+            managers.len(),
+            plural(managers.len() as u32),
             started.elapsed().as_millis()
         ));
         Ok(pulled)
+    }
+
+    /// keepalived on every manager, for the virtual `$ManagerIP`
+    /// (`steps::vip`), checking the ports the lab publishes.
+    async fn move_manager_ip(
+        &self,
+        managers: &[vip::Manager],
+        vip: std::net::Ipv4Addr,
+        engines: &[Docker],
+        image: &images::LocalImage,
+    ) -> Result<()> {
+        let started = Instant::now();
+        let ports: Vec<u16> = if self.options.no_deploy {
+            Vec::new()
+        } else {
+            plan::published_ports(&self.spec)
+        };
+        let plan = vip::Plan {
+            lab: &self.name,
+            vip,
+            managers,
+            ports: &ports,
+        };
+        let plan = &plan;
+        try_join_all(engines.iter().enumerate().map(|(me, engine)| async move {
+            images::copy(&self.host, engine, image).await?;
+            vip::start(engine, plan, me, image).await
+        }))
+        .await?;
+        self.ui.detail(format!(
+            "keepalived on {} managers for {vip} ({} ms)",
+            managers.len(),
+            started.elapsed().as_millis()
+        ));
+        Ok(())
     }
 
     /// Starts the registry on the manager as soon as its engine answers,
@@ -759,10 +820,7 @@ impl Lab {
         let names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
         let mut line = format!("Waiting for the replicas of {} ⏳", names.join(", "));
         if edge.is_some() {
-            line += &format!(
-                " (and routing $ManagerIP to them through HAProxy on {})",
-                state.nodes[0].hostname
-            );
+            line += " (and routing $ManagerIP to them through HAProxy on every manager)";
         }
         let step = self.ui.step(line);
         let converged = try_join_all(services.iter().map(|service| {
@@ -788,7 +846,6 @@ impl Lab {
                 &self.name,
                 image,
                 &self.spec.network,
-                &state.nodes[0].hostname,
                 routes,
                 Self::pace(state),
             )
@@ -806,7 +863,6 @@ impl Lab {
         state: &LabState,
         services: &[spec::ServiceSpec],
     ) -> Result<Vec<ServiceSummary>> {
-        let leader = &state.nodes[0];
         let mut answered = Vec::new();
         for service in services {
             let replicas = replicas_of(state, &service.name);
@@ -819,7 +875,7 @@ impl Lab {
                 });
                 continue;
             };
-            let url = format!("http://{}{probe}", leader.endpoint(port));
+            let url = format!("http://{}{probe}", state.entry(port)?);
             let step = self.ui.step(format!(
                 "Waiting for {} to answer on {url} ⏳",
                 service.name
@@ -848,7 +904,10 @@ impl Lab {
         Summary {
             name: self.name.clone(),
             driver: state.driver,
-            manager_ip: leader.reached_at().to_string(),
+            manager_ip: state
+                .manager_ip()
+                .map_or_else(|_| leader.reached_at().to_string(), |ip| ip.to_string()),
+            manager_ip_moves: state.vip.is_some(),
             managers: self.spec.managers,
             workers: self.spec.workers,
             registry: registry::pull_address(leader.address),
@@ -880,9 +939,17 @@ impl Lab {
         node_image: &str,
         built: Option<BTreeMap<String, images::BuiltService>>,
     ) -> Result<LabImages> {
+        let vip = async {
+            if plan::moves_manager_ip(&self.spec) {
+                images::vip(&self.host, node_image).await.map(Some)
+            } else {
+                Ok(None)
+            }
+        };
         if self.options.no_deploy {
             return Ok(LabImages {
                 node: node_image.to_string(),
+                vip: vip.await?,
                 ..LabImages::default()
             });
         }
@@ -892,14 +959,16 @@ impl Lab {
                 None => self.build_services().await,
             }
         };
-        let (edge, built, (prebuilt, skipped)) = tokio::try_join!(
+        let (edge, vip, built, (prebuilt, skipped)) = tokio::try_join!(
             images::edge(&self.host, node_image),
+            vip,
             services,
             self.prebuilt_images()
         )?;
         let mut made = LabImages {
             node: node_image.to_string(),
             edge: Some(edge),
+            vip,
             skipped,
             ..LabImages::default()
         };

@@ -49,6 +49,25 @@ pub fn machine_plans(spec: &LabSpec) -> Vec<MachinePlan> {
         .collect()
 }
 
+/// Whether `$ManagerIP` is a virtual address that moves between the
+/// managers (`steps::vip`): only a Swarm that keeps its quorum when it
+/// loses a manager has somewhere to move it, and Raft needs 3 for that.
+pub fn moves_manager_ip(spec: &LabSpec) -> bool {
+    spec.managers >= 3
+}
+
+/// The ports the services publish on `$ManagerIP`, each once.
+pub fn published_ports(spec: &LabSpec) -> Vec<u16> {
+    let mut ports: Vec<u16> = spec
+        .services
+        .iter()
+        .flat_map(|s| s.ports.iter().copied())
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
 /// The ports the lab listens on at its first manager: the registry's, and
 /// those the services publish (the tutorial's `$ManagerIP:6767`) unless
 /// nothing is deployed. An adopted host where one is taken is refused.

@@ -194,6 +194,11 @@ pub struct LabState {
     /// engines say the lab is stopped instead of failing to reach them.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stopped: bool,
+    /// The virtual `$ManagerIP` of a lab with 3 or more managers, held by
+    /// one healthy manager at a time (`steps::vip`); none in other labs,
+    /// whose `$ManagerIP` is the first manager's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vip: Option<Ipv4Addr>,
 }
 
 /// What `start` needs to boot a qemu lab's VMs as `create` did.
@@ -239,13 +244,35 @@ impl LabState {
             ssh: None,
             vm: None,
             stopped: false,
+            vip: None,
         }
     }
 
-    /// What the tutorial calls `$ManagerIP`: the first manager as this
-    /// host reaches it (127.0.0.1 when its ports are published there).
+    /// What the tutorial calls `$ManagerIP`: the lab's virtual address
+    /// when it has one, else the first manager as this host reaches it
+    /// (127.0.0.1 when its ports are published there).
     pub fn manager_ip(&self) -> Result<IpAddr> {
-        Ok(self.leader()?.reached_at())
+        match self.vip {
+            Some(vip) => Ok(vip.into()),
+            None => Ok(self.leader()?.reached_at()),
+        }
+    }
+
+    /// Where this host reaches `port` of `$ManagerIP`: a published service,
+    /// the edge's statistics, the managers' Docker API.
+    pub fn entry(&self, port: u16) -> Result<SocketAddr> {
+        match self.vip {
+            Some(vip) => Ok(SocketAddr::new(vip.into(), port)),
+            None => Ok(self.leader()?.endpoint(port)),
+        }
+    }
+
+    /// `DOCKER_HOST` for the Swarm: whichever manager holds `$ManagerIP`.
+    pub fn docker_host(&self) -> Result<String> {
+        match self.vip {
+            Some(vip) => Ok(format!("tcp://{vip}:{}", crate::provider::DOCKER_TLS_PORT)),
+            None => Ok(self.leader()?.docker_host()),
+        }
     }
 
     /// Every port of a machine that this host calls, and where it reaches
@@ -263,11 +290,20 @@ impl LabState {
             .map(|n| endpoint(n, "docker", n.docker_port))
             .collect();
         if let Ok(leader) = self.leader() {
-            found.extend(self.services.iter().flat_map(|s| {
-                s.ports
+            let front = |what: &str, port: u16| match self.vip {
+                Some(vip) => Endpoint {
+                    node: "$ManagerIP".into(),
+                    what: what.to_string(),
+                    port,
+                    reached_at: SocketAddr::new(vip.into(), port).to_string(),
+                },
+                None => endpoint(leader, what, port),
+            };
+            found.extend(
+                self.services
                     .iter()
-                    .map(move |&port| endpoint(leader, &s.name, port))
-            }));
+                    .flat_map(|s| s.ports.iter().map(|&port| front(&s.name, port))),
+            );
             if self.registry.runs_on == RegistryHost::Manager {
                 found.push(endpoint(leader, "registry", RegistryState::PORT));
             }

@@ -388,6 +388,12 @@ impl DindProvider {
                     config: Some(vec![IpamConfig {
                         subnet: Some(subnet.to_string()),
                         gateway: Some(host_in(subnet, 1).to_string()),
+                        // Kept from Docker's allocations: the lab's virtual
+                        // $ManagerIP (`Provider::virtual_ip`).
+                        auxiliary_addresses: Some(HashMap::from([(
+                            "goblog-lab-vip".to_string(),
+                            crate::subnet::spare_address(host_in(subnet, 1)).to_string(),
+                        )])),
                         ..Default::default()
                     }]),
                     ..Default::default()
@@ -567,6 +573,18 @@ impl Provider for DindProvider {
             )
             .await
             .with_context(|| format!("copying files into node {}", node.hostname))
+    }
+
+    /// The lab network's .254, reserved in its IPAM (`create_network`) so
+    /// no container is given it. None when this host reaches the nodes
+    /// only through 127.0.0.1: a moving address would not be reachable.
+    fn virtual_ip(&self, managers: &[NodeState]) -> Option<Ipv4Addr> {
+        if self.on_localhost() {
+            return None;
+        }
+        managers
+            .first()
+            .map(|m| crate::subnet::spare_address(m.address))
     }
 
     async fn local_pid(&self, node: &NodeState) -> Option<u32> {

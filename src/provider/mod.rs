@@ -256,6 +256,14 @@ pub trait Provider: Send + Sync {
         None
     }
 
+    /// An address on the machines' network that no machine holds and this
+    /// host reaches like theirs: the virtual `$ManagerIP` that a lab with 3
+    /// or more managers moves between them (`steps::vip`). `None` keeps
+    /// `$ManagerIP` on the first manager.
+    fn virtual_ip(&self, _managers: &[NodeState]) -> Option<std::net::Ipv4Addr> {
+        None
+    }
+
     /// How this host reaches the machines `create` made.
     fn publish(&self) -> Publish {
         Publish::Direct

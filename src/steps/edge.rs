@@ -2,8 +2,8 @@
 //! without IPVS.
 //!
 //! Swarm's routing mesh and VIPs are IPVS. Where the kernel lacks it, the
-//! lab runs its services in dnsrr mode and puts HAProxy on the first
-//! manager, published in host mode. HAProxy asks Docker's embedded DNS for
+//! lab runs its services in dnsrr mode and puts HAProxy on every manager,
+//! published in host mode. HAProxy asks Docker's embedded DNS for
 //! `tasks.SERVICE` four times a second (every second on emulated VMs) and
 //! health-checks each task, so replicas that come, go or roll over are
 //! followed without a reload.
@@ -14,9 +14,9 @@ use std::fmt::Write;
 use base64::Engine;
 use bollard::models::{
     ConfigSpec, EndpointPortConfig, EndpointPortConfigPublishModeEnum, EndpointSpec,
-    EndpointSpecModeEnum, NetworkAttachmentConfig, ServiceSpec, ServiceSpecMode,
-    ServiceSpecModeReplicated, TaskSpec, TaskSpecContainerSpec, TaskSpecContainerSpecConfigs,
-    TaskSpecContainerSpecFile1, TaskSpecPlacement,
+    EndpointSpecModeEnum, NetworkAttachmentConfig, ServiceSpec, ServiceSpecMode, TaskSpec,
+    TaskSpecContainerSpec, TaskSpecContainerSpecConfigs, TaskSpecContainerSpecFile1,
+    TaskSpecPlacement,
 };
 use bollard::Docker;
 use sha2::{Digest, Sha256};
@@ -216,13 +216,12 @@ frontend stats
     )
 }
 
-/// Creates the config and the edge service on the first manager.
+/// Creates the config and the edge service: one task on every manager.
 pub async fn deploy(
     docker: &Docker,
     lab: &str,
     image: &str,
     network: &str,
-    manager_hostname: &str,
     routes: &[Route],
     pace: Pace,
 ) -> Result<()> {
@@ -242,8 +241,11 @@ pub async fn deploy(
     let spec = ServiceSpec {
         name: Some(SERVICE_NAME.to_string()),
         labels: Some(labels),
+        // A task on every manager, so whichever holds `$ManagerIP` (the
+        // first, or the virtual address's holder, `steps::vip`) routes it,
+        // and a manager that comes back gets its task back.
         mode: Some(ServiceSpecMode {
-            replicated: Some(ServiceSpecModeReplicated { replicas: Some(1) }),
+            global: Some(Default::default()),
             ..Default::default()
         }),
         task_template: Some(TaskSpec {
@@ -262,9 +264,8 @@ pub async fn deploy(
                 }]),
                 ..Default::default()
             }),
-            // $ManagerIP is this node's address: the proxy must run here.
             placement: Some(TaskSpecPlacement {
-                constraints: Some(vec![format!("node.hostname == {manager_hostname}")]),
+                constraints: Some(vec!["node.role == manager".into()]),
                 ..Default::default()
             }),
             networks: Some(vec![NetworkAttachmentConfig {

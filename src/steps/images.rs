@@ -21,6 +21,7 @@ use crate::lab::spec::{BuildSpec, ServiceSpec};
 
 const EDGE_DOCKERFILE: &str = include_str!("../../images/edge/Dockerfile");
 const REGISTRY_DOCKERFILE: &str = include_str!("../../images/registry/Dockerfile");
+const VIP_DOCKERFILE: &str = include_str!("../../images/vip/Dockerfile");
 
 /// An image on the host engine: `repository:tag`.
 #[derive(Debug, Clone)]
@@ -107,6 +108,11 @@ pub async fn registry(docker: &Docker, node_image: &str) -> Result<LocalImage> {
         node_image,
     )
     .await
+}
+
+/// The virtual address's image: keepalived alone, out of the node image.
+pub async fn vip(docker: &Docker, node_image: &str) -> Result<LocalImage> {
+    from_node_image(docker, "goblog-lab/vip", VIP_DOCKERFILE, node_image).await
 }
 
 /// An image made by copying a program out of the node image, tagged by

@@ -8,4 +8,5 @@ pub mod images;
 pub mod node_image;
 pub mod registry;
 pub mod swarm;
+pub mod vip;
 pub mod wait;

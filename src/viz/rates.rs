@@ -171,7 +171,9 @@ impl RateReader {
                 Err(format!("the edge proxy's stats port {STATS_PORT} is not published on 127.0.0.1 for this lab (made before viz showed rates); re-create the lab to see them"))
             }
             (Routing::Edge, Ok(leader)) => {
-                let reached_at = leader.endpoint(STATS_PORT);
+                // The edge of the manager holding $ManagerIP: with a
+                // virtual address, the one that takes the traffic.
+                let reached_at = state.entry(STATS_PORT).unwrap_or_else(|_| leader.endpoint(STATS_PORT));
                 Ok(Edge {
                     url: format!("http://{reached_at}{STATS_PATH}"),
                     reached_at,

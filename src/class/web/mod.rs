@@ -380,7 +380,7 @@ async fn hub_of(app: &Arc<App>, lab: &str) -> Result<Arc<Hub>> {
 
 async fn manager_of(state: &LabState) -> Result<Docker> {
     let dir = LabDir::new(&state.name);
-    crate::docker::connect_node(&state.leader()?.docker_host(), &dir.client_certs()).await
+    crate::docker::connect_node(&state.docker_host()?, &dir.client_certs()).await
 }
 
 async fn board_page(State(app): State<Arc<App>>, UrlPath(token): UrlPath<String>) -> Response {
@@ -514,7 +514,6 @@ async fn lab_health(state: &LabState, manager: &Docker) -> Result<(u32, u32, Vec
         .await
         .map_err(|err| Error::failed(format!("listing tasks: {err}")))?;
     let probe = crate::http::HttpClient::new();
-    let leader = state.leader()?;
     let mut services = Vec::new();
     for service in &state.services {
         let ids: Vec<String> = manager
@@ -531,7 +530,7 @@ async fn lab_health(state: &LabState, manager: &Docker) -> Result<(u32, u32, Vec
             .count() as u64;
         let answering = match (service.ports.first(), service.probe.as_ref()) {
             (Some(&port), Some(path)) => {
-                let url = format!("http://{}{path}", leader.endpoint(port));
+                let url = format!("http://{}{path}", state.entry(port)?);
                 probe
                     .get(&url, Duration::from_secs(1))
                     .await

@@ -492,6 +492,14 @@ impl Provider for QemuProvider {
         Ok(status.code().unwrap_or(1))
     }
 
+    /// The host-only network's .254: the VMs are .100 and up, and nothing
+    /// on it hands out addresses.
+    fn virtual_ip(&self, managers: &[NodeState]) -> Option<Ipv4Addr> {
+        managers
+            .first()
+            .map(|m| crate::subnet::spare_address(m.address))
+    }
+
     async fn admit(&self, addresses: &[Ipv4Addr]) -> Result<()> {
         let octet = self
             .booted
