@@ -16,7 +16,7 @@ use std::time::Duration;
 use futures_util::future::{join_all, try_join_all};
 
 use crate::error::{Error, Result};
-use crate::lab::state::{LabState, NodeState, RegistryState, Role};
+use crate::lab::state::{LabState, NodeState, Role};
 use crate::pki::Authority;
 use crate::provider::{EngineSetup, NodeFile, Provider, Removed, DOCKER_TLS_PORT};
 use crate::ui::Ui;
@@ -44,8 +44,10 @@ const MIN_DOCKER: (u32, u32) = (19, 3);
 /// Everything a node's engine needs from the lab.
 pub struct EngineConfig<'a> {
     pub authority: &'a Authority,
-    /// `MANAGER_IP:5000`, the registry every node pulls from.
-    pub registry: &'a str,
+    /// `MANAGER_IP:5000`, the registry every node pulls from, and with a
+    /// registry on every manager each manager's own
+    /// (`steps::registry::addresses`).
+    pub registries: Vec<String>,
     /// The lab's virtual `$ManagerIP`, which every manager may come to
     /// hold: their certificates name it and their engines answer on it.
     pub vip: Option<Ipv4Addr>,
@@ -165,7 +167,7 @@ async fn give_back_hosts(provider: &dyn Provider, state: &LabState, ui: &Ui) -> 
     let mut failed = Vec::new();
     for wave in [workers, managers] {
         let results = join_all(wave.iter().map(|node| async {
-            give_back(provider, node, &state.registry).await?;
+            give_back(provider, node, state).await?;
             ui.detail(format!("{} ({}) given back", node.hostname, node.id));
             Ok::<_, Error>(())
         }))
@@ -194,22 +196,20 @@ async fn give_back_hosts(provider: &dyn Provider, state: &LabState, ui: &Ui) -> 
 /// containers it leaves behind (the host was in no Swarm before the lab,
 /// so every one is the lab's), the registry (named in the lab's state) and
 /// the images pulled from it, then the engine configuration.
-async fn give_back(
-    provider: &dyn Provider,
-    node: &NodeState,
-    registry: &RegistryState,
-) -> Result<()> {
+async fn give_back(provider: &dyn Provider, node: &NodeState, state: &LabState) -> Result<()> {
+    let registry = &state.registry;
     let container = crate::ssh::shell_quote(&registry.container);
+    let vip = crate::steps::vip::CONTAINER;
     let pull = &registry.pull_address;
     let lab_images = format!(
         "docker swarm leave --force >/dev/null 2>&1 || true
 docker ps -aq --filter label=com.docker.swarm.task.id | xargs -r docker rm -f >/dev/null 2>&1 || true
-docker rm -f {container} >/dev/null 2>&1 || true
+docker rm -f {container} {vip} >/dev/null 2>&1 || true
 docker volume rm {container} >/dev/null 2>&1 || true
-docker images --format '{{{{.Repository}}}}:{{{{.Tag}}}}' | grep -E '^({pull}/|goblog-lab/registry:)' | xargs -r docker rmi -f >/dev/null 2>&1 || true",
+docker images --format '{{{{.Repository}}}}:{{{{.Tag}}}}' | grep -E '^({pull}/|goblog-lab/(registry|vip):)' | xargs -r docker rmi -f >/dev/null 2>&1 || true",
     );
     provider.run(node, &lab_images).await?;
-    deprovision(provider, node, pull).await
+    deprovision(provider, node, &crate::steps::registry::addresses(state)).await
 }
 
 /// Gives a host back as it was before the lab: the drop-in and the lab's
@@ -218,13 +218,22 @@ docker images --format '{{{{.Repository}}}}:{{{{.Tag}}}}' | grep -E '^({pull}/|g
 /// outside any Swarm and the Swarm's ports are free: a create straight
 /// after a destroy of the same host once met 2377 still taken (one create
 /// in about ten of `bench/ssh.sh`, issue 23).
-pub async fn deprovision(provider: &dyn Provider, node: &NodeState, registry: &str) -> Result<()> {
+pub async fn deprovision(
+    provider: &dyn Provider,
+    node: &NodeState,
+    registries: &[String],
+) -> Result<()> {
+    let certs_d: Vec<String> = registries
+        .iter()
+        .map(|r| format!("'/etc/docker/certs.d/{r}'"))
+        .collect();
+    let certs_d = certs_d.join(" ");
     let script = format!(
         "set -e
 if [ -f {DAEMON_JSON_BACKUP} ]; then cp -p {DAEMON_JSON_BACKUP} {DAEMON_JSON}; fi
 rm -f {DROP_IN}
 rmdir --ignore-fail-on-non-empty /etc/systemd/system/docker.service.d 2>/dev/null || true
-rm -rf {LAB_DIR} '/etc/docker/certs.d/{registry}'
+rm -rf {LAB_DIR} {certs_d}
 rmdir --ignore-fail-on-non-empty /etc/docker/certs.d 2>/dev/null || true
 {RESTART_DOCKER}
 {given_back}",
@@ -498,23 +507,28 @@ fn tls_files(node: &NodeState, config: &EngineConfig<'_>) -> Result<Vec<NodeFile
     let ca = config.authority.cert_pem().as_bytes().to_vec();
     // How dockerd trusts a registry and shows it a certificate: files per
     // registry address, read at each pull, no restart.
-    let certs_d = format!("/etc/docker/certs.d/{}", config.registry);
-    Ok(vec![
+    let mut files = vec![
         NodeFile::new(format!("{TLS_DIR}/ca.pem"), ca.clone(), 0o644),
         NodeFile::new(format!("{TLS_DIR}/cert.pem"), server.cert_pem, 0o644),
         NodeFile::new(format!("{TLS_DIR}/key.pem"), server.key_pem, 0o600),
-        NodeFile::new(format!("{certs_d}/ca.crt"), ca, 0o644),
-        NodeFile::new(
-            format!("{certs_d}/client.cert"),
-            registry_client.cert_pem,
-            0o644,
-        ),
-        NodeFile::new(
-            format!("{certs_d}/client.key"),
-            registry_client.key_pem,
-            0o600,
-        ),
-    ])
+    ];
+    for registry in &config.registries {
+        let certs_d = format!("/etc/docker/certs.d/{registry}");
+        files.extend([
+            NodeFile::new(format!("{certs_d}/ca.crt"), ca.clone(), 0o644),
+            NodeFile::new(
+                format!("{certs_d}/client.cert"),
+                registry_client.cert_pem.clone(),
+                0o644,
+            ),
+            NodeFile::new(
+                format!("{certs_d}/client.key"),
+                registry_client.key_pem.clone(),
+                0o600,
+            ),
+        ]);
+    }
+    Ok(files)
 }
 
 fn daemon_json(address: Ipv4Addr) -> serde_json::Value {
@@ -690,7 +704,7 @@ mod tests {
         };
         let config = EngineConfig {
             authority: &authority,
-            registry: "172.28.0.10:5000",
+            registries: vec!["172.28.0.10:5000".into()],
             vip: None,
         };
         let files = tls_files(&node, &config).unwrap();

@@ -51,6 +51,8 @@ pub struct Timings {
 
 /// Pushes through a relay to the registry on the manager, held open for
 /// the push; an older lab's registry on this machine takes it directly.
+/// Where every manager runs a registry, each that answers gets the image:
+/// one is enough for the rollout, and a manager that was down is named.
 async fn push(host: &Docker, lab: &OpenLab, image: &images::LocalImage, ui: &Ui) -> Result<()> {
     let registry = &lab.state.registry;
     if registry.runs_on == RegistryHost::HostEngine {
@@ -59,27 +61,52 @@ async fn push(host: &Docker, lab: &OpenLab, image: &images::LocalImage, ui: &Ui)
             .map(drop);
     }
     let provider = provider::for_lab(&lab.state, &lab.dir, ui).await?;
-    let leader = lab.state.leader()?;
-    let relay = provider.forward(leader, RegistryState::PORT, 0).await?;
     let certs = lab.dir.client_certs();
     let read = |name: &str| {
         std::fs::read_to_string(certs.join(name))
             .with_context(|| format!("reading {}", certs.join(name).display()))
     };
-    let gateway = registry::gateway(
-        relay.local,
-        0,
-        leader.address,
-        &read("ca.pem")?,
-        &Bundle {
-            cert_pem: read("cert.pem")?,
-            key_pem: read("key.pem")?,
-        },
-    )
-    .await?;
-    registry::push(host, &gateway.local.to_string(), registry, image)
-        .await
-        .map(drop)
+    let ca = read("ca.pem")?;
+    let client = Bundle {
+        cert_pem: read("cert.pem")?,
+        key_pem: read("key.pem")?,
+    };
+    let hosts = registry::hosts(&lab.state);
+    let pushed = futures_util::future::join_all(hosts.iter().map(|node| {
+        let (provider, ca, client) = (&provider, &ca, &client);
+        let several = hosts.len() > 1;
+        async move {
+            let relay = provider.forward(node, RegistryState::PORT, 0).await?;
+            let gateway = registry::gateway(relay.local, 0, node.address, ca, client).await?;
+            if several {
+                registry::answers(&gateway).await?;
+            }
+            registry::push(host, &gateway.local.to_string(), registry, image)
+                .await
+                .map(drop)
+        }
+    }))
+    .await;
+    let mut first_error = None;
+    let mut any = false;
+    for (node, result) in hosts.iter().zip(pushed) {
+        match result {
+            Ok(()) => any = true,
+            Err(err) if hosts.len() > 1 => {
+                ui.warn(format!(
+                    "{}'s registry did not get {}: {err}",
+                    node.hostname,
+                    image.reference()
+                ));
+                first_error.get_or_insert(err);
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    match (any, first_error) {
+        (false, Some(err)) => Err(err),
+        _ => Ok(()),
+    }
 }
 
 /// The services to rebuild: the one named, or every one built from source.

@@ -733,11 +733,15 @@ fn scale_logs_and_exec_work_on_the_nodes() {
 fn a_three_manager_lab_losing_its_first_manager_says_so_and_start_heals_it() {
     let lab = "t-quorum";
     let _guard = LabGuard::new(lab);
-    let created = run(&[
+    let src = service_workspace("quorum-src");
+    let spec = src.join("lab/goblog.toml");
+    let created = run_sharing_target_dir(&[
         "create",
         "-q",
         "--name",
         lab,
+        "--file",
+        spec.to_str().unwrap(),
         "--managers",
         "3",
         "--workers",
@@ -771,6 +775,28 @@ fn a_three_manager_lab_losing_its_first_manager_says_so_and_start_heals_it() {
     assert!(docker(&["kill", &first]).status.success());
     answers("the virtual $ManagerIP to answer again after the first manager was killed");
     assert_ne!(vip_holder(lab, &vip), "swarm-manager-0");
+
+    // The registry survives it: an edit deploys, its image pushed to the
+    // managers that are left and pulled by managers that never had it,
+    // and every replica serves it.
+    change_health_answer(&src, "after-kill");
+    let deployed = run_sharing_target_dir(&["deploy", "accountservice", "--name", lab]);
+    assert!(deployed.status.success(), "{}", stderr(&deployed));
+    assert!(
+        stderr(&deployed).contains("swarm-manager-0's registry did not get"),
+        "{}",
+        stderr(&deployed)
+    );
+    let mut health = Vec::new();
+    for _ in 0..12 {
+        let (status, body) = http_get(&vip, 6767, "/health").unwrap();
+        assert_eq!(status, 200);
+        health.push(body);
+    }
+    assert!(
+        health.iter().all(|b| b.contains(r#""build":"after-kill""#)),
+        "{health:?}"
+    );
     let mut report = serde_json::Value::Null;
     wait_until(
         "the Swarm to see its first manager down",

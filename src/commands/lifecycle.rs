@@ -43,6 +43,39 @@ pub async fn stop(args: &LifecycleArgs, ui: &Ui) -> Result<()> {
     Ok(())
 }
 
+/// Every manager's registry given what the lab runs: one that was down
+/// while `deploy` pushed missed it (`registry::catch_up`). A manager that
+/// cannot is named, and the lab goes on: the others still serve pulls.
+async fn catch_up_registries(
+    state: &crate::lab::state::LabState,
+    engines: &[bollard::Docker],
+    ui: &Ui,
+) {
+    let step = ui.step("Catching up the managers' registries 📦");
+    let hosts = registry::hosts(state);
+    let caught = futures_util::future::join_all(hosts.iter().map(|host| async move {
+        let engine = state
+            .nodes
+            .iter()
+            .position(|n| n.hostname == host.hostname)
+            .map(|i| &engines[i]);
+        match engine {
+            Some(engine) => registry::catch_up(engine, state, host).await,
+            None => Ok(()),
+        }
+    }))
+    .await;
+    for (host, caught) in hosts.iter().zip(caught) {
+        if let Err(err) = caught {
+            ui.warn(format!(
+                "{}'s registry did not catch up: {err}",
+                host.hostname
+            ));
+        }
+    }
+    step.done();
+}
+
 pub async fn start(args: &LifecycleArgs, ui: &Ui) -> Result<()> {
     name::validate(&args.name)?;
     let dir = LabDir::new(&args.name);
@@ -78,7 +111,7 @@ pub async fn start(args: &LifecycleArgs, ui: &Ui) -> Result<()> {
             state.nodes[i].address = addresses[i];
             let config = EngineConfig {
                 authority: &authority,
-                registry: &state.registry.pull_address,
+                registries: registry::addresses(&state),
                 vip: state.vip,
             };
             provision::reissue(&*provider, &state.nodes[i], &config).await?;
@@ -102,13 +135,17 @@ pub async fn start(args: &LifecycleArgs, ui: &Ui) -> Result<()> {
     let step = ui.step("Waiting for the node engines 🐳");
     let certs = dir.client_certs();
     let provider = &*provider;
-    try_join_all(state.nodes.iter().map(|node| {
+    let engines = try_join_all(state.nodes.iter().map(|node| {
         engines::wait_for_engine(ui, node, &certs, deploy::Pace::of(&state), || {
             provider.ensure_running(node)
         })
     }))
     .await?;
     step.done();
+
+    if state.registry.runs_on == RegistryHost::EveryManager && !state.services.is_empty() {
+        catch_up_registries(&state, &engines, ui).await;
+    }
 
     for service in &state.services {
         let (Some(port), Some(probe)) = (service.ports.first(), service.probe.as_ref()) else {

@@ -303,12 +303,14 @@ impl Lab {
         // What the nodes have loaded, once the Swarm is formed: those the
         // manager pushes itself, the rest this machine pushes.
         let (loaded_tx, loaded_rx) = watch::channel(None);
+        // The registries' line of work reads the lab as it is now, while
+        // the rest goes on recording what it deploys.
+        let as_made = state.clone();
         let registry = self.fill_registry(
-            &leader,
+            &as_made,
             &authority,
             &node,
             &service_images,
-            Self::pace(&state),
             RegistrySignals {
                 loaded: loaded_rx,
                 pushed,
@@ -380,11 +382,13 @@ impl Lab {
         // The registry's own line, for the time it still takes once the
         // rest is done (on VMs under TCG, a minute and more), so the wait
         // has a name.
+        let on = if as_made.vip.is_some() {
+            "every manager".to_string()
+        } else {
+            leader.hostname.clone()
+        };
         let ((routing, services), ()) = overlap(&self.ui, lab, registry, || {
-            format!(
-                "Starting the lab registry on {} and pushing the images 📦",
-                leader.hostname
-            )
+            format!("Starting the lab registry on {on} and pushing the images 📦")
         })
         .await?;
         let summary = self.summary(&state, &routing, services, skipped, started);
@@ -455,9 +459,6 @@ impl Lab {
             &self.spec.network,
             registry::on_manager(nodes[0].address),
         );
-        state.ssh = provider.ssh_state();
-        state.vm = provider.vm_state();
-        state.publish = provider.publish();
         if plan::moves_manager_ip(&self.spec) {
             let managers: Vec<NodeState> = nodes
                 .iter()
@@ -466,6 +467,12 @@ impl Lab {
                 .collect();
             state.vip = provider.virtual_ip(&managers);
         }
+        if let Some(vip) = state.vip {
+            state.registry = registry::on_every_manager(vip);
+        }
+        state.ssh = provider.ssh_state();
+        state.vm = provider.vm_state();
+        state.publish = provider.publish();
         state.nodes = nodes;
         state.project_root = Some(self.project_root.clone());
         self.dir.save(&state)?;
@@ -481,7 +488,7 @@ impl Lab {
         authority.save(&self.dir)?;
         let config = EngineConfig {
             authority: &authority,
-            registry: &state.registry.pull_address,
+            registries: registry::addresses(state),
             vip: state.vip,
         };
         try_join_all(
@@ -618,43 +625,58 @@ impl Lab {
         Ok(())
     }
 
-    /// Starts the registry on the manager as soon as its engine answers,
-    /// and fills it with the services' images: those the nodes have loaded
-    /// (`loaded`, once known) pushed by the manager's engine, any other
+    /// Starts the registry on the manager (on every manager, where
+    /// `$ManagerIP` is virtual) as soon as its engine answers, and fills
+    /// each with the services' images: those the nodes have loaded
+    /// (`loaded`, once known) pushed by the manager's own engine, any other
     /// from this machine's through a gateway. Says so on `pushed` when the
-    /// registry has them all.
+    /// registries have them all.
     async fn fill_registry(
         &self,
-        leader: &NodeState,
+        state: &LabState,
         authority: &Authority,
         node_image: &str,
         images: &BTreeMap<String, images::LocalImage>,
-        pace: deploy::Pace,
         signals: RegistrySignals,
     ) -> Result<()> {
-        let RegistrySignals { mut loaded, pushed } = signals;
-        let manager =
-            engines::wait_for_engine(&self.ui, leader, &self.dir.client_certs(), pace, || {
-                self.provider.ensure_running(leader)
-            })
-            .await?;
+        let RegistrySignals { loaded, pushed } = signals;
+        let hosts = registry::hosts(state);
+        let pace = Self::pace(state);
         let registry_image = images::registry(&self.host, node_image).await?;
-        images::copy(&self.host, &manager, &registry_image).await?;
-        let tls = authority.server(&[leader.hostname.as_str()], &[leader.address.into()])?;
-        let registry = registry::start(
-            &manager,
-            &self.name,
-            leader.address,
-            &registry_image,
-            &tls,
-            authority.cert_pem(),
-        )
+        let engines = try_join_all(hosts.iter().map(|host| {
+            let registry_image = &registry_image;
+            async move {
+                let engine = engines::wait_for_engine(
+                    &self.ui,
+                    host,
+                    &self.dir.client_certs(),
+                    pace,
+                    || self.provider.ensure_running(host),
+                )
+                .await?;
+                images::copy(&self.host, &engine, registry_image).await?;
+                let mut addresses = vec![host.address.into()];
+                addresses.extend(state.vip.map(std::net::IpAddr::from));
+                let tls = authority.server(&[host.hostname.as_str()], &addresses)?;
+                registry::start(
+                    &engine,
+                    &self.name,
+                    registry::listen(state, host),
+                    &registry_image,
+                    &tls,
+                    authority.cert_pem(),
+                )
+                .await?;
+                Ok::<_, Error>(engine)
+            }
+        }))
         .await?;
         if images.is_empty() {
             pushed.send_replace(true);
             return Ok(());
         }
         let loaded = loaded
+            .clone()
             .wait_for(Option::is_some)
             .await
             .map_err(|_| Error::failed("the Swarm was not formed"))?
@@ -663,40 +685,48 @@ impl Lab {
         let (on_manager, from_here): (Vec<_>, Vec<_>) = images
             .iter()
             .partition(|(service, _)| loaded.contains(*service));
-        let from_manager = try_join_all(on_manager.into_iter().map(|(_, image)| async {
-            let pulled = registry::push_loaded(&manager, &registry, image).await?;
-            self.ui.detail(format!("pushed {pulled} from the manager"));
-            Ok::<_, Error>(())
-        }));
-        let from_this_machine = async {
-            if from_here.is_empty() {
-                return Ok(());
-            }
-            let relay = self
-                .provider
-                .forward(leader, RegistryState::PORT, 0)
-                .await?;
-            let gateway = registry::gateway(
-                relay.local,
-                self.spec.registry.port,
-                leader.address,
-                authority.cert_pem(),
-                &authority.client()?,
-            )
-            .await?;
-            registry::wait_ready(&gateway).await?;
-            self.ui
-                .detail(format!("registry answers on {}", registry.pull_address));
-            let push_address = gateway.local.to_string();
-            try_join_all(from_here.into_iter().map(|(_, image)| async {
-                let pulled = registry::push(&self.host, &push_address, &registry, image).await?;
-                self.ui.detail(format!("pushed {pulled}"));
+        let registry = &state.registry;
+        let from_managers = try_join_all(hosts.iter().zip(&engines).flat_map(|(host, engine)| {
+            on_manager.iter().map(move |(_, image)| async move {
+                let to = registry::push_address_on(state, host);
+                let pulled = registry::push_loaded(engine, registry, &to, image).await?;
+                self.ui
+                    .detail(format!("pushed {pulled} from {} to {to}", host.hostname));
                 Ok::<_, Error>(())
-            }))
-            .await
-            .map(drop)
-        };
-        tokio::try_join!(from_manager, from_this_machine)?;
+            })
+        }));
+        let from_this_machine = try_join_all(hosts.iter().enumerate().map(|(i, host)| {
+            let from_here = &from_here;
+            async move {
+                if from_here.is_empty() {
+                    return Ok(());
+                }
+                let relay = self.provider.forward(host, RegistryState::PORT, 0).await?;
+                // A fixed --registry-port for the first gateway only.
+                let port = if i == 0 { self.spec.registry.port } else { 0 };
+                let gateway = registry::gateway(
+                    relay.local,
+                    port,
+                    host.address,
+                    authority.cert_pem(),
+                    &authority.client()?,
+                )
+                .await?;
+                registry::wait_ready(&gateway).await?;
+                self.ui
+                    .detail(format!("registry answers on {}", host.hostname));
+                let push_address = gateway.local.to_string();
+                try_join_all(from_here.iter().map(|(_, image)| async {
+                    let pulled = registry::push(&self.host, &push_address, registry, image).await?;
+                    self.ui
+                        .detail(format!("pushed {pulled} to {}", host.hostname));
+                    Ok::<_, Error>(())
+                }))
+                .await
+                .map(drop)
+            }
+        }));
+        tokio::try_join!(from_managers, from_this_machine)?;
         pushed.send_replace(true);
         Ok(())
     }
@@ -910,7 +940,7 @@ impl Lab {
             manager_ip_moves: state.vip.is_some(),
             managers: self.spec.managers,
             workers: self.spec.workers,
-            registry: registry::pull_address(leader.address),
+            registry: state.registry.pull_address.clone(),
             routing: routing.routing,
             routing_why: routing.why.clone(),
             publish: state.publish,

@@ -139,6 +139,11 @@ pub enum RegistryHost {
     HostEngine,
     /// On the first manager's engine, on its lab address, over TLS.
     Manager,
+    /// On every manager's engine, on every address of its machine, over
+    /// TLS: a lab with a virtual `$ManagerIP`, whose nodes pull through
+    /// that address from whichever manager holds it, and whose pushes go
+    /// to each manager (`steps::registry::managers_of`).
+    EveryManager,
 }
 
 impl RegistryState {
@@ -304,8 +309,8 @@ impl LabState {
                     .iter()
                     .flat_map(|s| s.ports.iter().map(|&port| front(&s.name, port))),
             );
-            if self.registry.runs_on == RegistryHost::Manager {
-                found.push(endpoint(leader, "registry", RegistryState::PORT));
+            if self.registry.runs_on != RegistryHost::HostEngine {
+                found.push(front("registry", RegistryState::PORT));
             }
         }
         found

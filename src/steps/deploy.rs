@@ -136,10 +136,22 @@ pub struct Running {
 /// Reads service `name` from the manager; an unknown name is the user's
 /// mistake, told with the services the lab does have.
 pub async fn running(docker: &Docker, lab: &LabState, name: &str) -> Result<Running> {
-    let service = match docker.inspect_service(name, None).await {
-        Ok(service) => service,
-        Err(err) if has_status(&err, GONE) => return Err(no_such_service(lab, name)),
-        Err(err) => return Err(err).with_context(|| format!("reading service {name}")),
+    // A Swarm that has just lost its leader (the first manager killed)
+    // answers reads with DeadlineExceeded until it elects another: 10 to 20
+    // s here (`kill`, then `deploy` at once, on a 3-manager lab).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(45);
+    let service = loop {
+        match docker.inspect_service(name, None).await {
+            Ok(service) => break service,
+            Err(err) if has_status(&err, GONE) => return Err(no_such_service(lab, name)),
+            Err(err)
+                if crate::steps::wait::manager_too_busy(&err)
+                    && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Err(err) => return Err(err).with_context(|| format!("reading service {name}")),
+        }
     };
     let mut spec = service.spec.unwrap_or_default();
     // bollard's model names the field `HealthCheck` where the engine sends

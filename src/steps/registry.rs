@@ -30,21 +30,23 @@ use bollard::models::{
     VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, PushImageOptionsBuilder, RemoveImageOptionsBuilder,
-    TagImageOptionsBuilder, UploadToContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, PushImageOptionsBuilder,
+    RemoveImageOptionsBuilder, TagImageOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use bollard::Docker;
 
 use crate::docker::{drain, tolerate, ALREADY, LABEL_LAB, LABEL_ROLE};
 use crate::error::{Context, Error, Result};
 use crate::http::HttpClient;
-use crate::lab::state::{RegistryHost, RegistryState};
+use crate::lab::state::{LabState, NodeState, RegistryHost, RegistryState, Role};
 use crate::pki::Bundle;
 use crate::steps::images::LocalImage;
 
 /// The registry's configuration: it listens on the manager's lab address
-/// only, with the container on the host's network (see [`start`]).
-fn config(address: Ipv4Addr) -> String {
+/// only (every address of it, where it may hold the virtual `$ManagerIP`),
+/// with the container on the host's network (see [`start`]).
+fn config(listen: Option<Ipv4Addr>) -> String {
+    let address = listen.map_or_else(String::new, |a| a.to_string());
     format!(
         "version: 0.1
 log:
@@ -76,6 +78,61 @@ pub fn pull_address(manager: Ipv4Addr) -> String {
     format!("{manager}:{}", RegistryState::PORT)
 }
 
+/// The registries of a lab with a virtual `$ManagerIP` at `vip`: one on
+/// every manager, pulled from through that address.
+pub fn on_every_manager(vip: Ipv4Addr) -> RegistryState {
+    RegistryState {
+        runs_on: RegistryHost::EveryManager,
+        container: CONTAINER.into(),
+        push_address: String::new(),
+        pull_address: pull_address(vip),
+    }
+}
+
+/// The machines that run a registry of the lab: the first manager, or every
+/// manager.
+pub fn hosts(state: &LabState) -> Vec<NodeState> {
+    match state.registry.runs_on {
+        RegistryHost::EveryManager => state
+            .nodes
+            .iter()
+            .filter(|n| n.role == Role::Manager)
+            .cloned()
+            .collect(),
+        _ => state.nodes.iter().take(1).cloned().collect(),
+    }
+}
+
+/// The address `host`'s registry listens on: its lab address, or all of
+/// its machine's when it may hold the virtual `$ManagerIP`.
+pub fn listen(state: &LabState, host: &NodeState) -> Option<Ipv4Addr> {
+    match state.registry.runs_on {
+        RegistryHost::EveryManager => None,
+        _ => Some(host.address),
+    }
+}
+
+/// Where `host`'s own engine pushes to `host`'s own registry: its lab
+/// address where every manager has a registry (the virtual address would
+/// reach only the holder's), else the address the nodes pull from.
+pub fn push_address_on(state: &LabState, host: &NodeState) -> String {
+    match state.registry.runs_on {
+        RegistryHost::EveryManager => pull_address(host.address),
+        _ => state.registry.pull_address.clone(),
+    }
+}
+
+/// Every registry address an engine of the lab may be asked to use, for
+/// its `certs.d`: where the nodes pull, and each manager's own where every
+/// manager has a registry.
+pub fn addresses(state: &LabState) -> Vec<String> {
+    let mut found = vec![state.registry.pull_address.clone()];
+    if state.registry.runs_on == RegistryHost::EveryManager {
+        found.extend(hosts(state).iter().map(|h| pull_address(h.address)));
+    }
+    found
+}
+
 /// The registry a lab runs on the manager at `manager`.
 pub fn on_manager(manager: Ipv4Addr) -> RegistryState {
     RegistryState {
@@ -102,15 +159,16 @@ pub fn check_port_free(port: u16) -> Result<()> {
 }
 
 /// Starts the registry on the manager's engine, from `image` (already on
-/// that engine), with `tls` made for the manager's address.
+/// that engine), with `tls` made for the manager's addresses, listening on
+/// `listen` (every address for `None`).
 pub async fn start(
     manager: &Docker,
     lab: &str,
-    address: Ipv4Addr,
+    listen: Option<Ipv4Addr>,
     image: &LocalImage,
     tls: &Bundle,
     ca_pem: &str,
-) -> Result<RegistryState> {
+) -> Result<()> {
     let labels = HashMap::from([
         (LABEL_LAB.to_string(), lab.to_string()),
         (LABEL_ROLE.to_string(), "registry".to_string()),
@@ -168,7 +226,7 @@ pub async fn start(
                 crate::tarball::pack([
                     (
                         "etc/goblog-lab/registry.yml",
-                        config(address).as_bytes(),
+                        config(listen).as_bytes(),
                         0o644,
                     ),
                     ("etc/goblog-lab/lab-ca.pem", ca_pem.as_bytes(), 0o644),
@@ -192,7 +250,7 @@ pub async fn start(
         .start_container(CONTAINER, None)
         .await
         .context("starting the lab registry")?;
-    Ok(on_manager(address))
+    Ok(())
 }
 
 /// Waits until the registry answers through the gateway.
@@ -272,6 +330,21 @@ pub async fn gateway(
     Ok(Gateway { local, _stop: stop })
 }
 
+/// Whether the registry answers through the gateway now, asked once with
+/// a short deadline: a manager that is down is left out of a push at once,
+/// instead of after the engine's five retries.
+pub async fn answers(gateway: &Gateway) -> Result<()> {
+    let url = format!("http://{}/v2/", gateway.local);
+    match HttpClient::new().get(&url, Duration::from_secs(3)).await {
+        Ok(response) if response.status == 200 => Ok(()),
+        Ok(response) => Err(Error::RegistryDown {
+            url,
+            last: format!("HTTP {}", response.status),
+        }),
+        Err(last) => Err(Error::RegistryDown { url, last }),
+    }
+}
+
 async fn wait_for(url: &str, ready: impl Fn(u16) -> bool) -> Result<()> {
     let http = &HttpClient::new();
     let ready = &ready;
@@ -345,12 +418,31 @@ pub async fn push(
 /// registry, instead of this machine's engine through a gateway and a
 /// relay. Measured in a running lab: 0.16-0.25 s an image. A registry that
 /// has only just started is asked again until it answers (30 s).
+///
+/// `to` is the registry to push to (`push_address_on`): where it is not the
+/// pull address, the image is tagged for it first and untagged after.
 pub async fn push_loaded(
     engine: &Docker,
     registry: &RegistryState,
+    to: &str,
     image: &LocalImage,
 ) -> Result<String> {
-    let repository = format!("{}/{}", registry.pull_address, image.short_name());
+    let repository = format!("{to}/{}", image.short_name());
+    let retagged = to != registry.pull_address;
+    if retagged {
+        engine
+            .tag_image(
+                &pull_reference(registry, image),
+                Some(
+                    TagImageOptionsBuilder::default()
+                        .repo(&repository)
+                        .tag(&image.tag)
+                        .build(),
+                ),
+            )
+            .await
+            .with_context(|| format!("tagging {repository}:{}", image.tag))?;
+    }
     let what = format!("pushing {repository}:{} from the manager", image.tag);
     crate::retry::until_deadline(
         Duration::from_secs(30),
@@ -371,12 +463,49 @@ pub async fn push_loaded(
             })
         },
         |last| Error::RegistryDown {
-            url: format!("https://{}/v2/", registry.pull_address),
+            url: format!("https://{to}/v2/"),
             last,
         },
     )
     .await?;
+    if retagged {
+        engine
+            .remove_image(
+                &format!("{repository}:{}", image.tag),
+                Some(RemoveImageOptionsBuilder::default().noprune(true).build()),
+                None,
+            )
+            .await
+            .with_context(|| format!("untagging {repository}:{}", image.tag))?;
+    }
     Ok(pull_reference(registry, image))
+}
+
+/// Fills `host`'s own registry with the images the lab runs, pulled
+/// through the virtual `$ManagerIP` from whichever manager holds it: a
+/// manager that was down while `deploy` pushed has them again before it can
+/// come to hold the address. Layers the registry has are not sent again.
+pub async fn catch_up(engine: &Docker, state: &LabState, host: &NodeState) -> Result<()> {
+    let to = push_address_on(state, host);
+    for service in &state.services {
+        let image = LocalImage::parse(&service.image);
+        drain(
+            engine.create_image(
+                Some(
+                    CreateImageOptionsBuilder::default()
+                        .from_image(&image.repository)
+                        .tag(&image.tag)
+                        .build(),
+                ),
+                None,
+                None,
+            ),
+            &format!("pulling {} on {}", service.image, host.hostname),
+        )
+        .await?;
+        push_loaded(engine, &state.registry, &to, &image).await?;
+    }
+    Ok(())
 }
 
 /// The reference the nodes pull `image` by, once pushed.

@@ -15,9 +15,23 @@ use crate::ui::Ui;
 
 /// Swarm's own "try again": the manager's gRPC deadline ran out, or it has
 /// no leader for a moment.
-fn manager_too_busy(err: &bollard::errors::Error) -> bool {
+pub(crate) fn manager_too_busy(err: &bollard::errors::Error) -> bool {
     let message = crate::error::docker_message(err);
     message.contains("DeadlineExceeded") || message.contains("code = Unavailable")
+}
+
+/// The Swarm's nodes that are down, by id; none when the list cannot be
+/// had (the wait goes on with what the tasks say).
+async fn down_nodes(docker: &Docker) -> std::collections::HashSet<String> {
+    use bollard::models::NodeState;
+    docker
+        .list_nodes(None::<bollard::query_parameters::ListNodesOptions>)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|n| n.status.as_ref().and_then(|s| s.state) == Some(NodeState::DOWN))
+        .filter_map(|n| n.id)
+        .collect()
 }
 
 /// Waits until Swarm runs exactly `replicas` tasks of `service`, each past
@@ -63,8 +77,14 @@ pub async fn until_converged(
             }
             listed => listed.with_context(|| format!("listing the tasks of {service}"))?,
         };
-        let is_running =
-            |t: &&Task| t.status.as_ref().and_then(|s| s.state) == Some(TaskState::RUNNING);
+        // A node that is down (killed, with the lab's other managers
+        // keeping the Swarm) still reports its tasks as running: they are
+        // not, and an update must not wait for them to stop.
+        let down = down_nodes(docker).await;
+        let is_running = |t: &&Task| {
+            t.status.as_ref().and_then(|s| s.state) == Some(TaskState::RUNNING)
+                && !t.node_id.as_ref().is_some_and(|n| down.contains(n))
+        };
         let on_image = |t: &&Task| match image {
             None => true,
             Some(image) => template_image(t.spec.as_ref()) == Some(image),
