@@ -260,6 +260,10 @@ pub struct CreateArgs {
     #[arg(long, value_name = "PATH", help_heading = "Machines")]
     pub ssh_key: Option<PathBuf>,
 
+    /// --driver ssh with 3 or more --manager hosts: a free address on the hosts' network for the virtual $ManagerIP, which keepalived moves to a healthy manager (dind and qemu labs pick their own).
+    #[arg(long, value_name = "ADDR", help_heading = "Machines")]
+    pub vip: Option<std::net::Ipv4Addr>,
+
     /// --driver ssh: trust and record the key of a host never seen before (OpenSSH's accept-new), in the lab's own known_hosts. A changed key is always refused.
     #[arg(long, help_heading = "Machines")]
     pub accept_new_host_keys: bool,

@@ -201,8 +201,18 @@ async fn give_back(provider: &dyn Provider, node: &NodeState, state: &LabState) 
     let container = crate::ssh::shell_quote(&registry.container);
     let vip = crate::steps::vip::CONTAINER;
     let pull = &registry.pull_address;
+    // keepalived takes the virtual address off when stopped (SIGTERM), not
+    // when killed; whatever is left of it goes after.
+    let drop_vip = match state.vip {
+        Some(address) => format!(
+            "docker stop -t 5 {vip} >/dev/null 2>&1 || true
+ip -o -4 addr show | while read -r _ dev _ held _; do if [ \"$held\" = {address}/32 ]; then ip addr del {address}/32 dev \"$dev\"; fi; done
+"
+        ),
+        None => String::new(),
+    };
     let lab_images = format!(
-        "docker swarm leave --force >/dev/null 2>&1 || true
+        "{drop_vip}docker swarm leave --force >/dev/null 2>&1 || true
 docker ps -aq --filter label=com.docker.swarm.task.id | xargs -r docker rm -f >/dev/null 2>&1 || true
 docker rm -f {container} {vip} >/dev/null 2>&1 || true
 docker volume rm {container} >/dev/null 2>&1 || true

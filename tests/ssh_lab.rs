@@ -132,6 +132,61 @@ fn assert_untouched(hosts: &TestHosts, i: usize) {
 }
 
 #[test]
+fn three_ssh_managers_with_vip_keep_manager_ip_when_the_first_host_stops() {
+    let lab = "t-ssh-vip";
+    let (me, hosts) = boot(lab, 3);
+    let _guard = LabGuard::new(lab);
+    me.trust(&hosts);
+    let [a, b, c, _] = hosts.hosts[0].address.octets();
+    let vip = format!("{a}.{b}.{c}.254");
+    let managers: Vec<String> = (0..3).map(|i| host_arg("root", &hosts, i)).collect();
+    let key = me.key.to_str().unwrap();
+    let mut args = vec![
+        "create", "-q", "--name", lab, "--driver", "ssh", "--vip", &vip,
+    ];
+    for manager in &managers {
+        args.extend(["--manager", manager.as_str()]);
+    }
+    args.extend(["--ssh-key", key, "-o", "json"]);
+    let created = me.run(&args);
+    assert!(created.status.success(), "{}", stderr(&created));
+    let summary: serde_json::Value = serde_json::from_slice(&created.stdout).unwrap();
+    assert_eq!(summary["manager_ip"], vip.as_str());
+    assert_eq!(summary["manager_ip_moves"], true);
+    let vars = env_vars(&stdout(&me.run(&["env", "--name", lab, "--shell", "bash"])));
+    assert_eq!(vars["DOCKER_HOST"], format!("tcp://{vip}:2376"));
+    assert_every_host_ready(&vars, &hosts);
+
+    // The first host goes down; the address answers from another.
+    hosts.stop_host(0);
+    wait_until(
+        "the virtual $ManagerIP to answer from another host",
+        Duration::from_secs(90),
+        || http_get(&vip, 6767, "/accounts/10000").is_ok_and(|(status, _)| status == 200),
+    );
+    let (code, held) = hosts.exec(1, "ip -4 -o addr");
+    assert_eq!(code, 0);
+    let (_, held_too) = hosts.exec(2, "ip -4 -o addr");
+    assert!(
+        format!("{held}{held_too}").contains(&format!(" {vip}/32 ")),
+        "{held}{held_too}"
+    );
+
+    // Back, and destroyed: nothing of the address or keepalived is left.
+    hosts.start_host(0);
+    let destroyed = me.run(&["destroy", "-q", "--name", lab]);
+    assert!(destroyed.status.success(), "{}", stderr(&destroyed));
+    for i in 0..3 {
+        let (_, addresses) = hosts.exec(i, "ip -4 -o addr; docker ps -a --format '{{.Names}}'");
+        assert!(!addresses.contains(&vip), "host {i}: {addresses}");
+        assert!(
+            !addresses.contains("goblog-lab-vip"),
+            "host {i}: {addresses}"
+        );
+    }
+}
+
+#[test]
 fn a_three_host_lab_over_ssh_end_to_end() {
     let lab = "t-ssh";
     let (me, hosts) = boot(lab, 3);

@@ -48,6 +48,7 @@ fn overrides_of(args: &CreateArgs) -> Overrides {
         ssh_managers: args.ssh_managers.clone(),
         ssh_workers: args.ssh_workers.clone(),
         ssh_key: args.ssh_key.clone(),
+        vip: args.vip,
         machines: args.machines.clone(),
         memory: args.memory,
         publish_localhost: args.publish == PublishChoice::Localhost,

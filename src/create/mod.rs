@@ -468,6 +468,12 @@ impl Lab {
             state.vip = provider.virtual_ip(&managers);
         }
         if let Some(vip) = state.vip {
+            if let Some(holder) = nodes.iter().find(|n| n.address == vip) {
+                return Err(Error::usage(format!(
+                    "--vip {vip} is {}'s own address: give one that no machine holds",
+                    holder.hostname
+                )));
+            }
             state.registry = registry::on_every_manager(vip);
         }
         state.ssh = provider.ssh_state();
@@ -662,7 +668,7 @@ impl Lab {
                     &engine,
                     &self.name,
                     registry::listen(state, host),
-                    &registry_image,
+                    registry_image,
                     &tls,
                     authority.cert_pem(),
                 )

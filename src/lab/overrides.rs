@@ -25,6 +25,8 @@ pub struct Overrides {
     /// `--worker USER@HOST[:PORT]`, repeated.
     pub ssh_workers: Vec<String>,
     pub ssh_key: Option<PathBuf>,
+    /// `--vip ADDR`: the virtual `$ManagerIP` of an ssh lab.
+    pub vip: Option<std::net::Ipv4Addr>,
     /// `--machines NAME,...`.
     pub machines: Vec<String>,
     /// `--memory MIB`.
@@ -55,6 +57,11 @@ pub fn apply(spec: &mut LabSpec, flags: &Overrides) -> Result<()> {
     if driver != ProviderKind::Ssh && (hosts_given || flags.ssh_key.is_some()) {
         return Err(Error::usage(
             "--manager, --worker and --ssh-key name SSH hosts: add --driver ssh",
+        ));
+    }
+    if driver != ProviderKind::Ssh && flags.vip.is_some() {
+        return Err(Error::usage(
+            "--vip names a free address on SSH hosts' network: add --driver ssh (dind and qemu labs with 3 managers pick their own)",
         ));
     }
     if driver != ProviderKind::DockerMachine && !flags.machines.is_empty() {
@@ -93,6 +100,16 @@ pub fn apply(spec: &mut LabSpec, flags: &Overrides) -> Result<()> {
             if let Some(key) = &flags.ssh_key {
                 ssh.key = Some(key.clone());
             }
+            if let Some(vip) = flags.vip {
+                ssh.vip = Some(vip);
+            }
+            if ssh.vip.is_some() && ssh.managers.len() < 3 {
+                return Err(Error::usage(format!(
+                    "--vip needs 3 or more --manager hosts ({} given): with fewer, losing one loses the Swarm's quorum and the address has nowhere to go",
+                    ssh.managers.len()
+                )));
+            }
+
             if ssh.managers.is_empty() {
                 return Err(Error::usage(
                     "--driver ssh needs at least one --manager USER@HOST[:PORT] (and a --worker for each worker)",
@@ -244,6 +261,32 @@ mod tests {
             let err = refusal(flags.clone());
             assert!(err.contains(needle), "{flags:?}: {err}");
         }
+    }
+
+    #[test]
+    fn vip_is_for_three_or_more_ssh_managers() {
+        let vip: std::net::Ipv4Addr = "10.0.0.254".parse().unwrap();
+        let hosts = |n: usize| (0..n).map(|i| format!("root@10.0.0.{}", 10 + i)).collect();
+        let spec = applied(Overrides {
+            driver: Some(ProviderKind::Ssh),
+            ssh_managers: hosts(3),
+            vip: Some(vip),
+            ..Overrides::default()
+        })
+        .unwrap();
+        assert_eq!(spec.ssh.unwrap().vip, Some(vip));
+        assert!(refusal(Overrides {
+            driver: Some(ProviderKind::Ssh),
+            ssh_managers: hosts(2),
+            vip: Some(vip),
+            ..Overrides::default()
+        })
+        .contains("--vip needs 3 or more --manager hosts (2 given)"));
+        assert!(refusal(Overrides {
+            vip: Some(vip),
+            ..Overrides::default()
+        })
+        .contains("--vip names a free address on SSH hosts' network: add --driver ssh"));
     }
 
     #[test]

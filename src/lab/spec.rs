@@ -77,6 +77,11 @@ pub struct SshSpec {
     /// A private key to try after ssh-agent.
     #[serde(default)]
     pub key: Option<PathBuf>,
+    /// A free address on the hosts' network for the virtual `$ManagerIP`
+    /// (3 or more managers; `steps::vip`). Without it `$ManagerIP` is the
+    /// first host's.
+    #[serde(default)]
+    pub vip: Option<std::net::Ipv4Addr>,
 }
 
 /// Machines made with `docker-machine create`, for `driver =

@@ -322,13 +322,16 @@ pub async fn for_spec(
         ProviderKind::Ssh => {
             let ssh = spec.ssh.clone().unwrap_or_default();
             let hosts: Vec<String> = ssh.managers.iter().chain(&ssh.workers).cloned().collect();
-            Box::new(ssh::SshProvider::new(
-                dir,
-                &hosts,
-                ssh.key,
-                choices.accept_new_host_keys,
-                ui.clone(),
-            )?)
+            Box::new(
+                ssh::SshProvider::new(
+                    dir,
+                    &hosts,
+                    ssh.key,
+                    choices.accept_new_host_keys,
+                    ui.clone(),
+                )?
+                .with_vip(ssh.vip),
+            )
         }
         ProviderKind::DockerMachine => {
             let machines = spec

@@ -36,6 +36,8 @@ pub struct SshProvider {
     hosts: Vec<Target>,
     ssh: SshHosts,
     ui: Ui,
+    /// `--vip`: the virtual `$ManagerIP` the user gave (`virtual_ip`).
+    vip: Option<Ipv4Addr>,
 }
 
 /// Verified, logged-in SSH clients to machines, one per machine: what every
@@ -214,7 +216,14 @@ impl SshProvider {
             hosts,
             ssh: SshHosts::new(dir, key, accept_new),
             ui,
+            vip: None,
         })
+    }
+
+    /// `--vip`: the address the user keeps free on the hosts' network.
+    pub fn with_vip(mut self, vip: Option<Ipv4Addr>) -> Self {
+        self.vip = vip;
+        self
     }
 
     /// For machines made by docker-machine: each has a key of its own.
@@ -303,6 +312,11 @@ impl Provider for SshProvider {
 
     fn adopts_hosts(&self) -> bool {
         true
+    }
+
+    /// Only the user knows which address of the hosts' network is free.
+    fn virtual_ip(&self, _managers: &[NodeState]) -> Option<Ipv4Addr> {
+        self.vip
     }
 
     fn ssh_state(&self) -> Option<SshState> {
