@@ -819,6 +819,12 @@ fn a_three_manager_lab_losing_its_first_manager_says_so_and_start_heals_it() {
         serde_json::json!({"managers": 3, "reachable": 2, "needed": 2, "kept": true}),
         "{report:#}"
     );
+    // It names the manager that holds $ManagerIP now.
+    assert_eq!(
+        report["manager_ip_held_by"],
+        vip_holder(lab, &vip).as_str(),
+        "{report:#}"
+    );
     let table = stdout(&run(&["status", "-q", "--name", lab]));
     assert!(
         table.contains("2 of 3 managers reachable: quorum kept (Raft needs 2)"),

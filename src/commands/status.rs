@@ -19,6 +19,10 @@ use crate::lab::state::{saved_labs, Endpoint, LabDir, Publish, Routing};
 pub struct Status {
     pub name: String,
     pub manager_ip: String,
+    /// Where `$ManagerIP` is virtual: the manager whose engine answers on
+    /// it now (none while no manager holds it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manager_ip_held_by: Option<String>,
     pub routing: Routing,
     pub registry: String,
     /// How this host reaches the machines: `direct` or `localhost`.
@@ -102,30 +106,44 @@ pub struct TaskRow {
 }
 
 pub async fn collect(lab: &str) -> Result<Status> {
-    let OpenLab { state, manager, .. } = open_lab(lab).await?;
-    let (nodes, services, tasks) = tokio::try_join!(
-        async {
-            manager
-                .list_nodes(None::<ListNodesOptions>)
-                .await
-                .context("listing Swarm nodes")
-        },
-        async {
-            manager
-                .list_services(Some(ListServicesOptions {
-                    status: Some(true),
-                    ..Default::default()
-                }))
-                .await
-                .context("listing services")
-        },
-        async {
-            manager
-                .list_tasks(None::<ListTasksOptions>)
-                .await
-                .context("listing tasks")
-        },
-    )?;
+    let OpenLab {
+        state,
+        manager,
+        dir,
+    } = open_lab(lab).await?;
+    let held_by = async {
+        state.vip?;
+        let engine = docker::connect_node(&state.docker_host().ok()?, &dir.client_certs())
+            .await
+            .ok()?;
+        engine.info().await.ok()?.name
+    };
+    let (held_by, listed) = tokio::join!(held_by, async {
+        tokio::try_join!(
+            async {
+                manager
+                    .list_nodes(None::<ListNodesOptions>)
+                    .await
+                    .context("listing Swarm nodes")
+            },
+            async {
+                manager
+                    .list_services(Some(ListServicesOptions {
+                        status: Some(true),
+                        ..Default::default()
+                    }))
+                    .await
+                    .context("listing services")
+            },
+            async {
+                manager
+                    .list_tasks(None::<ListTasksOptions>)
+                    .await
+                    .context("listing tasks")
+            },
+        )
+    });
+    let (nodes, services, tasks) = listed?;
 
     let hostname_of: HashMap<String, String> = nodes
         .iter()
@@ -263,6 +281,7 @@ pub async fn collect(lab: &str) -> Result<Status> {
     Ok(Status {
         name: state.name.clone(),
         manager_ip: state.manager_ip()?.to_string(),
+        manager_ip_held_by: held_by,
         routing: state.routing,
         registry: state.registry.pull_address.clone(),
         publish: state.publish,
@@ -287,9 +306,13 @@ pub async fn run(args: &StatusArgs) -> Result<()> {
         Routing::Mesh => "routing mesh",
         Routing::Edge => "edge proxy",
     };
+    let manager_ip = match &status.manager_ip_held_by {
+        Some(holder) => format!("{} (virtual, held by {holder})", status.manager_ip),
+        None => status.manager_ip.clone(),
+    };
     println!(
-        "Lab {}   ManagerIP {}   registry {}   {routing}",
-        status.name, status.manager_ip, status.registry
+        "Lab {}   ManagerIP {manager_ip}   registry {}   {routing}",
+        status.name, status.registry
     );
     if status.publish == Publish::Localhost {
         println!("Published on 127.0.0.1 only (--publish localhost):");

@@ -737,10 +737,10 @@ impl Lab {
         Ok(())
     }
 
-    async fn form_swarm(
-        &self,
-        state: &LabState,
-        engines: &[Docker],
+    async fn form_swarm<'a>(
+        &'a self,
+        state: &'a LabState,
+        engines: &'a [Docker],
         routing: Routing,
     ) -> Result<()> {
         let joins = state.nodes.len() - 1;
@@ -755,19 +755,33 @@ impl Lab {
         if routing == Routing::Edge {
             swarm::remove_ingress(manager).await?;
         }
-        try_join_all(
-            state
-                .nodes
-                .iter()
-                .zip(engines)
-                .skip(1)
-                .map(|(node, engine)| async {
-                    swarm::join(engine, node, leader, &tokens).await?;
-                    self.ui.detail(format!("{} joined", node.hostname));
-                    self.provider.ensure_running(node).await
-                }),
-        )
-        .await?;
+        let join = |node: &'a NodeState, engine: &'a Docker| {
+            let tokens = &tokens;
+            async move {
+                swarm::join(engine, node, leader, tokens).await?;
+                self.ui.detail(format!("{} joined", node.hostname));
+                self.provider.ensure_running(node).await
+            }
+        };
+        let (managers, workers): (Vec<_>, Vec<_>) = state
+            .nodes
+            .iter()
+            .zip(engines)
+            .skip(1)
+            .partition(|(node, _)| node.role == Role::Manager);
+        // Managers one at a time: each join is a Raft membership change,
+        // which Raft makes one at a time. Two at once under TCG timed out
+        // in the engine's own join (`create --driver qemu --managers 3
+        // --workers 0`, 2026-12-06: "Timeout was reached before node
+        // joined"). Workers join meanwhile, together.
+        let managers = async {
+            for (node, engine) in managers {
+                join(node, engine).await?;
+            }
+            Ok::<_, Error>(())
+        };
+        let workers = try_join_all(workers.into_iter().map(|(node, engine)| join(node, engine)));
+        tokio::try_join!(managers, workers)?;
         swarm::create_overlay(manager, &self.spec.network, &self.name).await?;
         step.done();
         Ok(())
