@@ -222,6 +222,49 @@ where
     Ok(items)
 }
 
+/// How the lab runs a program of its own on a node, beside the Swarm (the
+/// registry, keepalived): a container `name` on the node's own network,
+/// back with the engine after a restart, with `files` (configuration,
+/// certificates) copied in before it first runs. `what` names it in
+/// errors.
+pub async fn run_on_node(
+    engine: &Docker,
+    name: &str,
+    mut body: bollard::models::ContainerCreateBody,
+    files: &[(&str, &[u8], u32)],
+    what: &str,
+) -> Result<()> {
+    use bollard::models::{RestartPolicy, RestartPolicyNameEnum};
+    use bollard::query_parameters::{
+        CreateContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+    };
+    let host = body.host_config.get_or_insert_with(Default::default);
+    host.network_mode = Some("host".into());
+    host.restart_policy = Some(RestartPolicy {
+        name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+        ..Default::default()
+    });
+    engine
+        .create_container(
+            Some(CreateContainerOptionsBuilder::default().name(name).build()),
+            body,
+        )
+        .await
+        .with_context(|| format!("creating {what}"))?;
+    engine
+        .upload_to_container(
+            name,
+            Some(UploadToContainerOptionsBuilder::default().path("/").build()),
+            bollard::body_full(crate::tarball::pack(files.iter().copied())?.into()),
+        )
+        .await
+        .with_context(|| format!("configuring {what}"))?;
+    engine
+        .start_container(name, None)
+        .await
+        .with_context(|| format!("starting {what}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,13 +25,10 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::ops::ControlFlow;
 use std::time::Duration;
 
-use bollard::models::{
-    ContainerCreateBody, HostConfig, Mount, MountType, RestartPolicy, RestartPolicyNameEnum,
-    VolumeCreateRequest,
-};
+use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, VolumeCreateRequest};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, PushImageOptionsBuilder,
-    RemoveImageOptionsBuilder, TagImageOptionsBuilder, UploadToContainerOptionsBuilder,
+    CreateImageOptionsBuilder, PushImageOptionsBuilder, RemoveImageOptionsBuilder,
+    TagImageOptionsBuilder,
 };
 use bollard::Docker;
 
@@ -181,76 +178,48 @@ pub async fn start(
         })
         .await
         .context("creating the lab registry's volume")?;
-    let host = HostConfig {
-        // On the manager's own network, listening on its lab address only
-        // (`config`): the manager's other networks see nothing, and the
-        // engine has no bridge endpoint, NAT rule or docker-proxy to set up.
-        // Under TCG that made the registry container's start 10 s instead
-        // of 19 s (`docker run` on an idle VM of a lab).
-        network_mode: Some("host".into()),
-        mounts: Some(vec![Mount {
-            target: Some("/var/lib/docker-registry".into()),
-            source: Some(CONTAINER.into()),
-            typ: Some(MountType::VOLUME),
-            ..Default::default()
-        }]),
-        // Back with the manager's engine after `stop`/`start`.
-        restart_policy: Some(RestartPolicy {
-            name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+    // On the manager's own network, listening on its lab address only
+    // (`config`): the manager's other networks see nothing, and the engine
+    // has no bridge endpoint, NAT rule or docker-proxy to set up. Under TCG
+    // that made the registry container's start 10 s instead of 19 s
+    // (`docker run` on an idle VM of a lab). Back with the manager's engine
+    // after `stop`/`start`.
+    let body = ContainerCreateBody {
+        image: Some(image.reference()),
+        labels: Some(labels),
+        host_config: Some(HostConfig {
+            mounts: Some(vec![Mount {
+                target: Some("/var/lib/docker-registry".into()),
+                source: Some(CONTAINER.into()),
+                typ: Some(MountType::VOLUME),
+                ..Default::default()
+            }]),
             ..Default::default()
         }),
         ..Default::default()
     };
-    let body = ContainerCreateBody {
-        image: Some(image.reference()),
-        labels: Some(labels),
-        host_config: Some(host),
-        ..Default::default()
-    };
-    manager
-        .create_container(
-            Some(
-                CreateContainerOptionsBuilder::default()
-                    .name(CONTAINER)
-                    .build(),
+    let config = config(listen);
+    crate::docker::run_on_node(
+        manager,
+        CONTAINER,
+        body,
+        &[
+            ("etc/goblog-lab/registry.yml", config.as_bytes(), 0o644),
+            ("etc/goblog-lab/lab-ca.pem", ca_pem.as_bytes(), 0o644),
+            (
+                "etc/goblog-lab/registry-cert.pem",
+                tls.cert_pem.as_bytes(),
+                0o644,
             ),
-            body,
-        )
-        .await
-        .context("creating the lab registry")?;
-    manager
-        .upload_to_container(
-            CONTAINER,
-            Some(UploadToContainerOptionsBuilder::default().path("/").build()),
-            bollard::body_full(
-                crate::tarball::pack([
-                    (
-                        "etc/goblog-lab/registry.yml",
-                        config(listen).as_bytes(),
-                        0o644,
-                    ),
-                    ("etc/goblog-lab/lab-ca.pem", ca_pem.as_bytes(), 0o644),
-                    (
-                        "etc/goblog-lab/registry-cert.pem",
-                        tls.cert_pem.as_bytes(),
-                        0o644,
-                    ),
-                    (
-                        "etc/goblog-lab/registry-key.pem",
-                        tls.key_pem.as_bytes(),
-                        0o600,
-                    ),
-                ])?
-                .into(),
+            (
+                "etc/goblog-lab/registry-key.pem",
+                tls.key_pem.as_bytes(),
+                0o600,
             ),
-        )
-        .await
-        .context("configuring the lab registry")?;
-    manager
-        .start_container(CONTAINER, None)
-        .await
-        .context("starting the lab registry")?;
-    Ok(())
+        ],
+        "the lab registry",
+    )
+    .await
 }
 
 /// Waits until the registry answers through the gateway.

@@ -65,7 +65,7 @@ pub async fn join(
         Role::Manager => &tokens.manager,
         Role::Worker => &tokens.worker,
     };
-    docker
+    let joined = docker
         .join_swarm(SwarmJoinRequest {
             listen_addr: Some("0.0.0.0:2377".into()),
             advertise_addr: Some(node.address.to_string()),
@@ -73,8 +73,50 @@ pub async fn join(
             join_token: Some(token.clone()),
             ..Default::default()
         })
-        .await
-        .with_context(|| format!("{} joining the Swarm", node.hostname))
+        .await;
+    match joined {
+        // The engine gives up waiting after 20 s but goes on joining (a
+        // manager's Raft join under TCG took longer: `create --driver qemu
+        // --managers 3`, 2026-12-06): wait for it, as its message says.
+        Err(err) if crate::error::docker_message(&err).contains("continue in the background") => {
+            wait_until_joined(docker, node).await
+        }
+        joined => joined.with_context(|| format!("{} joining the Swarm", node.hostname)),
+    }
+}
+
+/// Waits up to 5 minutes for a join the engine finishes in the background.
+async fn wait_until_joined(docker: &Docker, node: &NodeState) -> Result<()> {
+    use bollard::models::LocalNodeState;
+    crate::retry::until_deadline(
+        std::time::Duration::from_secs(300),
+        std::time::Duration::from_secs(1),
+        || async {
+            let swarm = docker.info().await.ok().and_then(|info| info.swarm);
+            let state = swarm.as_ref().and_then(|s| s.local_node_state);
+            match state {
+                Some(LocalNodeState::ACTIVE) => Ok(std::ops::ControlFlow::Break(())),
+                // The engine stopped trying: say what it said.
+                Some(LocalNodeState::ERROR) => Err(Error::failed(format!(
+                    "{} joining the Swarm: {}",
+                    node.hostname,
+                    swarm
+                        .and_then(|s| s.error)
+                        .unwrap_or_else(|| "the engine gave up".into())
+                ))),
+                other => Ok(std::ops::ControlFlow::Continue(
+                    other.map_or_else(|| "unknown".to_string(), |s| s.to_string()),
+                )),
+            }
+        },
+        |last| {
+            Error::failed(format!(
+                "{} joining the Swarm: still not active after 300 s (last state {last})",
+                node.hostname
+            ))
+        },
+    )
+    .await
 }
 
 /// Swarm node IDs to the hostnames `docker node ls` shows, for naming

@@ -24,10 +24,8 @@ use std::collections::HashMap;
 use std::fmt::Write;
 use std::net::Ipv4Addr;
 
-use bollard::models::{ContainerCreateBody, HostConfig, RestartPolicy, RestartPolicyNameEnum};
-use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder, UploadToContainerOptionsBuilder,
-};
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::RemoveContainerOptionsBuilder;
 use bollard::Docker;
 use sha2::{Digest, Sha256};
 
@@ -191,61 +189,35 @@ pub async fn start(engine: &Docker, plan: &Plan<'_>, me: usize, image: &LocalIma
         GONE,
     )
     .with_context(|| format!("removing the old keepalived on {}", own.hostname))?;
-    let host = HostConfig {
-        // The node's own network: the address goes on its lab interface.
-        network_mode: Some("host".into()),
-        cap_add: Some(vec![
-            "NET_ADMIN".into(),
-            "NET_RAW".into(),
-            "NET_BROADCAST".into(),
-            "SYS_NICE".into(),
-        ]),
-        // Back with the manager's engine after `stop`/`start` or a kill.
-        restart_policy: Some(RestartPolicy {
-            name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    // On the node's own network: the address goes on its lab interface.
     let body = ContainerCreateBody {
         image: Some(image.reference()),
         labels: Some(labels),
         env: Some(vec![format!("NODE_ADDRESS={}", own.address)]),
-        host_config: Some(host),
+        host_config: Some(HostConfig {
+            cap_add: Some(vec![
+                "NET_ADMIN".into(),
+                "NET_RAW".into(),
+                "NET_BROADCAST".into(),
+                "SYS_NICE".into(),
+            ]),
+            ..Default::default()
+        }),
         ..Default::default()
     };
-    engine
-        .create_container(
-            Some(
-                CreateContainerOptionsBuilder::default()
-                    .name(CONTAINER)
-                    .build(),
-            ),
-            body,
-        )
-        .await
-        .with_context(|| format!("creating keepalived on {}", own.hostname))?;
     let config = keepalived_config(plan, me);
     let check = routes_check(own.address, plan.ports);
-    engine
-        .upload_to_container(
-            CONTAINER,
-            Some(UploadToContainerOptionsBuilder::default().path("/").build()),
-            bollard::body_full(
-                crate::tarball::pack([
-                    ("etc/goblog-lab/keepalived.conf", config.as_bytes(), 0o644),
-                    ("etc/goblog-lab/routes", check.as_bytes(), 0o755),
-                ])?
-                .into(),
-            ),
-        )
-        .await
-        .with_context(|| format!("configuring keepalived on {}", own.hostname))?;
-    engine
-        .start_container(CONTAINER, None)
-        .await
-        .with_context(|| format!("starting keepalived on {}", own.hostname))?;
-    Ok(())
+    crate::docker::run_on_node(
+        engine,
+        CONTAINER,
+        body,
+        &[
+            ("etc/goblog-lab/keepalived.conf", config.as_bytes(), 0o644),
+            ("etc/goblog-lab/routes", check.as_bytes(), 0o755),
+        ],
+        &format!("keepalived on {}", own.hostname),
+    )
+    .await
 }
 
 #[cfg(test)]
