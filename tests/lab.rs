@@ -790,13 +790,17 @@ fn a_three_manager_lab_losing_its_first_manager_says_so_and_start_heals_it() {
     // Twelve answers in a row carry it (the edge takes turns among the
     // replicas); a request the busy machine drops is asked again.
     let mut health = Vec::new();
-    wait_until("every replica serving the edit", Duration::from_secs(60), || {
-        health = (0..12)
-            .filter_map(|_| http_get(&vip, 6767, "/health").ok())
-            .map(|(_, body)| body)
-            .collect();
-        health.len() == 12 && health.iter().all(|b| b.contains(r#""build":"after-kill""#))
-    });
+    wait_until(
+        "every replica serving the edit",
+        Duration::from_secs(60),
+        || {
+            health = (0..12)
+                .filter_map(|_| http_get(&vip, 6767, "/health").ok())
+                .map(|(_, body)| body)
+                .collect();
+            health.len() == 12 && health.iter().all(|b| b.contains(r#""build":"after-kill""#))
+        },
+    );
     let mut report = serde_json::Value::Null;
     wait_until(
         "the Swarm to see its first manager down",
